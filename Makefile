@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh machine:  `make run`  and  `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# facenet-pytorch is installed --no-deps: only as the carrier of the MIT-licensed MTCNN weights.
+# Importing it would need an old torch and torchvision; pipeline/align/detectors/mtcnn.py runs them.
+WEIGHTS_CARRIER := facenet-pytorch==2.6.0
+
+.PHONY: run test install repro bench clean-venv
+
+run: $(STAMP)  ## install (once) and run the whole pipeline on the built-in data
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+test: $(STAMP)  ## run the test suite
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+
+install: $(STAMP)
+
+# One pip resolve over the fully pinned lock file, so no later install can move an earlier pin.
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS_CARRIER)
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+repro: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+bench: $(STAMP)  ## print render speed of the capture simulator
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python scripts/bench_capture.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,3 @@
+"""mvfer: dataset collection and curation for dynamic facial expression recognition."""
+
+__version__ = "0.1.0"

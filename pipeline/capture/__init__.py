@@ -1,0 +1,1 @@
+"""The built-in capture simulator: synthetic faces under controlled pose and illumination."""

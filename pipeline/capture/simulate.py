@@ -1,0 +1,214 @@
+"""The capture simulator: writes a raw capture folder exactly as the lab's rig would.
+
+A *performance* is one subject making one expression under one illumination; every camera of the
+rig records it at once, so the takes of a performance share timing and head motion and differ only
+in pose. Output layout (the same a real rig produces, so ingest cannot tell the difference):
+
+    <out>/takes/<take_id>.mp4     encoded video (mp4v), readable by OpenCV
+    <out>/capture_log.csv         one row per take
+    <out>/subjects.csv            pseudonymous subjects and their consent
+    <out>/_truth/                 ground truth for measuring later stages, never read by them
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from pipeline import paths
+from pipeline.capture.expressions import ACTION_UNITS, au_vector, intensity_curve
+from pipeline.capture.face_model import five_points, features_from_aus, sample_identity, with_gain
+from pipeline.capture.render import ILLUMINATIONS, HeadRenderer
+from pipeline.params import CaptureParams
+from pipeline.utils import io
+
+log = logging.getLogger(__name__)
+
+LOG_COLUMNS = [
+    "take_id", "subject_id", "session", "camera", "yaw", "pitch",
+    "illumination", "prompted_expression", "fps", "recorded_at", "file",
+]
+SUBJECT_COLUMNS = ["subject_id", "consent_research", "consent_public_release", "withdrawn", "consent_date", "withdrawn_date"]
+FOURCC = "mp4v"
+SESSION_START = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Performance:
+    """One recording event: all cameras of the rig film it at once."""
+
+    index: int
+    perf_id: str
+    subject_index: int
+    subject_id: str
+    session: str
+    illumination: str
+    expression: str
+    recorded_at: str
+
+
+def subject_ids(seed: int, n: int) -> list[str]:
+    """Pseudonymous, stable ids: a hash of the seed and index, never a name."""
+    return [f"sub-{hashlib.sha256(f'mvfer-{seed}-{i}'.encode()).hexdigest()[:6]}" for i in range(n)]
+
+
+def plan_subjects(p: CaptureParams) -> pd.DataFrame:
+    """The consent table: some subjects decline public release, some withdraw after capture."""
+    rng = np.random.default_rng([p.seed, 1])
+    ids = subject_ids(p.seed, p.n_subjects)
+    order = rng.permutation(p.n_subjects)
+    withdrawn = set(order[: p.n_withdrawn].tolist())
+    no_public = set(order[p.n_withdrawn : p.n_withdrawn + p.n_no_public_release].tolist())
+    rows = []
+    for i, sid in enumerate(ids):
+        w = i in withdrawn
+        rows.append({
+            "subject_id": sid,
+            "consent_research": True,
+            "consent_public_release": i not in no_public and not w,
+            "withdrawn": w,
+            "consent_date": (SESSION_START - timedelta(days=7)).date().isoformat(),
+            "withdrawn_date": (SESSION_START + timedelta(days=60)).date().isoformat() if w else "",
+        })
+    return pd.DataFrame(rows, columns=SUBJECT_COLUMNS)
+
+
+def plan_performances(p: CaptureParams, ids: list[str]) -> list[Performance]:
+    """Every subject x session x illumination x expression, in recording order."""
+    perfs = []
+    for si, sid in enumerate(ids):
+        for ses in range(p.sessions):
+            t = SESSION_START + timedelta(days=si + 30 * ses)
+            for illum in p.illuminations:
+                for expr in p.expressions:
+                    idx = len(perfs)
+                    perfs.append(Performance(
+                        index=idx, perf_id=f"pf{idx:05d}", subject_index=si, subject_id=sid,
+                        session=f"ses-{ses + 1:02d}", illumination=illum, expression=expr,
+                        recorded_at=t.isoformat(timespec="seconds"),
+                    ))
+                    t += timedelta(seconds=45)
+    return perfs
+
+
+def _head_motion(rng: np.random.Generator, n: int, frame_size: int) -> np.ndarray:
+    """Small smooth head movements (yaw, pitch degrees; dx, dy pixels) of a seated subject."""
+    steps = rng.normal(0, 1, (n, 4)) * np.array([0.35, 0.3, 0.004 * frame_size, 0.004 * frame_size])
+    walk = np.cumsum(steps, axis=0)
+    walk -= walk.mean(axis=0)
+    return walk + rng.normal(0, 1, 4) * np.array([1.0, 1.0, 0.02 * frame_size, 0.02 * frame_size])
+
+
+def render_performance(p: CaptureParams, perf: Performance, takes_dir: Path, truth_dir: Path) -> tuple[list[dict], list[dict], float, int]:
+    """Render and encode every camera's take of one performance; returns log rows, truth rows, CPU s, frames."""
+    t_cpu = time.process_time()
+    ident = sample_identity(np.random.default_rng([p.seed, 2, perf.subject_index]), tone_index=perf.subject_index)
+    rng = np.random.default_rng([p.seed, 3, perf.index])
+    ident = with_gain(ident, float(rng.uniform(0.85, 1.1)))
+    n = p.n_frames
+    neutral = perf.expression == "neutral"
+    onset = int(rng.integers(1, max(2, n // 6) + 1))
+    apex = int(rng.integers(max(onset + 2, int(0.5 * n)), max(onset + 3, int(0.7 * n)) + 1))
+    apex = min(apex, n - 1)
+    peak = 0.0 if neutral else float(rng.uniform(0.75, 1.0))
+    curve = intensity_curve(n, onset, apex, peak, p.return_to_neutral)
+    motion = _head_motion(rng, n, p.frame_size)
+    light = ILLUMINATIONS[perf.illumination]
+    renderer = HeadRenderer(ident, p.frame_size)
+    feats = [features_from_aus(au_vector(perf.expression, float(c)), ident.au_gain) for c in curve]
+    aus = np.array([[au_vector(perf.expression, float(c))[a] for a in ACTION_UNITS] for c in curve], dtype=np.float32)
+
+    log_rows, truth_rows = [], []
+    for pose in p.poses:
+        take_id = f"{perf.perf_id}-{pose.camera}"
+        cam_rng = np.random.default_rng([p.seed, 4, perf.index, _stable_int(pose.camera)])
+        backdrop = renderer.backdrop(pose.yaw, light, cam_rng)
+        video = takes_dir / f"{take_id}.mp4"
+        writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*FOURCC), p.fps, (p.frame_size, p.frame_size))
+        if not writer.isOpened():
+            raise RuntimeError(f"{video}: OpenCV cannot open a {FOURCC} video writer")
+        lms, vis = np.zeros((n, 68, 2), np.float32), np.zeros((n, 68), bool)
+        for t in range(n):
+            yaw, pitch, dx, dy = motion[t]
+            frame, lm, v = renderer.render(feats[t], pose.yaw + yaw, pose.pitch + pitch, light, (dx, dy), cam_rng, backdrop)
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            lms[t], vis[t] = lm, v
+        writer.release()
+        five = np.stack([five_points(lm) for lm in lms]).astype(np.float32)
+        np.savez_compressed(truth_dir / f"{take_id}.npz", landmarks68=lms, visible68=vis, landmarks5=five,
+                            intensity=curve.astype(np.float32), aus=aus, action_units=np.array(ACTION_UNITS))
+        log_rows.append({
+            "take_id": take_id, "subject_id": perf.subject_id, "session": perf.session, "camera": pose.camera,
+            "yaw": pose.yaw, "pitch": pose.pitch, "illumination": perf.illumination, "prompted_expression": perf.expression,
+            "fps": p.fps, "recorded_at": perf.recorded_at, "file": f"{paths.TAKES_SUBDIR}/{take_id}.mp4",
+        })
+        truth_rows.append({
+            "take_id": take_id, "performance": perf.perf_id, "expression": perf.expression,
+            "onset_frame": -1 if neutral else onset, "apex_frame": -1 if neutral else apex,
+            "peak_intensity": peak, "skin_tone_index": perf.subject_index % 8,
+        })
+    return log_rows, truth_rows, time.process_time() - t_cpu, n * len(p.poses)
+
+
+def _stable_int(text: str) -> int:
+    """A seed component from a string that, unlike hash(), is the same in every process."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+
+
+def _render_job(args: tuple[CaptureParams, Performance, Path, Path]) -> tuple[list[dict], list[dict], float, int]:
+    cv2.setNumThreads(1)  # one worker per core; OpenCV's own threads would oversubscribe
+    return render_performance(*args)
+
+
+def simulate(p: CaptureParams, out_dir: Path) -> dict:
+    """Render the whole capture into `out_dir` atomically; returns the figures for the report."""
+    ids = subject_ids(p.seed, p.n_subjects)
+    subjects = plan_subjects(p)
+    perfs = plan_performances(p, ids)
+    n_takes = len(perfs) * len(p.poses)
+    log.info("simulating %d subjects, %d performances, %d takes of %d frames (%dpx) with %d workers",
+             p.n_subjects, len(perfs), n_takes, p.n_frames, p.frame_size, p.workers)
+    t0 = time.perf_counter()
+    with io.atomic_dir(out_dir) as tmp:
+        takes_dir, truth_dir = tmp / paths.TAKES_SUBDIR, tmp / paths.TRUTH_SUBDIR
+        takes_dir.mkdir()
+        truth_dir.mkdir()
+        jobs = [(p, perf, takes_dir, truth_dir) for perf in perfs]
+        results = []
+        if p.workers == 1:
+            for job in tqdm(jobs, desc="render", unit="perf"):
+                results.append(render_performance(*job))
+        else:
+            with ProcessPoolExecutor(max_workers=p.workers) as pool:
+                results = list(tqdm(pool.map(_render_job, jobs, chunksize=2), total=len(jobs), desc="render", unit="perf"))
+        log_rows = [r for res in results for r in res[0]]
+        truth_rows = [r for res in results for r in res[1]]
+        cpu = sum(res[2] for res in results)
+        frames = sum(res[3] for res in results)
+        capture_log = pd.DataFrame(log_rows, columns=LOG_COLUMNS).sort_values("take_id", kind="stable")
+        io.write_csv(tmp / paths.CAPTURE_LOG_NAME, capture_log)
+        io.write_csv(tmp / paths.SUBJECTS_NAME, subjects)
+        io.write_csv(truth_dir / "takes.csv", pd.DataFrame(truth_rows).sort_values("take_id", kind="stable"))
+    wall = time.perf_counter() - t0
+    return {
+        "n_subjects": p.n_subjects,
+        "n_performances": len(perfs),
+        "n_takes": n_takes,
+        "n_frames": frames,
+        "frame_size": p.frame_size,
+        "workers": p.workers,
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "frames_per_s": round(frames / wall, 1),
+        "frames_per_s_per_core": round(frames / cpu, 1) if cpu else None,
+    }

@@ -1,0 +1,90 @@
+"""`mvfer`: one entry point with a subcommand per stage; exit 0 on success, 1 with a one-line reason."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pipeline import __version__, paths
+from pipeline.params import ParamsError, params
+
+log = logging.getLogger("mvfer")
+
+
+def _capture_simulate(args: argparse.Namespace) -> int:
+    from pipeline.capture.simulate import simulate
+    from pipeline.utils import io
+
+    report = simulate(params().capture, Path(args.out) if args.out else paths.RAW)
+    io.write_json(Path(args.report) if args.report else paths.CAPTURE_REPORT, report)
+    log.info("rendered %d takes (%d frames) in %.1f s: %.1f frames/s, %.1f frames/s per core",
+             report["n_takes"], report["n_frames"], report["wall_s"], report["frames_per_s"], report["frames_per_s_per_core"])
+    return 0
+
+
+def _capture_verify(args: argparse.Namespace) -> int:
+    from pipeline.capture.verify import verify
+    from pipeline.utils import io
+
+    raw = Path(args.raw) if args.raw else paths.RAW
+    report = verify(raw, params().capture_verify, params().capture.workers)
+    io.write_json(paths.CAPTURE_VERIFY_REPORT, report)
+    for mode, figs in report["mode"].items():
+        log.info("%-28s detection %.1f %%  NME %s", mode, 100 * figs["detection_rate"], figs["nme_mean"])
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from pipeline.ingest.run import run
+
+    run(params(), raw=Path(args.raw) if args.raw else None)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mvfer", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mvfer {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    cap = sub.add_parser("capture", help="the built-in capture simulator")
+    cap_sub = cap.add_subparsers(dest="capture_command", required=True)
+    sim = cap_sub.add_parser("simulate", help="render the simulated capture into data/raw (params: capture)")
+    sim.add_argument("--out", help="write the raw folder here instead of data/raw")
+    sim.add_argument("--report", help="write the render figures here instead of reports/capture.json")
+    sim.set_defaults(func=_capture_simulate)
+    ver = cap_sub.add_parser("verify", help="MTCNN detection rate per pose and illumination (params: capture_verify)")
+    ver.add_argument("--raw", help="simulated raw folder (default data/raw)")
+    ver.set_defaults(func=_capture_verify)
+
+    ing = sub.add_parser("ingest", help="validate, probe and checksum raw recordings into the manifest (params: ingest)")
+    ing.add_argument("--raw", help="raw capture folder (default: ingest.raw_dir in params.yaml)")
+    ing.set_defaults(func=_ingest)
+    return parser
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from pipeline.align.detectors.mtcnn import MTCNNWeightsMissing
+    from pipeline.ingest.schema import CaptureLogError
+
+    return (ParamsError, CaptureLogError, MTCNNWeightsMissing)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from pipeline.utils.log import setup_logging
+
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except _known_errors() as e:
+        log.error("%s", e)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Ingest: raw recordings + capture metadata -> a validated, checksummed manifest."""

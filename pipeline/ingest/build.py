@@ -1,0 +1,194 @@
+"""Assemble the manifest: every log row and every file in exactly one manifest row, with reasons.
+
+Pure logic over already-parsed rows, consent records and probe results, so each rule is tested
+directly; `pipeline.ingest.run` does the I/O around it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import pandas as pd
+
+from pipeline.ingest.probe import ProbeResult
+from pipeline.ingest.schema import PORTABLE_NAME_RE, Consent, LogRow, Problem
+from pipeline.modes import pose_id
+from pipeline.params import Bounds
+
+MANIFEST_COLUMNS = [
+    "take_id", "path", "sha256", "size_bytes", "subject_id", "session", "camera", "yaw", "pitch",
+    "illumination", "prompted_expression", "fps", "n_frames", "width", "height", "duration_s",
+    "recorded_at", "status", "reason_code", "reason", "log_line",
+]
+ACCEPTED, QUARANTINED = "accepted", "quarantined"
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything ingest found: validated rows, consent, files on disk and what probing said."""
+
+    rows: list[LogRow]
+    consent: dict[str, Consent]
+    bad_consent: dict[str, str]
+    disk_files: list[str]                 # files found under the takes folder, relative posix paths
+    probes: dict[str, ProbeResult]        # by relative path, for every file that exists and is safe
+    log_name: str = "capture_log.csv"
+
+
+def _probe_problems(path: str, probe: ProbeResult, log_fps: float | None, bounds: Bounds, fps_tol: float) -> list[Problem]:
+    """Decoding errors, bounds from params, and disagreement between the log's fps and the file's."""
+    if probe.error_code:
+        return [Problem(probe.error_code, f"{path}: {probe.error}")]
+    out = []
+    checks = (
+        ("fps", probe.fps, bounds.fps), ("n_frames", probe.n_frames, bounds.n_frames),
+        ("width", probe.width, bounds.width), ("height", probe.height, bounds.height),
+        ("duration_s", probe.duration_s, bounds.duration_s),
+    )
+    for name, value, (lo, hi) in checks:
+        if value is None or not lo <= value <= hi:
+            out.append(Problem("out_of_bounds", f"{path}: {name} = {value} is outside the bounds [{lo}, {hi}] in params.yaml"))
+    if log_fps is not None and probe.fps and abs(probe.fps - log_fps) > fps_tol * log_fps:
+        out.append(Problem("fps_mismatch", f"{path}: the capture log says {log_fps:g} fps, the file plays at {probe.fps:g} fps"))
+    return out
+
+
+def _consent_problems(sid: str | None, inp: Inputs) -> list[Problem]:
+    if not sid:
+        return []
+    if sid in inp.bad_consent:
+        return [Problem("consent_invalid", f"subject {sid}: consent record unusable ({inp.bad_consent[sid]})")]
+    c = inp.consent.get(sid)
+    if c is None:
+        return [Problem("unknown_subject", f"subject {sid} is not in subjects.csv")]
+    if c.withdrawn:
+        return [Problem("consent_withdrawn", f"subject {sid} withdrew consent (subjects.csv line {c.line})")]
+    if not c.research:
+        return [Problem("no_research_consent", f"subject {sid} has not consented to research use (subjects.csv line {c.line})")]
+    return []
+
+
+def _record(probe: ProbeResult | None) -> dict:
+    if probe is None:
+        return {}
+    return {k: getattr(probe, k) for k in ("sha256", "size_bytes", "n_frames", "width", "height", "duration_s")} | {
+        "file_fps": probe.fps
+    }
+
+
+def assemble(inp: Inputs, bounds: Bounds, fps_tolerance: float) -> tuple[pd.DataFrame, dict]:
+    """The manifest (one row per log row, plus one per orphan file) and the ingest report."""
+    refs: dict[str, list[int]] = {}
+    for r in inp.rows:
+        if r.values.get("file"):
+            refs.setdefault(r.values["file"], []).append(r.line)
+
+    records: list[dict] = []
+    for r in inp.rows:
+        v, problems = r.values, list(r.problems)
+        path = v.get("file")
+        probe = inp.probes.get(path) if path else None
+        if path and len(refs[path]) > 1:
+            others = ", ".join(str(n) for n in refs[path] if n != r.line)
+            problems.append(Problem("shared_file", f"{inp.log_name} line {r.line}: {path} is also claimed by line(s) {others}"))
+        if path and probe is None:
+            problems.append(Problem("missing_file", f"{inp.log_name} line {r.line}, field 'file': {path} does not exist in the raw folder"))
+        elif probe is not None:
+            problems += _probe_problems(path, probe, v.get("fps"), bounds, fps_tolerance)
+        problems += _consent_problems(v.get("subject_id"), inp)
+        records.append({
+            "take_id": v.get("take_id") or (r.raw.get("take_id") or None),
+            "path": path if path else (r.raw.get("file") or None),
+            "subject_id": v.get("subject_id"), "session": v.get("session"), "camera": v.get("camera"),
+            "yaw": v.get("yaw"), "pitch": v.get("pitch"), "illumination": v.get("illumination"),
+            "prompted_expression": v.get("prompted_expression"), "fps": v.get("fps"),
+            "recorded_at": v.get("recorded_at"), "log_line": r.line, "_problems": problems,
+        } | _record(probe))
+
+    for path in sorted(set(inp.disk_files) - set(refs)):
+        probe = inp.probes.get(path)
+        problems = [Problem("orphan_file", f"{path}: no capture log row refers to this file")]
+        name = path.rsplit("/", 1)[-1]
+        if not PORTABLE_NAME_RE.match(name):
+            problems.append(Problem("non_portable_name", f"file name {name!r} is not in the portable set [A-Za-z0-9._-]"))
+        if probe is not None and probe.error_code:
+            problems.append(Problem(probe.error_code, f"{path}: {probe.error}"))
+        records.append({"path": path, "log_line": None, "_problems": problems} | _record(probe))
+
+    _mark_duplicate_content(records)
+    df = _frame(records)
+    return df, _report(df, inp)
+
+
+def _mark_duplicate_content(records: list[dict]) -> None:
+    """Identical bytes under two names: the earliest logged take keeps them, the others are quarantined."""
+    groups: dict[str, list[dict]] = {}
+    for rec in records:
+        if rec.get("sha256") and rec.get("n_frames"):
+            groups.setdefault(rec["sha256"], []).append(rec)
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        group.sort(key=lambda r: (r.get("log_line") is None, r.get("recorded_at") or "", r.get("take_id") or "", r["path"]))
+        keeper = group[0]
+        name = keeper.get("take_id") or keeper["path"]
+        for rec in group[1:]:
+            rec["_problems"].append(Problem("duplicate_content", f"{rec['path']}: same bytes (sha256) as {name}"))
+
+
+def _frame(records: list[dict]) -> pd.DataFrame:
+    for rec in records:
+        problems: list[Problem] = rec.pop("_problems")
+        rec["status"] = QUARANTINED if problems else ACCEPTED
+        rec["reason_code"] = problems[0].code if problems else None
+        rec["reason"] = "; ".join(p.message for p in problems) if problems else None
+        rec["reason_codes"] = ",".join(dict.fromkeys(p.code for p in problems)) if problems else None
+    df = pd.DataFrame.from_records(records)
+    for col in MANIFEST_COLUMNS + ["file_fps", "reason_codes"]:
+        if col not in df:
+            df[col] = None
+    df = df[MANIFEST_COLUMNS + ["file_fps", "reason_codes"]]
+    types = {"yaw": "Float64", "pitch": "Float64", "fps": "Float64", "file_fps": "Float64", "duration_s": "Float64",
+             "n_frames": "Int64", "width": "Int64", "height": "Int64", "size_bytes": "Int64", "log_line": "Int64"}
+    df = df.astype(types)
+    for col in df.columns.difference(list(types)):
+        df[col] = df[col].astype("string")
+    return df.sort_values(["take_id", "path"], na_position="last", kind="stable").reset_index(drop=True)
+
+
+def _report(df: pd.DataFrame, inp: Inputs) -> dict:
+    """Counts that add up, by construction and by check; every quarantined item with its reason."""
+    n_rows, n_files = len(inp.rows), len(inp.disk_files)
+    from_log = int(df["log_line"].notna().sum())
+    orphans = int(df["log_line"].isna().sum())
+    on_disk = set(inp.disk_files)
+    files_listed = set(df["path"].dropna()) & on_disk
+    accounting_ok = from_log == n_rows and files_listed == on_disk and len(df) == n_rows + orphans
+    if not accounting_ok:
+        raise RuntimeError(
+            f"ingest accounting bug: {n_rows} log rows, {from_log} in manifest; {len(on_disk)} files, {len(files_listed)} listed"
+        )
+    q = df[df["status"] == QUARANTINED]
+    codes = Counter(c for cs in q["reason_codes"].dropna() for c in cs.split(","))
+    acc = df[df["status"] == ACCEPTED]
+    return {
+        "log_rows": n_rows,
+        "files_found": n_files,
+        "manifest_rows": len(df),
+        "orphan_files": orphans,
+        "accepted": len(acc),
+        "quarantined": len(q),
+        "quarantined_by_reason": dict(sorted(codes.items())),
+        "primary_reason_counts": dict(sorted(Counter(q["reason_code"].dropna()).items())),
+        "accepted_subjects": int(acc["subject_id"].nunique()),
+        "accepted_frames": int(acc["n_frames"].sum()) if len(acc) else 0,
+        "accepted_by_illumination": {k: int(v) for k, v in sorted(Counter(acc["illumination"]).items())},
+        "accepted_by_pose": {k: int(v) for k, v in sorted(Counter(map(pose_id, acc["yaw"], acc["pitch"])).items())},
+        "accepted_by_expression": {k: int(v) for k, v in sorted(Counter(acc["prompted_expression"]).items())},
+        "accounting": {"log_rows_in_manifest": from_log, "files_in_manifest": len(files_listed), "adds_up": accounting_ok},
+        "quarantined_items": [
+            {"take_id": t, "path": p, "log_line": None if pd.isna(ln) else int(ln), "reason_code": c, "reason": r}
+            for t, p, ln, c, r in zip(q["take_id"], q["path"], q["log_line"], q["reason_code"], q["reason"])
+        ],
+    }

@@ -1,0 +1,231 @@
+"""The capture log and the consent table: parsing and validation with file, line and field.
+
+Structural damage (missing file, bad encoding, missing columns, a line with the wrong number of
+fields) makes the whole log untrustworthy and is a `CaptureLogError`. A row whose *values* are
+wrong (unknown enum, not a number, unsafe path) is kept and quarantined with its own reason, so
+one typo does not stop a day's ingest and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+LOG_REQUIRED = (
+    "take_id", "subject_id", "session", "camera", "yaw", "pitch",
+    "illumination", "prompted_expression", "fps", "recorded_at", "file",
+)
+SUBJECTS_REQUIRED = ("subject_id", "consent_research", "consent_public_release", "withdrawn")
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+PORTABLE_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")  # POSIX portable filename character set
+_TRUE = {"true", "1", "yes", "y", "t"}
+_FALSE = {"false", "0", "no", "n", "f"}
+
+
+class CaptureLogError(ValueError):
+    """A capture log or consent table that cannot be trusted at all; names file, line and field."""
+
+    def __init__(self, path: Path, message: str, line: int | None = None, column: str | None = None) -> None:
+        where = str(path)
+        if line is not None:
+            where += f", line {line}"
+        if column is not None:
+            where += f", field '{column}'"
+        super().__init__(f"{where}: {message}")
+        self.path, self.line, self.column = path, line, column
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a take is quarantined: a stable code for reports, a sentence for people."""
+
+    code: str
+    message: str
+
+
+@dataclass
+class LogRow:
+    """A capture log row: its line, the raw strings, the parsed values and what is wrong with it."""
+
+    line: int
+    raw: dict[str, str]
+    values: dict[str, Any] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Consent:
+    subject_id: str
+    research: bool
+    public_release: bool
+    withdrawn: bool
+    line: int
+
+
+def read_csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    """(line number, row) pairs of a UTF-8 CSV; structural problems raise CaptureLogError."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CaptureLogError(path, "file not found") from None
+    except OSError as e:
+        raise CaptureLogError(path, f"cannot read: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise CaptureLogError(path, f"not valid UTF-8 (byte {e.start})", line=line) from None
+    if not text.strip():
+        raise CaptureLogError(path, "file is empty")
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = [h.strip() for h in next(reader)]
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise CaptureLogError(path, f"missing column(s) {', '.join(missing)} in the header", line=1, column=missing[0])
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        if dupes:
+            raise CaptureLogError(path, "column appears twice in the header", line=1, column=dupes[0])
+        rows = []
+        for fields in reader:
+            line = reader.line_num
+            if not fields or all(not f.strip() for f in fields):
+                continue
+            if len(fields) != len(header):
+                raise CaptureLogError(path, f"expected {len(header)} fields, found {len(fields)}", line=line)
+            rows.append((line, {h: f.strip() for h, f in zip(header, fields)}))
+    except csv.Error as e:
+        raise CaptureLogError(path, f"malformed CSV: {e}", line=reader.line_num) from None
+    return rows
+
+
+def _where(log_name: str, line: int, column: str) -> str:
+    return f"{log_name} line {line}, field '{column}'"
+
+
+def _float(row: LogRow, col: str, lo: float, hi: float, log_name: str) -> float | None:
+    text = row.raw.get(col, "")
+    try:
+        x = float(text)
+    except ValueError:
+        row.problems.append(Problem("bad_value", f"{_where(log_name, row.line, col)}: {text!r} is not a number"))
+        return None
+    if not math.isfinite(x) or not lo <= x <= hi:
+        row.problems.append(Problem("bad_value", f"{_where(log_name, row.line, col)}: {x} is outside [{lo}, {hi}]"))
+        return None
+    return x
+
+
+def check_relative_path(text: str) -> Problem | None:
+    """A log `file` must be a relative path that stays inside the raw folder and has a portable name."""
+    if not text:
+        return Problem("bad_value", "is empty")
+    if "\\" in text or "\x00" in text:
+        return Problem("path_escape", f"{text!r} contains a backslash or NUL")
+    p = PurePosixPath(text)
+    if p.is_absolute():
+        return Problem("path_escape", f"{text!r} is an absolute path; paths must be relative to the raw folder")
+    if ".." in p.parts:
+        return Problem("path_escape", f"{text!r} contains '..' and would escape the raw folder")
+    if not PORTABLE_NAME_RE.match(p.name):
+        return Problem("non_portable_name", f"file name {p.name!r} is not in the portable set [A-Za-z0-9._-]")
+    return None
+
+
+def validate_log_rows(
+    rows: list[tuple[int, dict[str, str]]],
+    expressions: list[str],
+    illuminations: list[str],
+    log_name: str = "capture_log.csv",
+) -> list[LogRow]:
+    """Parse every row; each value problem becomes a Problem naming line and field."""
+    out = []
+    for line, raw in rows:
+        row = LogRow(line=line, raw=raw)
+        v = row.values
+        for col in ("take_id", "subject_id", "session", "camera"):
+            text = raw.get(col, "")
+            if not text:
+                row.problems.append(Problem("bad_value", f"{_where(log_name, line, col)}: is empty"))
+            elif not _ID_RE.match(text):
+                row.problems.append(Problem("bad_value", f"{_where(log_name, line, col)}: {text!r} has characters outside [A-Za-z0-9._-]"))
+            v[col] = text or None
+        v["yaw"] = _float(row, "yaw", -90, 90, log_name)
+        v["pitch"] = _float(row, "pitch", -90, 90, log_name)
+        v["fps"] = _float(row, "fps", 1e-6, 10_000, log_name)
+        for col, allowed in (("illumination", illuminations), ("prompted_expression", expressions)):
+            text = raw.get(col, "")
+            if text not in allowed:
+                row.problems.append(Problem("bad_value", f"{_where(log_name, line, col)}: {text!r} is not one of {', '.join(allowed)}"))
+                v[col] = None
+            else:
+                v[col] = text
+        text = raw.get("recorded_at", "")
+        try:
+            v["recorded_at"] = datetime.fromisoformat(text).isoformat()
+        except ValueError:
+            row.problems.append(Problem("bad_value", f"{_where(log_name, line, 'recorded_at')}: {text!r} is not an ISO 8601 time"))
+            v["recorded_at"] = None
+        problem = check_relative_path(raw.get("file", ""))
+        if problem:
+            row.problems.append(Problem(problem.code, f"{_where(log_name, line, 'file')}: {problem.message}"))
+        # An unsafe path is never opened; a merely non-portable name still identifies its file.
+        safe = problem is None or problem.code == "non_portable_name"
+        v["file"] = str(PurePosixPath(raw["file"])) if safe else None
+        out.append(row)
+    _mark_duplicate_ids(out, log_name)
+    return out
+
+
+def _mark_duplicate_ids(rows: list[LogRow], log_name: str) -> None:
+    """Two rows with one take_id are ambiguous: every one of them is quarantined, naming the others."""
+    by_id: dict[str, list[int]] = {}
+    for r in rows:
+        if r.values.get("take_id"):
+            by_id.setdefault(r.values["take_id"], []).append(r.line)
+    for r in rows:
+        lines = by_id.get(r.values.get("take_id") or "", [])
+        if len(lines) > 1:
+            others = ", ".join(str(n) for n in lines if n != r.line)
+            r.problems.append(Problem("duplicate_take_id", f"{log_name} line {r.line}: take_id {r.values['take_id']!r} also on line(s) {others}"))
+
+
+def _bool(text: str) -> bool | None:
+    t = text.strip().lower()
+    return True if t in _TRUE else False if t in _FALSE else None
+
+
+def read_consent(path: Path) -> tuple[dict[str, Consent], dict[str, str]]:
+    """Consent records by subject, and subjects whose record is unusable with the reason why.
+
+    A subject with an invalid or duplicated record is treated as without consent: their takes are
+    quarantined rather than guessed about.
+    """
+    rows = read_csv_rows(path, SUBJECTS_REQUIRED)
+    good: dict[str, Consent] = {}
+    bad: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    for line, raw in rows:
+        sid = raw["subject_id"]
+        if not sid:
+            raise CaptureLogError(path, "subject_id is empty", line=line, column="subject_id")
+        if sid in seen:
+            bad[sid] = f"{path.name} lines {seen[sid]} and {line} both describe {sid}"
+            good.pop(sid, None)
+            continue
+        seen[sid] = line
+        flags = {}
+        for col in ("consent_research", "consent_public_release", "withdrawn"):
+            flags[col] = _bool(raw[col])
+            if flags[col] is None:
+                bad[sid] = f"{path.name} line {line}, field '{col}': {raw[col]!r} is not true/false"
+        if sid not in bad:
+            good[sid] = Consent(sid, bool(flags["consent_research"]), bool(flags["consent_public_release"]), bool(flags["withdrawn"]), line)
+    return good, bad

@@ -1,0 +1,123 @@
+"""Typed parameters, read once from `params.yaml`.
+
+Unknown or missing keys fail loudly (pydantic, extra="forbid"), so a typo in params.yaml is an
+error naming the key rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline import paths
+
+BASIC_EXPRESSIONS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Pose(_Strict):
+    """One camera of the rig: the head pose it sees, in degrees (yaw > 0: subject turned to camera-right)."""
+
+    camera: str
+    yaw: float = Field(ge=-60, le=60)
+    pitch: float = Field(ge=-45, le=45)
+
+
+class RigParams(_Strict):
+    """What the capture rig can record; ingest validates the capture log against it."""
+
+    expressions: list[str]
+    illuminations: list[str]
+
+
+class CaptureParams(_Strict):
+    seed: int
+    n_subjects: Annotated[int, Field(ge=1)]
+    n_withdrawn: Annotated[int, Field(ge=0)]
+    n_no_public_release: Annotated[int, Field(ge=0)]
+    expressions: list[str]
+    poses: list[Pose]
+    illuminations: list[str]
+    frame_size: Annotated[int, Field(ge=64, le=1024)]
+    fps: Annotated[float, Field(gt=0)]
+    n_frames: Annotated[int, Field(ge=4)]
+    return_to_neutral: bool
+    sessions: Annotated[int, Field(ge=1)]
+    workers: Annotated[int, Field(ge=1)]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "CaptureParams":
+        if self.n_withdrawn + self.n_no_public_release > self.n_subjects:
+            raise ValueError("n_withdrawn + n_no_public_release exceeds n_subjects")
+        return self
+
+
+class CaptureVerifyParams(_Strict):
+    every_nth_frame: Annotated[int, Field(ge=1)]
+    min_face_px: Annotated[int, Field(ge=12)]
+    thresholds: tuple[float, float, float]
+
+
+class Bounds(_Strict):
+    fps: tuple[float, float]
+    n_frames: tuple[int, int]
+    width: tuple[int, int]
+    height: tuple[int, int]
+    duration_s: tuple[float, float]
+
+
+class IngestParams(_Strict):
+    raw_dir: str
+    workers: Annotated[int, Field(ge=1)]
+    bounds: Bounds
+    fps_tolerance: Annotated[float, Field(ge=0)]
+
+
+class Params(_Strict):
+    rig: RigParams
+    capture: CaptureParams
+    capture_verify: CaptureVerifyParams
+    ingest: IngestParams
+
+    @model_validator(mode="after")
+    def _within_rig(self) -> "Params":
+        for e in self.capture.expressions:
+            if e not in self.rig.expressions:
+                raise ValueError(f"capture.expressions: {e!r} is not in rig.expressions")
+        for i in self.capture.illuminations:
+            if i not in self.rig.illuminations:
+                raise ValueError(f"capture.illuminations: {i!r} is not in rig.illuminations")
+        return self
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, unreadable or does not match the schema."""
+
+
+def load_params(path: Path | None = None) -> Params:
+    """Parse and validate params.yaml; errors name the file and the offending key."""
+    path = Path(path) if path else paths.PARAMS_FILE
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ParamsError(f"{path}: file not found") from e
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from e
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"{path}: {'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+        raise ParamsError("\n".join(lines)) from e
+
+
+@lru_cache(maxsize=1)
+def params() -> Params:
+    """The repository's parameters, parsed once per process."""
+    return load_params()

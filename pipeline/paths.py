@@ -1,0 +1,51 @@
+"""Every path the pipeline reads or writes, resolved from the repository root.
+
+One place, so that a stage's declared DVC deps/outs and the code agree. The root is the
+directory holding `params.yaml`; `MVFER_ROOT` overrides it (tests run stages in temp clones).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _find_root() -> Path:
+    env = os.environ.get("MVFER_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "params.yaml").is_file() and (candidate / "pipeline").is_dir():
+            return candidate
+    return Path(__file__).resolve().parent.parent
+
+
+ROOT: Path = _find_root()
+PARAMS_FILE: Path = ROOT / "params.yaml"
+
+DATA: Path = ROOT / "data"
+RAW: Path = DATA / "raw"                   # the capture simulator's output (the "rig")
+INTERIM: Path = DATA / "interim"
+ALIGNED: Path = DATA / "aligned"
+PROCESSED: Path = DATA / "processed"
+REPORTS: Path = ROOT / "reports"
+MODELS: Path = ROOT / "models"
+ANNOTATIONS: Path = ROOT / "annotations"
+
+MANIFEST: Path = INTERIM / "manifest.parquet"
+INGEST_REPORT: Path = REPORTS / "ingest.json"
+CAPTURE_REPORT: Path = REPORTS / "capture.json"
+CAPTURE_VERIFY_REPORT: Path = REPORTS / "capture_verify.json"
+
+# Layout of a raw capture folder, the same for the simulator and a real rig.
+TAKES_SUBDIR = "takes"
+CAPTURE_LOG_NAME = "capture_log.csv"
+SUBJECTS_NAME = "subjects.csv"
+TRUTH_SUBDIR = "_truth"  # simulator ground truth; never read by the pipeline proper
+
+
+def resolve(path: str | Path) -> Path:
+    """A params path relative to the repository root (absolute paths pass through)."""
+    p = Path(path)
+    return p if p.is_absolute() else ROOT / p

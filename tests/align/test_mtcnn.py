@@ -1,0 +1,97 @@
+"""The project's own MTCNN cascade on real photos and on simulated faces."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from pipeline.align.detectors import make_detector
+from pipeline.align.detectors.mtcnn import MTCNN, MTCNNWeightsMissing, find_weights_dir
+from pipeline.align.detectors.nms import nms
+
+skimage_data = pytest.importorskip("skimage.data")
+
+
+@pytest.fixture(scope="module")
+def mtcnn() -> MTCNN:
+    torch.set_num_threads(2)
+    return MTCNN(device="cpu")
+
+
+def test_astronaut_face_box_and_points(mtcnn: MTCNN) -> None:
+    """The reference cascade finds Eileen Collins' face at about (180, 61)-(267, 171)."""
+    dets = mtcnn.detect(skimage_data.astronaut())
+    assert len(dets) == 1
+    d = dets[0]
+    np.testing.assert_allclose(d.box, [180, 61, 267, 171], atol=8)
+    assert d.score > 0.99
+    le, re, nose, ml, mr = d.landmarks
+    x1, y1, x2, y2 = d.box
+    assert le[0] < nose[0] < re[0] and ml[0] < nose[0] < mr[0]
+    assert max(le[1], re[1]) < nose[1] < min(ml[1], mr[1])
+    assert x1 < le[0] < (x1 + x2) / 2 < re[0] < x2
+    assert y1 < le[1] < (y1 + y2) / 2 < ml[1] < y2
+
+
+def test_lfw_faces_upscaled(mtcnn: MTCNN) -> None:
+    faces = skimage_data.lfw_subset()[:10]
+    found = 0
+    for f in faces:
+        img = (cv2.resize(f, (100, 100), interpolation=cv2.INTER_CUBIC) * 255).clip(0, 255).astype(np.uint8)
+        img = cv2.copyMakeBorder(np.stack([img] * 3, -1), 30, 30, 30, 30, cv2.BORDER_CONSTANT, value=(128, 128, 128))
+        dets = mtcnn.detect(img)
+        if dets:
+            le, re, nose, ml, mr = dets[0].landmarks
+            assert le[1] < nose[1] < ml[1] and le[0] < re[0]
+            found += 1
+    assert found >= 9
+
+
+def test_no_face_in_a_flat_image(mtcnn: MTCNN) -> None:
+    assert mtcnn.detect(np.full((120, 160, 3), 127, np.uint8)) == []
+
+
+def test_rejects_non_rgb_input(mtcnn: MTCNN) -> None:
+    with pytest.raises(ValueError, match="H x W x 3 uint8"):
+        mtcnn.detect(np.zeros((10, 10), np.uint8))
+
+
+def test_finds_a_simulated_face(mtcnn: MTCNN) -> None:
+    from pipeline.capture.expressions import au_vector
+    from pipeline.capture.face_model import features_from_aus, five_points, sample_identity
+    from pipeline.capture.render import ILLUMINATIONS, HeadRenderer
+
+    ident = sample_identity(np.random.default_rng(5), tone_index=4)
+    r = HeadRenderer(ident, 160)
+    rng = np.random.default_rng(0)
+    img, lm, _ = r.render(features_from_aus(au_vector("happiness", 1), ident.au_gain), 0, 0,
+                          ILLUMINATIONS["frontal"], (0, 0), rng, r.backdrop(0, ILLUMINATIONS["frontal"], rng))
+    dets = mtcnn.detect(img)
+    assert dets
+    truth = five_points(lm)
+    iod = np.linalg.norm(truth[0] - truth[1])
+    assert np.linalg.norm(dets[0].landmarks - truth, axis=1).mean() / iod < 0.25
+
+
+def test_nms_union_and_min() -> None:
+    boxes = torch.tensor([[0, 0, 9, 9], [1, 1, 10, 10], [20, 20, 29, 29], [2, 2, 5, 5]], dtype=torch.float32)
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.95])
+    assert nms(boxes, scores, 0.5).tolist() == [3, 0, 2]  # the small box barely overlaps by IoU
+    assert nms(boxes, scores, 0.5, mode="min").tolist() == [3, 2]  # but lies inside the big ones
+    assert nms(torch.empty(0, 4), torch.empty(0), 0.5).numel() == 0
+    with pytest.raises(ValueError):
+        nms(boxes, scores, 0.5, mode="max")
+
+
+def test_missing_weights_say_how_to_fix(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MVFER_MTCNN_WEIGHTS", str(tmp_path))
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    with pytest.raises(MTCNNWeightsMissing, match="pip install --no-deps facenet-pytorch==2.6.0"):
+        find_weights_dir()
+
+
+def test_registry_names_known_detectors() -> None:
+    with pytest.raises(ValueError, match="known: mtcnn"):
+        make_detector("yolo")
