@@ -3,9 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# facenet-pytorch is installed --no-deps: only as the carrier of the MIT-licensed MTCNN weights.
-# Importing it would need an old torch and torchvision; pipeline/align/detectors/mtcnn.py runs them.
-WEIGHTS_CARRIER := facenet-pytorch==2.6.0
+# Installed --no-deps, their real needs being in the lock:
+# - facenet-pytorch only carries the MIT-licensed MTCNN weights (importing it would need an old
+#   torch and torchvision; pipeline/align/detectors/mtcnn.py runs the networks);
+# - insightface declares opencv-python (needs libGL); we use opencv-python-headless.
+NO_DEPS := facenet-pytorch==2.6.0 insightface==2.1
 
 .PHONY: run test install repro bench clean-venv
 
@@ -21,7 +23,7 @@ install: $(STAMP)
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -r requirements.lock
-	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS_CARRIER)
+	$(BIN)/python -m pip install -q --no-deps $(NO_DEPS)
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

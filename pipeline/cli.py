@@ -44,6 +44,27 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _align_run(args: argparse.Namespace) -> int:
+    from pipeline.align.stage import run
+
+    run(params())
+    return 0
+
+
+def _align_accuracy(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from pipeline.align.accuracy import accuracy
+    from pipeline.utils import io
+
+    truth = Path(args.truth) if args.truth else paths.RAW / paths.TRUTH_SUBDIR
+    report = accuracy(pd.read_parquet(paths.MANIFEST), paths.ALIGNED, truth)
+    io.write_json(paths.ALIGN_ACCURACY_REPORT, report)
+    for mode, figs in report.get("mode", {}).items():
+        log.info("%-28s detection %s  NME %s", mode, figs["detection_rate"], figs["nme_mean"])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mvfer", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mvfer {__version__}")
@@ -63,14 +84,22 @@ def build_parser() -> argparse.ArgumentParser:
     ing = sub.add_parser("ingest", help="validate, probe and checksum raw recordings into the manifest (params: ingest)")
     ing.add_argument("--raw", help="raw capture folder (default: ingest.raw_dir in params.yaml)")
     ing.set_defaults(func=_ingest)
+    al = sub.add_parser("align", help="face detection, tracking and alignment")
+    al_sub = al.add_subparsers(dest="align_command", required=True)
+    al_run = al_sub.add_parser("run", help="align every accepted take, incrementally (params: align)")
+    al_run.set_defaults(func=_align_run)
+    al_acc = al_sub.add_parser("accuracy", help="5-point NME and detection rate against the simulator's truth")
+    al_acc.add_argument("--truth", help="ground-truth folder (default data/raw/_truth)")
+    al_acc.set_defaults(func=_align_accuracy)
     return parser
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
+    from pipeline.align.detectors.insightface import InsightFacePackError
     from pipeline.align.detectors.mtcnn import MTCNNWeightsMissing
     from pipeline.ingest.schema import CaptureLogError
 
-    return (ParamsError, CaptureLogError, MTCNNWeightsMissing)
+    return (ParamsError, CaptureLogError, MTCNNWeightsMissing, InsightFacePackError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

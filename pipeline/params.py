@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -80,11 +80,34 @@ class IngestParams(_Strict):
     fps_tolerance: Annotated[float, Field(ge=0)]
 
 
+class AlignThresholds(_Strict):
+    min_detection_rate: Annotated[float, Field(ge=0, le=1)]
+    max_gap_frames: Annotated[int, Field(ge=0)]
+    min_iod_px: Annotated[float, Field(ge=0)]
+    min_blur: Annotated[float, Field(ge=0)]
+
+
+class AlignParams(_Strict):
+    detector: Literal["mtcnn", "insightface"]
+    insightface_pack: str
+    min_face_px: Annotated[int, Field(ge=8)]
+    crop_size: Annotated[int, Field(ge=32)]
+    keyframe_every: Annotated[int, Field(ge=1)]
+    max_fb_error: Annotated[float, Field(gt=0)]
+    max_jump: Annotated[float, Field(gt=0)]
+    dark_threshold: Annotated[float, Field(ge=0, le=255)]
+    executor: Literal["local", "dask"]
+    dask_scheduler: str
+    workers: Annotated[int, Field(ge=1)]
+    thresholds: AlignThresholds
+
+
 class Params(_Strict):
     rig: RigParams
     capture: CaptureParams
     capture_verify: CaptureVerifyParams
     ingest: IngestParams
+    align: AlignParams
 
     @model_validator(mode="after")
     def _within_rig(self) -> "Params":

@@ -37,6 +37,10 @@ MANIFEST: Path = INTERIM / "manifest.parquet"
 INGEST_REPORT: Path = REPORTS / "ingest.json"
 CAPTURE_REPORT: Path = REPORTS / "capture.json"
 CAPTURE_VERIFY_REPORT: Path = REPORTS / "capture_verify.json"
+FRAMES_QC: Path = INTERIM / "frames_qc.parquet"
+ALIGN_TAKES: Path = INTERIM / "align_takes.parquet"
+ALIGN_REPORT: Path = REPORTS / "align.json"
+ALIGN_ACCURACY_REPORT: Path = REPORTS / "align_accuracy.json"
 
 # Layout of a raw capture folder, the same for the simulator and a real rig.
 TAKES_SUBDIR = "takes"

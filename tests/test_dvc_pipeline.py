@@ -51,6 +51,7 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["capture"].update(TINY)
     params["ingest"]["workers"] = 1
+    params["align"]["workers"] = 1
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], dest)
     _run(["dvc", "repro"], dest)
@@ -58,6 +59,9 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_repro_builds_the_manifest_and_quarantines_the_withdrawn_subject(clone: Path) -> None:
+    align = json.loads((clone / "reports" / "align.json").read_text())
+    assert align["takes"] == align["takes_processed"] > 0
+    assert (clone / "reports" / "align_accuracy.json").exists()
     report = json.loads((clone / "reports" / "ingest.json").read_text())
     takes = 3 * 2 * 2 * 2
     assert report["log_rows"] == report["files_found"] == report["manifest_rows"] == takes
@@ -76,8 +80,38 @@ def test_second_repro_is_a_no_op(clone: Path) -> None:
 
 
 def test_an_ingest_parameter_change_touches_only_ingest(clone: Path) -> None:
-    params = yaml.safe_load((clone / "params.yaml").read_text())
+    text = (clone / "params.yaml").read_text()
+    params = yaml.safe_load(text)
     params["ingest"]["fps_tolerance"] = 0.04
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = json.loads(_run(["dvc", "status", "--json"], clone).stdout)
+    (clone / "params.yaml").write_text(text)
     assert set(status) == {"ingest"}
+
+
+def test_a_rig_folder_and_one_new_take_through_dvc(clone: Path) -> None:
+    """A real rig's export folder replaces the simulator by one parameter; one new take, one job."""
+    rig = clone / "rig_export"
+    shutil.copytree(clone / "data" / "raw", rig, ignore=shutil.ignore_patterns("_truth"))
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    params["ingest"]["raw_dir"] = "rig_export"
+    params["align"]["workers"] = 1
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["dvc", "repro", "align"], clone)
+    first = json.loads((clone / "reports" / "align.json").read_text())
+    assert first["takes_processed"] == 0  # same bytes, same parameters: nothing to redo
+
+    import pandas as pd
+
+    log = pd.read_csv(rig / "capture_log.csv")
+    accepted = pd.read_parquet(clone / "data" / "interim" / "manifest.parquet").query("status == 'accepted'")
+    src = log[log["take_id"] == accepted["take_id"].iloc[0]].iloc[0].copy()
+    src_file = rig / src["file"]
+    src["take_id"], src["file"] = "pf90000-cam_c", "takes/pf90000-cam_c.mp4"
+    (rig / src["file"]).write_bytes(src_file.read_bytes() + b"\0" * 16)
+    pd.concat([log, src.to_frame().T]).to_csv(rig / "capture_log.csv", index=False)
+    out = _run(["dvc", "repro", "align"], clone).stdout
+    assert "Running stage 'capture'" not in out
+    second = json.loads((clone / "reports" / "align.json").read_text())
+    assert second["takes_processed"] == 1 and second["takes_up_to_date"] == first["takes"]
+    assert json.loads(_run(["dvc", "status", "--json", "align"], clone).stdout) == {}

@@ -93,5 +93,5 @@ def test_missing_weights_say_how_to_fix(tmp_path, monkeypatch) -> None:
 
 
 def test_registry_names_known_detectors() -> None:
-    with pytest.raises(ValueError, match="known: mtcnn"):
+    with pytest.raises(ValueError, match="known: insightface, mtcnn"):
         make_detector("yolo")

@@ -14,7 +14,13 @@ def _mtcnn(**kwargs: Any) -> FaceDetector:
     return MTCNN(**kwargs)
 
 
-REGISTRY: dict[str, Callable[..., FaceDetector]] = {"mtcnn": _mtcnn}
+def _insightface(**kwargs: Any) -> FaceDetector:
+    from pipeline.align.detectors.insightface import InsightFaceDetector
+
+    return InsightFaceDetector(**kwargs)
+
+
+REGISTRY: dict[str, Callable[..., FaceDetector]] = {"mtcnn": _mtcnn, "insightface": _insightface}
 
 
 def make_detector(name: str, **kwargs: Any) -> FaceDetector:

@@ -1,0 +1,162 @@
+"""The align stage: incremental work planning, execution, and the tables and report it writes.
+
+Only new or changed takes are processed: each output carries the key of (content hash, alignment
+parameters), so adding one take reprocesses one take, changing a parameter reprocesses all, and
+a take that left the manifest loses its output. `data/aligned` is a persistent DVC output.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import paths
+from pipeline.align.executors import run_dask, run_local
+from pipeline.align.process import AlignConfig, process_take, summarise, take_key
+from pipeline.align.quality import take_verdict
+from pipeline.align.tracking import TrackerConfig
+from pipeline.modes import mode_id
+from pipeline.params import Params
+from pipeline.utils import io
+
+log = logging.getLogger(__name__)
+QC_FIELDS = ("valid", "source", "score", "stretched", "n_faces", "blur", "brightness", "iod_px", "yaw_est", "jitter")
+
+
+def align_config(params: Params) -> AlignConfig:
+    a = params.align
+    options: dict[str, object] = {"min_face_px": a.min_face_px}
+    if a.detector == "insightface":
+        options["pack"] = a.insightface_pack
+    return AlignConfig(
+        detector=a.detector,
+        detector_options=tuple(sorted(options.items())),
+        crop_size=a.crop_size,
+        tracker=TrackerConfig(a.keyframe_every, a.max_fb_error, a.max_jump, a.dark_threshold),
+    )
+
+
+def _check_detector_available(params: Params) -> None:
+    """Fail before any worker starts if the detector's weights or pack are not on disk."""
+    if params.align.detector == "insightface":
+        from pipeline.align.detectors.insightface import find_detector_file
+
+        find_detector_file(params.align.insightface_pack)
+    else:
+        from pipeline.align.detectors.mtcnn import find_weights_dir
+
+        find_weights_dir()
+
+
+def stored_key(npz: Path) -> str | None:
+    """The cache key inside an aligned output, or None if it is unreadable (then it is redone)."""
+    try:
+        with np.load(npz) as z:
+            return str(z["key"])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
+        return None
+
+
+def plan(accepted: pd.DataFrame, out_dir: Path, cfg: AlignConfig, raw: Path) -> tuple[list[dict], list[str], list[Path]]:
+    """(jobs to run, take ids already up to date, stale outputs to delete)."""
+    jobs, fresh = [], []
+    wanted = set(accepted["take_id"])
+    for row in accepted.itertuples(index=False):
+        key = take_key(row.sha256, cfg)
+        out = out_dir / f"{row.take_id}.npz"
+        if out.exists() and stored_key(out) == key:
+            fresh.append(row.take_id)
+            continue
+        jobs.append({"take_id": row.take_id, "video": str(raw / row.path), "expected_frames": int(row.n_frames),
+                     "key": key, "out": str(out), "cfg": cfg})
+    stale = [p for p in sorted(out_dir.glob("*.npz")) if p.stem not in wanted]
+    return jobs, fresh, stale
+
+
+def _qc_frame(take_id: str, arrays: dict[str, np.ndarray]) -> pd.DataFrame:
+    df = pd.DataFrame({f: arrays[f] for f in QC_FIELDS})
+    df.insert(0, "frame", np.arange(len(df), dtype=np.int32))
+    df.insert(0, "take_id", take_id)
+    return df
+
+
+def collect(accepted: pd.DataFrame, out_dir: Path, thresholds: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-frame QC and per-take tables from every output (reading only the small arrays)."""
+    frames, takes = [], []
+    for row in accepted.itertuples(index=False):
+        with np.load(out_dir / f"{row.take_id}.npz") as z:
+            arrays = {k: z[k] for k in (*QC_FIELDS, "expected_frames")}
+        frames.append(_qc_frame(row.take_id, arrays))
+        s = summarise(arrays)
+        reasons = take_verdict(s, thresholds)
+        takes.append({"take_id": row.take_id, "subject_id": row.subject_id, "mode": mode_id(row.yaw, row.pitch, row.illumination),
+                      "prompted_expression": row.prompted_expression, **s,
+                      "status": "flagged" if reasons else "ok",
+                      "reason_codes": ",".join(c for c, _ in reasons) or None,
+                      "reason": "; ".join(m for _, m in reasons) or None})
+    qc = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["take_id", "frame", *QC_FIELDS])
+    return qc, pd.DataFrame(takes)
+
+
+def run(params: Params, manifest_path: Path = paths.MANIFEST, out_dir: Path = paths.ALIGNED,
+        qc_path: Path = paths.FRAMES_QC, takes_path: Path = paths.ALIGN_TAKES, report_path: Path = paths.ALIGN_REPORT) -> dict:
+    """Run the stage; returns the report it writes."""
+    t0 = time.perf_counter()
+    a = params.align
+    manifest = pd.read_parquet(manifest_path)
+    accepted = manifest[manifest["status"] == "accepted"].sort_values("take_id").reset_index(drop=True)
+    raw = paths.resolve(params.ingest.raw_dir)
+    cfg = align_config(params)
+    _check_detector_available(params)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs, fresh, stale = plan(accepted, out_dir, cfg, raw)
+    for p in stale:
+        p.unlink()
+    log.info("align: %d takes to process, %d up to date, %d stale outputs removed (%s executor)",
+             len(jobs), len(fresh), len(stale), a.executor)
+    if jobs:
+        if a.executor == "dask":
+            list(run_dask(process_take, jobs, a.workers, a.dask_scheduler))
+        else:
+            list(run_local(process_take, jobs, a.workers))
+    thresholds = a.thresholds.model_dump()
+    qc, takes = collect(accepted, out_dir, thresholds)
+    io.write_parquet(qc_path, qc)
+    io.write_parquet(takes_path, takes)
+    report = build_report(takes, qc, len(jobs), len(fresh), len(stale), time.perf_counter() - t0, params)
+    io.write_json(report_path, report)
+    log.info("align: %d takes ok, %d flagged; face found in %.1f %% of frames",
+             report["takes_ok"], report["takes_flagged"], 100 * report["frame_detection_rate"])
+    return report
+
+
+def build_report(takes: pd.DataFrame, qc: pd.DataFrame, processed: int, fresh: int, removed: int, seconds: float, params: Params) -> dict:
+    flagged = takes[takes["status"] == "flagged"] if len(takes) else takes
+    reasons = Counter(c for cs in flagged.get("reason_codes", pd.Series(dtype=str)).dropna() for c in cs.split(","))
+    by_mode = {m: round(float(g["detection_rate"].mean()), 4) for m, g in takes.groupby("mode")} if len(takes) else {}
+    return {
+        "detector": params.align.detector,
+        "executor": params.align.executor,
+        "takes": len(takes),
+        "takes_processed": processed,
+        "takes_up_to_date": fresh,
+        "outputs_removed": removed,
+        "takes_ok": int((takes["status"] == "ok").sum()) if len(takes) else 0,
+        "takes_flagged": len(flagged),
+        "flagged_by_reason": dict(sorted(reasons.items())),
+        "frames": len(qc),
+        "frame_detection_rate": round(float(qc["valid"].mean()), 4) if len(qc) else 0.0,
+        "frames_detected": int((qc["source"] == 1).sum()) if len(qc) else 0,
+        "frames_tracked": int((qc["source"] == 2).sum()) if len(qc) else 0,
+        "frames_contrast_stretched": int(qc["stretched"].sum()) if len(qc) else 0,
+        "detection_rate_by_mode": by_mode,
+        "median_jitter": round(float(qc["jitter"].median()), 4) if len(qc) and qc["jitter"].notna().any() else None,
+        "flagged_takes": [{"take_id": t, "reason": r} for t, r in zip(flagged.get("take_id", []), flagged.get("reason", []))],
+        "wall_s": round(seconds, 2),
+    }

@@ -1,0 +1,129 @@
+"""Benchmark the align stage on the current manifest: frames/s, decode-only floor, peak memory.
+
+Prints figures; asserts nothing. Needs `dvc repro ingest` first. Each measurement runs in a fresh
+child process (outputs to a temp folder), so peak RSS is that run's own.
+
+    python scripts/bench_align.py [--takes N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing as mp
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from pipeline import paths
+from pipeline.params import params
+
+
+def _decode(files: list[str]) -> int:
+    cv2.setNumThreads(1)
+    n = 0
+    for f in files:
+        cap = cv2.VideoCapture(f)
+        while cap.read()[0]:
+            n += 1
+        cap.release()
+    return n
+
+
+def _decode_job(args: tuple[list[str], int, mp.Queue]) -> None:
+    files, workers, q = args
+    t = time.perf_counter()
+    if workers == 1:
+        n = _decode(files)
+    else:
+        with mp.Pool(workers) as pool:
+            n = sum(pool.map(_decode, [files[i::workers] for i in range(workers)]))
+    q.put((n, time.perf_counter() - t, _peak_mib()))
+
+
+def _peak_mib() -> float:
+    """Peak RSS of this process and of any worker it waited for (Linux reports KiB)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, kids) / 1024
+
+
+def _stage_job(args: tuple[Path, int, int, mp.Queue]) -> None:
+    manifest, workers, n_takes, q = args
+    logging.basicConfig(level="WARNING")
+    from pipeline.align import stage
+
+    p = params()
+    p = p.model_copy(update={"align": p.align.model_copy(update={"workers": workers})})
+    with tempfile.TemporaryDirectory() as tmp:
+        m = pd.read_parquet(manifest)
+        acc = m[m["status"] == "accepted"].head(n_takes)
+        sub = Path(tmp) / "manifest.parquet"
+        acc.to_parquet(sub, index=False)
+        t = time.perf_counter()
+        rep = stage.run(p, sub, Path(tmp) / "aligned", Path(tmp) / "qc.parquet", Path(tmp) / "t.parquet", Path(tmp) / "a.json")
+        secs = time.perf_counter() - t
+    q.put((rep["frames"], secs, _peak_mib()))
+
+
+def _in_child(target, *args) -> tuple[int, float, float]:
+    """(frames, seconds, peak RSS MiB over the child and its workers)."""
+    q: mp.Queue = mp.get_context("spawn").Queue()
+    proc = mp.get_context("spawn").Process(target=target, args=((*args, q),))
+    proc.start()
+    result = q.get()
+    proc.join()
+    return result
+
+
+def stretch_gain(manifest: pd.DataFrame, raw: Path, n_takes: int) -> tuple[int, int, int]:
+    """MTCNN hits on dark frames (below align.dark_threshold) without and with the contrast stretch."""
+    from pipeline.align.detectors.mtcnn import MTCNN
+    from pipeline.align.tracking import contrast_stretch
+
+    det = MTCNN(min_face_px=params().align.min_face_px, device="cpu")
+    dark = manifest[(manifest["status"] == "accepted") & (manifest["illumination"] == "dim")].head(n_takes)
+    frames = plain = stretched = 0
+    for f in dark["path"]:
+        cap = cv2.VideoCapture(str(raw / f))
+        ok, bgr = cap.read()
+        cap.release()
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        if cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).mean() >= params().align.dark_threshold:
+            continue
+        frames += 1
+        plain += bool(det.detect(rgb))
+        stretched += bool(det.detect(contrast_stretch(rgb)))
+    return frames, plain, stretched
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--takes", type=int, default=0, help="limit to the first N accepted takes (0: all)")
+    args = ap.parse_args()
+    manifest = pd.read_parquet(paths.MANIFEST)
+    acc = manifest[manifest["status"] == "accepted"]
+    n = args.takes or len(acc)
+    raw = paths.resolve(params().ingest.raw_dir)
+    files = [str(raw / f) for f in acc["path"].head(n)]
+    print(f"{n} takes, detector {params().align.detector}, keyframe every {params().align.keyframe_every}")
+    for w in (1, 2):
+        frames, secs, peak = _in_child(_decode_job, files, w)
+        print(f"decode only, {w} worker(s): {frames / secs:7.1f} frames/s  (peak RSS {peak:.0f} MiB)")
+    small = max(1, n // 6)
+    frames, secs, peak = _in_child(_stage_job, paths.MANIFEST, 2, small)
+    print(f"align stage, 2 workers, {small} takes: {frames / secs:7.1f} frames/s, peak RSS {peak:.0f} MiB")
+    for w in (1, 2):
+        frames, secs, peak = _in_child(_stage_job, paths.MANIFEST, w, n)
+        print(f"align stage, {w} worker(s), {n} takes: {frames / secs:7.1f} frames/s  ({secs:.1f} s, peak RSS {peak:.0f} MiB)")
+    f, a, b = stretch_gain(manifest, raw, 200)
+    print(f"dark first frames: MTCNN finds {a}/{f} plain, {b}/{f} after the contrast stretch")
+
+
+if __name__ == "__main__":
+    main()
