@@ -65,6 +65,34 @@ def _align_accuracy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split(args: argparse.Namespace) -> int:
+    from pipeline.split.stage import run
+
+    run(params())
+    return 0
+
+
+def _features(args: argparse.Namespace) -> int:
+    from pipeline.learn.features import run
+
+    run(params().features)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pipeline.learn.train import run
+
+    run(params().train, params().features.protocol)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from pipeline.learn.evaluate import run
+
+    run(params().train, params().features.protocol)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mvfer", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mvfer {__version__}")
@@ -91,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     al_acc = al_sub.add_parser("accuracy", help="5-point NME and detection rate against the simulator's truth")
     al_acc.add_argument("--truth", help="ground-truth folder (default data/raw/_truth)")
     al_acc.set_defaults(func=_align_accuracy)
+
+    for name, func, text in (
+        ("split", _split, "subject-independent and unseen-mode split protocols with leakage checks (params: split)"),
+        ("features", _features, "train the per-frame CNN on training subjects and encode every frame (params: features)"),
+        ("train", _train, "train every model variant x seed x fold (params: train)"),
+        ("evaluate", _evaluate, "seen vs unseen accuracy and macro-F1, per mode, plots (params: train)"),
+    ):
+        sub.add_parser(name, help=text).set_defaults(func=func)
     return parser
 
 
@@ -98,8 +134,9 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from pipeline.align.detectors.insightface import InsightFacePackError
     from pipeline.align.detectors.mtcnn import MTCNNWeightsMissing
     from pipeline.ingest.schema import CaptureLogError
+    from pipeline.split.leakage import SplitLeakageError
 
-    return (ParamsError, CaptureLogError, MTCNNWeightsMissing, InsightFacePackError)
+    return (ParamsError, CaptureLogError, MTCNNWeightsMissing, InsightFacePackError, SplitLeakageError, FileNotFoundError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

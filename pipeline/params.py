@@ -102,12 +102,52 @@ class AlignParams(_Strict):
     thresholds: AlignThresholds
 
 
+class SplitParams(_Strict):
+    seed: int
+    labels: Literal["prompted", "qa"]
+    val_subjects: Annotated[int, Field(ge=1)]
+    near_duplicate_max_bits: Annotated[int, Field(ge=0)]
+    subject_kfold_k: Annotated[int, Field(ge=2)]
+    seen_modes: list[str]
+    unseen_mode_folds: Annotated[int, Field(ge=2)]
+    leave_one_mode_out: bool
+    lomo_test_subjects: Annotated[int, Field(ge=1)]
+
+
+class FeaturesParams(_Strict):
+    protocol: str
+    input_size: Annotated[int, Field(ge=16)]
+    feature_dim: Annotated[int, Field(ge=8)]
+    frames_per_take: Annotated[int, Field(ge=1)]
+    epochs: Annotated[int, Field(ge=1)]
+    batch_size: Annotated[int, Field(ge=1)]
+    lr: Annotated[float, Field(gt=0)]
+    seed: int
+
+
+class TrainParams(_Strict):
+    variants: list[Literal["lstm", "mv_lstm", "mv_lstm_sup"]]
+    seeds: list[int]
+    hidden: Annotated[int, Field(ge=1)]
+    epochs: Annotated[int, Field(ge=1)]
+    patience: Annotated[int, Field(ge=1)]
+    batch_size: Annotated[int, Field(ge=1)]
+    lr: Annotated[float, Field(gt=0)]
+    weight_decay: Annotated[float, Field(ge=0)]
+    dropout: Annotated[float, Field(ge=0, lt=1)]
+    mode_loss_weight: Annotated[float, Field(ge=0)]
+    adversarial_weight: Annotated[float, Field(ge=0)]
+
+
 class Params(_Strict):
     rig: RigParams
     capture: CaptureParams
     capture_verify: CaptureVerifyParams
     ingest: IngestParams
     align: AlignParams
+    split: SplitParams
+    features: FeaturesParams
+    train: TrainParams
 
     @model_validator(mode="after")
     def _within_rig(self) -> "Params":

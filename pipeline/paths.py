@@ -41,6 +41,13 @@ FRAMES_QC: Path = INTERIM / "frames_qc.parquet"
 ALIGN_TAKES: Path = INTERIM / "align_takes.parquet"
 ALIGN_REPORT: Path = REPORTS / "align.json"
 ALIGN_ACCURACY_REPORT: Path = REPORTS / "align_accuracy.json"
+LABELS: Path = PROCESSED / "labels.parquet"          # written by the QA stage
+SPLITS: Path = PROCESSED / "splits"
+SPLITS_REPORT: Path = REPORTS / "splits.json"
+FEATURES: Path = PROCESSED / "features"
+FEATURES_REPORT: Path = REPORTS / "features.json"
+METRICS: Path = REPORTS / "metrics.json"
+PLOTS: Path = REPORTS / "plots"
 
 # Layout of a raw capture folder, the same for the simulator and a real rig.
 TAKES_SUBDIR = "takes"

@@ -18,7 +18,7 @@ from pipeline import paths
 pytestmark = pytest.mark.integration
 
 TINY = {
-    "n_subjects": 3, "n_withdrawn": 1, "n_no_public_release": 1,
+    "n_subjects": 7, "n_withdrawn": 1, "n_no_public_release": 1,
     "expressions": ["happiness", "surprise"],
     "poses": [{"camera": "cam_c", "yaw": 0.0, "pitch": 0.0}, {"camera": "cam_r30", "yaw": 30.0, "pitch": 0.0}],
     "illuminations": ["frontal", "dim"], "frame_size": 96, "n_frames": 8, "workers": 1,
@@ -52,6 +52,10 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params["capture"].update(TINY)
     params["ingest"]["workers"] = 1
     params["align"]["workers"] = 1
+    params["split"].update({"val_subjects": 1, "subject_kfold_k": 3, "unseen_mode_folds": 3, "lomo_test_subjects": 2,
+                            "seen_modes": ["yaw+0_pitch+0/frontal", "yaw+0_pitch+0/dim"]})
+    params["features"].update({"epochs": 2, "frames_per_take": 4})
+    params["train"].update({"variants": ["lstm", "mv_lstm"], "seeds": [0], "epochs": 3, "patience": 2})
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], dest)
     _run(["dvc", "repro"], dest)
@@ -63,14 +67,27 @@ def test_repro_builds_the_manifest_and_quarantines_the_withdrawn_subject(clone: 
     assert align["takes"] == align["takes_processed"] > 0
     assert (clone / "reports" / "align_accuracy.json").exists()
     report = json.loads((clone / "reports" / "ingest.json").read_text())
-    takes = 3 * 2 * 2 * 2
+    takes = 7 * 2 * 2 * 2
     assert report["log_rows"] == report["files_found"] == report["manifest_rows"] == takes
-    assert report["quarantined_by_reason"] == {"consent_withdrawn": takes // 3}
-    assert report["accepted"] == takes - takes // 3
+    assert report["quarantined_by_reason"] == {"consent_withdrawn": takes // 7}
+    assert report["accepted"] == takes - takes // 7
     verify = json.loads((clone / "reports" / "capture_verify.json").read_text())
     assert set(verify["illumination"]) == {"frontal", "dim"}
     capture = json.loads((clone / "reports" / "capture.json").read_text())
     assert capture["frames_per_s_per_core"] > 0
+
+
+def test_repro_splits_trains_and_evaluates(clone: Path) -> None:
+    splits = json.loads((clone / "reports" / "splits.json").read_text())
+    assert splits["subjects"] == 6 and "prompted" in splits["labels"]
+    metrics = json.loads((clone / "reports" / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"lstm", "mv_lstm"}
+    for m in metrics["models"].values():
+        assert 0 <= m["test_unseen_accuracy_mean"] <= 1 and "per_mode_accuracy" in m
+    assert (clone / "models" / "unseen_mode" / "mv_lstm" / "fold0_seed0.pt").exists()
+    assert (clone / "reports" / "plots" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    shown = _run(["dvc", "metrics", "show", "--json"], clone).stdout
+    assert "test_unseen_accuracy_mean" in shown
 
 
 def test_second_repro_is_a_no_op(clone: Path) -> None:

@@ -1,0 +1,1 @@
+"""Learning stages: per-frame features, sequence-model training, evaluation."""

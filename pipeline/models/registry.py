@@ -1,0 +1,81 @@
+"""Sequence classifiers by name: `lstm` (torch.nn.LSTM), `mv_lstm`, `mv_lstm_sup`.
+
+`mv_lstm_sup` adds our optional mode supervision (off in the paper): a head on the final mode cell
+m_T learns to predict the (seen) mode of a take, and a gradient-reversal head on h_T pushes mode
+information out of the task features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from pipeline.models.mv_lstm import MVLSTM
+
+
+class _GradReverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: float) -> torch.Tensor:  # noqa: D102
+        ctx.weight = weight
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: D102
+        return -ctx.weight * grad, None
+
+
+def grad_reverse(x: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
+    """Identity forward, negated (scaled) gradient backward."""
+    return _GradReverse.apply(x, weight)
+
+
+class SequenceClassifier(nn.Module):
+    """Per-frame features (B, T, D) with lengths -> expression logits (and mode logits if supervised)."""
+
+    def __init__(self, variant: str, input_size: int, hidden: int, n_classes: int, n_modes: int = 0,
+                 dropout: float = 0.2, adversarial_weight: float = 0.1) -> None:
+        super().__init__()
+        self.variant = variant
+        self.drop = nn.Dropout(dropout)
+        self.rnn: nn.Module = nn.LSTM(input_size, hidden, batch_first=True) if variant == "lstm" else MVLSTM(input_size, hidden)
+        self.head = nn.Linear(hidden, n_classes)
+        self.supervised = variant == "mv_lstm_sup"
+        self.adversarial_weight = adversarial_weight
+        if self.supervised:
+            if n_modes < 2:
+                raise ValueError("mv_lstm_sup needs at least two training modes to supervise")
+            self.mode_head = nn.Linear(hidden, n_modes)
+            self.adv_head = nn.Linear(hidden, n_modes)
+
+    def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(h_T, m_T or None) at each sequence's last valid step."""
+        x = self.drop(x)
+        if isinstance(self.rnn, nn.LSTM):
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            _, (h, _) = self.rnn(packed)
+            return h[-1], None
+        _, (h, _, m) = self.rnn(x, lengths)
+        return h, m
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
+        h, m = self.encode(x, lengths)
+        out = {"logits": self.head(self.drop(h))}
+        if self.supervised and m is not None:
+            out["mode_logits"] = self.mode_head(m)
+            out["adv_logits"] = self.adv_head(grad_reverse(h, self.adversarial_weight))
+        return out
+
+
+VARIANTS: dict[str, Callable[..., SequenceClassifier]] = {
+    name: (lambda name=name, **kw: SequenceClassifier(name, **kw)) for name in ("lstm", "mv_lstm", "mv_lstm_sup")
+}
+
+
+def make_model(name: str, **kwargs) -> SequenceClassifier:
+    """A variant by its params name; an unknown name lists the known ones."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown model variant {name!r}; known: {', '.join(VARIANTS)}")
+    return VARIANTS[name](**kwargs)

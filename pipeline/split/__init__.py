@@ -1,0 +1,1 @@
+"""Subject-independent and unseen-mode split protocols, with leakage checks."""

@@ -1,0 +1,101 @@
+"""Split protocols over a take table (take_id, subject_id, mode, label). Pure functions.
+
+Every protocol is subject-independent: a subject's takes all fall in one of train, val and test
+within a fold. Folds of subjects are balanced greedily by class counts (stratified by expression).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def subject_groups(takes: pd.DataFrame, k: int, seed: int) -> list[list[str]]:
+    """k groups of subjects with label counts as even as a greedy assignment makes them."""
+    subjects = sorted(takes["subject_id"].unique())
+    if k < 2 or k > len(subjects):
+        raise ValueError(f"cannot make {k} subject folds from {len(subjects)} subjects")
+    rng = np.random.default_rng(seed)
+    order = [subjects[i] for i in rng.permutation(len(subjects))]
+    counts = takes.groupby(["subject_id", "label"]).size().unstack(fill_value=0)
+    groups: list[list[str]] = [[] for _ in range(k)]
+    totals = np.zeros((k, counts.shape[1]))
+    order.sort(key=lambda s: -counts.loc[s].sum())  # big subjects first (stable: ties keep the shuffle)
+    for s in order:
+        vec = counts.loc[s].to_numpy()
+        size = np.array([len(g) for g in groups])
+        score = ((totals + vec) ** 2).sum(axis=1) + 1e6 * size  # fewest subjects first, then balance
+        best = int(np.argmin(score))
+        groups[best].append(s)
+        totals[best] += vec
+    return [sorted(g) for g in groups]
+
+
+def _val_subjects(candidates: list[str], n: int, seed: int, fold: int) -> list[str]:
+    rng = np.random.default_rng([seed, fold])
+    return sorted(rng.choice(candidates, size=min(n, len(candidates) - 1), replace=False).tolist())
+
+
+def _ids(takes: pd.DataFrame, subjects: list[str], modes: set[str] | None = None, exclude: set[str] | None = None) -> list[str]:
+    sel = takes["subject_id"].isin(subjects)
+    if modes is not None:
+        sel &= takes["mode"].isin(modes)
+    if exclude is not None:
+        sel &= ~takes["mode"].isin(exclude)
+    return sorted(takes.loc[sel, "take_id"])
+
+
+def subject_kfold(takes: pd.DataFrame, k: int, val_subjects: int, seed: int) -> dict:
+    """k subject-disjoint folds (Oulu-CASIA style): each group is the test set once."""
+    groups = subject_groups(takes, k, seed)
+    folds = []
+    for i, test in enumerate(groups):
+        rest = sorted(s for g in groups for s in g if s not in test)
+        val = _val_subjects(rest, val_subjects, seed, i)
+        train = [s for s in rest if s not in val]
+        folds.append({"fold": i, "subjects": {"train": train, "val": val, "test": test},
+                      "train": _ids(takes, train), "val": _ids(takes, val), "test": _ids(takes, test)})
+    return {"protocol": "subject_kfold", "folds": folds}
+
+
+def unseen_mode(takes: pd.DataFrame, seen_modes: list[str], k: int, val_subjects: int, seed: int) -> dict:
+    """Train and validate on the seen modes; test held-out subjects on seen and on unseen modes."""
+    all_modes = set(takes["mode"])
+    missing = [m for m in seen_modes if m not in all_modes]
+    if missing:
+        raise ValueError(f"seen mode(s) {', '.join(missing)} not in the data; modes present: {', '.join(sorted(all_modes))}")
+    seen = set(seen_modes)
+    unseen = all_modes - seen
+    if not unseen:
+        raise ValueError("every mode is listed as seen: nothing is left to test as unseen")
+    groups = subject_groups(takes, k, seed)
+    folds = []
+    for i, test in enumerate(groups):
+        rest = sorted(s for g in groups for s in g if s not in test)
+        val = _val_subjects(rest, val_subjects, seed, i)
+        train = [s for s in rest if s not in val]
+        folds.append({
+            "fold": i, "subjects": {"train": train, "val": val, "test": test},
+            "seen_modes": sorted(seen), "unseen_modes": sorted(unseen),
+            "train": _ids(takes, train, seen), "val": _ids(takes, val, seen),
+            "test_seen": _ids(takes, test, seen), "test_unseen": _ids(takes, test, unseen),
+        })
+    return {"protocol": "unseen_mode", "folds": folds}
+
+
+def leave_one_mode_out(takes: pd.DataFrame, test_subjects: int, val_subjects: int, seed: int) -> dict:
+    """One fold per mode: trained on every other mode, tested on held-out subjects in that mode."""
+    subjects = sorted(takes["subject_id"].unique())
+    rng = np.random.default_rng([seed, 99])
+    test = sorted(rng.choice(subjects, size=test_subjects, replace=False).tolist())
+    rest = [s for s in subjects if s not in test]
+    val = _val_subjects(rest, val_subjects, seed, 99)
+    train = [s for s in rest if s not in val]
+    folds = []
+    for i, mode in enumerate(sorted(takes["mode"].unique())):
+        folds.append({
+            "fold": i, "held_out_mode": mode, "subjects": {"train": train, "val": val, "test": test},
+            "train": _ids(takes, train, exclude={mode}), "val": _ids(takes, val, exclude={mode}),
+            "test_seen": _ids(takes, test, exclude={mode}), "test_unseen": _ids(takes, test, {mode}),
+        })
+    return {"protocol": "leave_one_mode_out", "folds": folds}

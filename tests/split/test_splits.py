@@ -1,0 +1,140 @@
+"""Split protocols are subject-independent and mode-correct; each planted leak is caught."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.split.leakage import check_protocol
+from pipeline.split.protocols import leave_one_mode_out, subject_groups, subject_kfold, unseen_mode
+
+CLASSES = ["anger", "fear", "happiness"]
+MODES = ["yaw+0_pitch+0/frontal", "yaw+0_pitch+0/dim", "yaw+30_pitch+0/frontal", "yaw+30_pitch+0/dim"]
+SEEN = MODES[:2]
+
+
+@pytest.fixture(scope="module")
+def takes() -> pd.DataFrame:
+    rows = [{"take_id": f"{s}-{m}-{c}", "subject_id": s, "mode": m, "label": c}
+            for s in [f"sub-{i:02d}" for i in range(9)] for m in MODES for c in CLASSES]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def hashes(takes: pd.DataFrame) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {t: rng.integers(0, 2, 256).astype(bool) for t in takes["take_id"]}
+
+
+def _subjects(takes: pd.DataFrame, ids: list[str]) -> set[str]:
+    return set(takes.set_index("take_id").loc[ids, "subject_id"])
+
+
+def test_groups_partition_the_subjects(takes: pd.DataFrame) -> None:
+    groups = subject_groups(takes, 3, seed=0)
+    flat = [s for g in groups for s in g]
+    assert sorted(flat) == sorted(takes["subject_id"].unique()) and [len(g) for g in groups] == [3, 3, 3]
+    with pytest.raises(ValueError, match="cannot make 10 subject folds from 9 subjects"):
+        subject_groups(takes, 10, seed=0)
+
+
+def test_subject_kfold_is_subject_independent_and_covers_everyone_once(takes: pd.DataFrame) -> None:
+    split = subject_kfold(takes, 3, val_subjects=1, seed=0)
+    tested = []
+    for fold in split["folds"]:
+        tr, va, te = (_subjects(takes, fold[k]) for k in ("train", "val", "test"))
+        assert not (tr & va) and not (tr & te) and not (va & te)
+        tested += sorted(te)
+    assert sorted(tested) == sorted(takes["subject_id"].unique())
+    assert check_protocol(split, takes, CLASSES, {}, 4) == []
+
+
+def test_unseen_mode_trains_on_seen_modes_only(takes: pd.DataFrame) -> None:
+    split = unseen_mode(takes, SEEN, 3, val_subjects=1, seed=0)
+    t = takes.set_index("take_id")
+    for fold in split["folds"]:
+        assert set(t.loc[fold["train"] + fold["val"] + fold["test_seen"], "mode"]) == set(SEEN)
+        assert set(t.loc[fold["test_unseen"], "mode"]) == set(MODES[2:])
+        assert _subjects(takes, fold["test_seen"]) == _subjects(takes, fold["test_unseen"])
+    assert check_protocol(split, takes, CLASSES, {}, 4) == []
+
+
+def test_unseen_mode_rejects_unknown_or_all_modes(takes: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="not in the data"):
+        unseen_mode(takes, ["yaw+90_pitch+0/frontal"], 3, 1, 0)
+    with pytest.raises(ValueError, match="nothing is left"):
+        unseen_mode(takes, MODES, 3, 1, 0)
+
+
+def test_leave_one_mode_out_has_a_fold_per_mode(takes: pd.DataFrame) -> None:
+    split = leave_one_mode_out(takes, test_subjects=3, val_subjects=1, seed=0)
+    assert sorted(f["held_out_mode"] for f in split["folds"]) == sorted(MODES)
+    assert check_protocol(split, takes, CLASSES, {}, 4) == []
+
+
+@pytest.fixture
+def clean(takes: pd.DataFrame) -> dict:
+    return unseen_mode(takes, SEEN, 3, val_subjects=1, seed=0)
+
+
+def test_planted_subject_leak_is_caught(clean: dict, takes: pd.DataFrame) -> None:
+    split = copy.deepcopy(clean)
+    fold = split["folds"][0]
+    fold["train"].append(fold["test_seen"][0])
+    problems = check_protocol(split, takes, CLASSES, {}, 4)
+    assert any("unseen_mode fold 0: subject" in p and "'train'" in p and "'test_seen'" in p for p in problems), problems
+
+
+def test_planted_unseen_mode_in_training_is_caught(clean: dict, takes: pd.DataFrame) -> None:
+    split = copy.deepcopy(clean)
+    fold = split["folds"][1]
+    train_subject = _subjects(takes, fold["train"]).pop()
+    leak = takes[(takes["subject_id"] == train_subject) & (takes["mode"] == MODES[3])]["take_id"].iloc[0]
+    fold["train"].append(leak)
+    problems = check_protocol(split, takes, CLASSES, {}, 4)
+    assert problems == [f"unseen_mode fold 1: unseen mode(s) {MODES[3]} appear in 'train'"]
+
+
+def test_planted_near_duplicate_across_splits_is_caught(clean: dict, takes: pd.DataFrame, hashes: dict) -> None:
+    fold = clean["folds"][2]
+    planted = dict(hashes)
+    copy_of = fold["train"][0]
+    victim = fold["test_unseen"][0]
+    noisy = planted[copy_of].copy()
+    noisy[:3] = ~noisy[:3]  # 3 bits of 256 differ: a re-encoded copy
+    planted[victim] = noisy
+    problems = check_protocol(clean, takes, CLASSES, planted, 4)
+    assert len(problems) == 1 and copy_of in problems[0] and victim in problems[0] and "3 of 256" in problems[0]
+    assert check_protocol(clean, takes, CLASSES, hashes, 4) == []
+
+
+def test_planted_empty_class_is_caught(clean: dict, takes: pd.DataFrame) -> None:
+    split = copy.deepcopy(clean)
+    fold = split["folds"][0]
+    t = takes.set_index("take_id")
+    fold["val"] = [x for x in fold["val"] if t.loc[x, "label"] != "fear"]
+    problems = check_protocol(split, takes, CLASSES, {}, 4)
+    assert problems == ["unseen_mode fold 0: split 'val' has no take of class(es) fear"]
+
+
+def test_split_stage_fails_with_a_clear_message(monkeypatch, takes: pd.DataFrame) -> None:
+    """The stage raises SplitLeakageError listing the leaks (the CLI prints it as one error)."""
+    from pipeline.split import stage
+    from pipeline.split.leakage import SplitLeakageError
+
+    def leaky(params, t):
+        split = unseen_mode(t, SEEN, 3, 1, 0)
+        split["folds"][0]["val"].append(split["folds"][0]["test_unseen"][0])
+        return {"unseen_mode": split}
+
+    monkeypatch.setattr(stage, "build", leaky)
+    monkeypatch.setattr(stage, "eligible_takes", lambda m, a, l: (takes, {}))
+    monkeypatch.setattr(stage.pd, "read_parquet", lambda p: pd.DataFrame())
+    monkeypatch.setattr(stage, "take_hash", lambda p: None)
+    from pipeline.params import load_params
+
+    with pytest.raises(SplitLeakageError, match=r"leak\(s\) in the splits:\n  unseen_mode fold 0"):
+        stage.run(load_params())
