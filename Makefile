@@ -6,15 +6,19 @@ STAMP  := $(VENV)/.installed
 # Installed --no-deps, their real needs being in the lock:
 # - facenet-pytorch only carries the MIT-licensed MTCNN weights (importing it would need an old
 #   torch and torchvision; pipeline/align/detectors/mtcnn.py runs the networks);
-# - insightface declares opencv-python (needs libGL); we use opencv-python-headless.
-NO_DEPS := facenet-pytorch==2.6.0 insightface==2.1
+# - insightface declares opencv-python (needs libGL); we use opencv-python-headless;
+# - crowd-kit (reference Dawid-Skene for the tests) declares transformers, needed only for text.
+NO_DEPS := facenet-pytorch==2.6.0 insightface==2.1 crowd-kit==1.4.2
 
-.PHONY: run test install repro bench clean-venv
+LS_VENV  := .venv-ls
+LS_STAMP := $(LS_VENV)/.installed
+
+.PHONY: run test install labelstudio repro bench clean-venv
 
 run: $(STAMP)  ## install (once) and run the whole pipeline on the built-in data
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
-test: $(STAMP)  ## run the test suite
+test: $(STAMP) $(LS_STAMP)  ## run the test suite (the Label Studio round trip included)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
 
 install: $(STAMP)
@@ -27,6 +31,13 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# Label Studio in its own environment: it pins label-studio-sdk, Django and an old pytz.
+labelstudio: $(LS_STAMP)
+$(LS_STAMP): requirements-labelstudio.lock
+	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install -q -r requirements-labelstudio.lock
+	touch $(LS_STAMP)
+
 repro: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
@@ -34,4 +45,4 @@ bench: $(STAMP)  ## print render speed of the capture simulator
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python scripts/bench_capture.py
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(LS_VENV)

@@ -93,6 +93,82 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _annotate_simulate(args: argparse.Namespace) -> int:
+    from pipeline.qa.simulate import run
+
+    n = run(params())
+    log.info("simulated annotators labelled %d tasks -> %s", n, paths.ANNOTATIONS_SIM)
+    return 0
+
+
+def _qa(args: argparse.Namespace) -> int:
+    from pipeline.qa.stage import run
+
+    run(params(), snapshot=Path(args.snapshot) if args.snapshot else None)
+    return 0
+
+
+def _ls_dir(args: argparse.Namespace) -> Path:
+    return Path(args.data_dir) if args.data_dir else paths.LABEL_STUDIO_HOME / "server"
+
+
+def _labelstudio(args: argparse.Namespace) -> int:
+    from pipeline.annotate import server
+
+    data_dir = _ls_dir(args)
+    if args.action == "start":
+        media = paths.resolve(params().ingest.raw_dir).parent
+        info = server.start(data_dir, media, port=args.port)
+        sys.stdout.write(f"Label Studio {info.version} running at {info.url} (pid {info.pid}); "
+                         f"the API token is ${server.TOKEN_ENV}; stop with `mvfer labelstudio stop`\n")
+    elif args.action == "stop":
+        sys.stdout.write("stopped\n" if server.stop(data_dir) else "no server was running\n")
+    else:
+        info = server.status(data_dir)
+        sys.stdout.write(f"running at {info.url} (pid {info.pid})\n" if info else "not running\n")
+        return 0 if info else 3
+    return 0
+
+
+def _ls_client(args: argparse.Namespace):
+    import os
+
+    from pipeline.annotate import server
+    from pipeline.annotate.sync import client
+
+    info = server.status(_ls_dir(args))
+    url = args.url or (info.url if info else None)
+    token = os.environ.get(server.TOKEN_ENV)
+    if not url or not token:
+        raise server.LabelStudioError(f"need a server (`mvfer labelstudio start` or --url) and ${server.TOKEN_ENV} in the environment")
+    return client(url, token)
+
+
+def _annotate_push(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from pipeline.annotate.sync import push, push_reannotation
+
+    ls = _ls_client(args)
+    manifest = pd.read_parquet(paths.MANIFEST)
+    raw = paths.resolve(params().ingest.raw_dir)
+    if args.queue:
+        push_reannotation(ls, args.project, pd.read_csv(paths.REANNOTATION_QUEUE), manifest, raw, raw.parent)
+    else:
+        push(ls, args.project, manifest, raw, raw.parent)
+    return 0
+
+
+def _annotate_pull(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from pipeline.annotate.sync import pull
+
+    manifest = pd.read_parquet(paths.MANIFEST)
+    pull(_ls_client(args), args.project, set(manifest.loc[manifest["status"] == "accepted", "take_id"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mvfer", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mvfer {__version__}")
@@ -120,6 +196,27 @@ def build_parser() -> argparse.ArgumentParser:
     al_acc.add_argument("--truth", help="ground-truth folder (default data/raw/_truth)")
     al_acc.set_defaults(func=_align_accuracy)
 
+    ann = sub.add_parser("annotate", help="annotation: simulated annotators, Label Studio push and pull")
+    ann_sub = ann.add_subparsers(dest="annotate_command", required=True)
+    ann_sub.add_parser("simulate", help="write a Label Studio export from simulated annotators (built-in data)").set_defaults(func=_annotate_simulate)
+    for name, func, text in (("push", _annotate_push, "create/update the project and import the takes it lacks"),
+                             ("pull", _annotate_pull, "export the project into annotations/exports/ and update annotations/snapshot.json")):
+        a = ann_sub.add_parser(name, help=text)
+        a.add_argument("--project", default="mvfer", help="Label Studio project title (default: mvfer)")
+        a.add_argument("--url", help="server URL (default: the one `mvfer labelstudio start` started)")
+        a.add_argument("--data-dir", help="server data folder (default .labelstudio/server)")
+        if name == "push":
+            a.add_argument("--queue", action="store_true", help="push QA's re-annotation queue to the companion project")
+        a.set_defaults(func=func)
+    lsp = sub.add_parser("labelstudio", help="a local Label Studio server on 127.0.0.1 (token from $LABEL_STUDIO_API_KEY)")
+    lsp.add_argument("action", choices=["start", "stop", "status"])
+    lsp.add_argument("--port", type=int, help="loopback port (default: a free one)")
+    lsp.add_argument("--data-dir", help="server data folder (default .labelstudio/server)")
+    lsp.set_defaults(func=_labelstudio)
+    qa = sub.add_parser("qa", help="agreement, aggregation, annotator quality, re-annotation queue (params: qa)")
+    qa.add_argument("--snapshot", help="export to read instead of qa.snapshot")
+    qa.set_defaults(func=_qa)
+
     for name, func, text in (
         ("split", _split, "subject-independent and unseen-mode split protocols with leakage checks (params: split)"),
         ("features", _features, "train the per-frame CNN on training subjects and encode every frame (params: features)"),
@@ -134,9 +231,12 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from pipeline.align.detectors.insightface import InsightFacePackError
     from pipeline.align.detectors.mtcnn import MTCNNWeightsMissing
     from pipeline.ingest.schema import CaptureLogError
+    from pipeline.annotate.server import LabelStudioError
+    from pipeline.qa.export import ExportError
     from pipeline.split.leakage import SplitLeakageError
 
-    return (ParamsError, CaptureLogError, MTCNNWeightsMissing, InsightFacePackError, SplitLeakageError, FileNotFoundError)
+    return (ParamsError, CaptureLogError, MTCNNWeightsMissing, InsightFacePackError, SplitLeakageError, ExportError,
+            LabelStudioError, FileNotFoundError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

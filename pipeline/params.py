@@ -106,6 +106,7 @@ class SplitParams(_Strict):
     seed: int
     labels: Literal["prompted", "qa"]
     val_subjects: Annotated[int, Field(ge=1)]
+    min_class_takes: Annotated[int, Field(ge=1)]
     near_duplicate_max_bits: Annotated[int, Field(ge=0)]
     subject_kfold_k: Annotated[int, Field(ge=2)]
     seen_modes: list[str]
@@ -139,6 +140,46 @@ class TrainParams(_Strict):
     adversarial_weight: Annotated[float, Field(ge=0)]
 
 
+class AnnotatorProfile(_Strict):
+    """A simulated annotator of known reliability (kind: careful, noisy, confuser, spammer)."""
+
+    id: int
+    name: str
+    kind: Literal["careful", "noisy", "confuser", "spammer"]
+    accuracy: Annotated[float, Field(ge=0, le=1)]
+    confusion_rate: Annotated[float, Field(ge=0, le=1)]
+    frame_sigma: Annotated[float, Field(ge=0)]
+    mean_lead_time_s: Annotated[float, Field(gt=0)]
+
+
+class QASimParams(_Strict):
+    seed: int
+    annotators: list[AnnotatorProfile]
+    expert_id: int
+    annotators_per_task: Annotated[int, Field(ge=1)]
+    gold_fraction: Annotated[float, Field(ge=0, le=1)]
+    cancel_rate: Annotated[float, Field(ge=0, le=1)]
+    draft_rate: Annotated[float, Field(ge=0, le=1)]
+
+
+class QAThresholds(_Strict):
+    alpha_acceptable: float
+    alpha_good: float
+    min_confidence: Annotated[float, Field(ge=0, le=1)]
+    min_annotations: Annotated[int, Field(ge=1)]
+    min_agreement: Annotated[float, Field(ge=0, le=1)]
+    spammer_score_max: Annotated[float, Field(ge=0, le=1)]
+    confusion_rate_max: Annotated[float, Field(ge=0, le=1)]
+    min_gold_accuracy: Annotated[float, Field(ge=0, le=1)]
+    fast_lead_time_z: Annotated[float, Field(gt=0)]
+
+
+class QAParams(_Strict):
+    snapshot: str
+    truth: str
+    thresholds: QAThresholds
+
+
 class Params(_Strict):
     rig: RigParams
     capture: CaptureParams
@@ -148,6 +189,8 @@ class Params(_Strict):
     split: SplitParams
     features: FeaturesParams
     train: TrainParams
+    annotate_sim: QASimParams
+    qa: QAParams
 
     @model_validator(mode="after")
     def _within_rig(self) -> "Params":

@@ -52,7 +52,7 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params["capture"].update(TINY)
     params["ingest"]["workers"] = 1
     params["align"]["workers"] = 1
-    params["split"].update({"val_subjects": 1, "subject_kfold_k": 3, "unseen_mode_folds": 3, "lomo_test_subjects": 2,
+    params["split"].update({"val_subjects": 1, "min_class_takes": 12, "subject_kfold_k": 3, "unseen_mode_folds": 3, "lomo_test_subjects": 2,
                             "seen_modes": ["yaw+0_pitch+0/frontal", "yaw+0_pitch+0/dim"]})
     params["features"].update({"epochs": 2, "frames_per_take": 4})
     params["train"].update({"variants": ["lstm", "mv_lstm"], "seeds": [0], "epochs": 3, "patience": 2})
@@ -79,7 +79,9 @@ def test_repro_builds_the_manifest_and_quarantines_the_withdrawn_subject(clone: 
 
 def test_repro_splits_trains_and_evaluates(clone: Path) -> None:
     splits = json.loads((clone / "reports" / "splits.json").read_text())
-    assert splits["subjects"] == 6 and "prompted" in splits["labels"]
+    assert splits["subjects"] == 6 and "QA" in splits["labels"]
+    qa = json.loads((clone / "reports" / "qa.json").read_text())
+    assert qa["annotations_used"] > 0 and "krippendorff_alpha" in qa["agreement"]
     metrics = json.loads((clone / "reports" / "metrics.json").read_text())
     assert set(metrics["models"]) == {"lstm", "mv_lstm"}
     for m in metrics["models"].values():

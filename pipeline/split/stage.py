@@ -39,7 +39,8 @@ def take_hash(npz: Path) -> np.ndarray | None:
         return dhash(z["frames"][valid[len(valid) // 2]])
 
 
-def eligible_takes(manifest: pd.DataFrame, align_takes: pd.DataFrame, labels: pd.DataFrame | None) -> tuple[pd.DataFrame, dict]:
+def eligible_takes(manifest: pd.DataFrame, align_takes: pd.DataFrame, labels: pd.DataFrame | None,
+                   min_class_takes: int = 1) -> tuple[pd.DataFrame, dict]:
     """(take_id, subject_id, mode, label) of accepted, well-aligned takes; and what was left out, why."""
     acc = manifest[manifest["status"] == "accepted"].copy()
     acc["mode"] = [mode_id(y, p, i) for y, p, i in zip(acc["yaw"], acc["pitch"], acc["illumination"])]
@@ -54,6 +55,11 @@ def eligible_takes(manifest: pd.DataFrame, align_takes: pd.DataFrame, labels: pd
         acc["label"] = lab.loc[acc["take_id"]].to_numpy()
     else:
         acc["label"] = acc["prompted_expression"]
+    counts = acc["label"].value_counts()
+    rare = sorted(counts[counts < min_class_takes].index)
+    excluded["rare_class"] = int(acc["label"].isin(rare).sum())
+    excluded["rare_classes"] = rare  # too few takes to appear in every split; left out, not hidden
+    acc = acc[~acc["label"].isin(rare)]
     return acc[["take_id", "subject_id", "mode", "label"]].sort_values("take_id").reset_index(drop=True), excluded
 
 
@@ -83,7 +89,8 @@ def counts(split: dict, takes: pd.DataFrame) -> list[dict]:
 def run(params: Params, manifest_path: Path = paths.MANIFEST, align_takes_path: Path = paths.ALIGN_TAKES,
         aligned: Path = paths.ALIGNED, out_dir: Path = paths.SPLITS, report_path: Path = paths.SPLITS_REPORT) -> dict:
     labels = pd.read_parquet(paths.LABELS) if params.split.labels == "qa" else None
-    takes, excluded = eligible_takes(pd.read_parquet(manifest_path), pd.read_parquet(align_takes_path), labels)
+    takes, excluded = eligible_takes(pd.read_parquet(manifest_path), pd.read_parquet(align_takes_path), labels,
+                                     params.split.min_class_takes)
     classes = sorted(takes["label"].unique())
     hashes = {t: h for t in takes["take_id"] if (h := take_hash(aligned / f"{t}.npz")) is not None}
     splits = build(params, takes)

@@ -131,10 +131,24 @@ def test_split_stage_fails_with_a_clear_message(monkeypatch, takes: pd.DataFrame
         return {"unseen_mode": split}
 
     monkeypatch.setattr(stage, "build", leaky)
-    monkeypatch.setattr(stage, "eligible_takes", lambda m, a, l: (takes, {}))
+    monkeypatch.setattr(stage, "eligible_takes", lambda *args: (takes, {}))
     monkeypatch.setattr(stage.pd, "read_parquet", lambda p: pd.DataFrame())
     monkeypatch.setattr(stage, "take_hash", lambda p: None)
     from pipeline.params import load_params
 
     with pytest.raises(SplitLeakageError, match=r"leak\(s\) in the splits:\n  unseen_mode fold 0"):
         stage.run(load_params())
+
+
+def test_rare_labels_are_left_out_and_counted() -> None:
+    from pipeline.split.stage import eligible_takes
+
+    manifest = pd.DataFrame({"take_id": [f"t{i}" for i in range(8)], "status": ["accepted"] * 7 + ["quarantined"],
+                             "subject_id": "s1", "yaw": 0.0, "pitch": 0.0, "illumination": "frontal", "prompted_expression": "fear"})
+    align = pd.DataFrame({"take_id": [f"t{i}" for i in range(8)], "status": ["ok"] * 6 + ["flagged", "ok"]})
+    labels = pd.DataFrame({"take_id": [f"t{i}" for i in range(6)], "status": ["accepted"] * 5 + ["reannotate"],
+                           "label": ["fear", "fear", "fear", "anger", "fear", "fear"]})
+    takes, excluded = eligible_takes(manifest, align, labels, min_class_takes=2)
+    assert list(takes["take_id"]) == ["t0", "t1", "t2", "t4"]
+    assert excluded == {"not_accepted_by_ingest": 1, "flagged_by_align": 1, "no_accepted_label": 1,
+                        "rare_class": 1, "rare_classes": ["anger"]}

@@ -1,0 +1,1 @@
+"""Annotation with Label Studio: the local server, pushing tasks, pulling exports."""

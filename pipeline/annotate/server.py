@@ -1,0 +1,219 @@
+"""Start, stop and check a local Label Studio server: loopback only, no prompt, telemetry off.
+
+Label Studio lives in its own virtual environment (`make labelstudio`, `.venv-ls`) so its pins
+never move the pipeline's. The token comes from the environment ($LABEL_STUDIO_API_KEY); the
+server is started in its own process group and stopped by that group's id, never by name.
+A migrated database is kept as a template per Label Studio version, so a start takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pipeline import paths
+
+log = logging.getLogger(__name__)
+TOKEN_ENV = "LABEL_STUDIO_API_KEY"
+USER_ENV = "LABEL_STUDIO_USERNAME"
+PASSWORD_ENV = "LABEL_STUDIO_PASSWORD"
+DEFAULT_USER = "admin@mvfer.local"
+LS_VENV = paths.ROOT / ".venv-ls"
+DB_NAME = "label_studio.sqlite3"
+
+
+class LabelStudioError(RuntimeError):
+    """The server could not be started, reached or stopped; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    pid: int
+    port: int
+    url: str
+    data_dir: str
+    media_root: str
+    version: str
+
+
+def executable(venv: Path = LS_VENV) -> Path:
+    exe = venv / "bin" / "label-studio"
+    if not exe.exists():
+        raise LabelStudioError(f"{exe} not found; install the server with `make labelstudio`")
+    return exe
+
+
+def version(venv: Path = LS_VENV) -> str:
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", "import label_studio; print(label_studio.__version__)"],
+                         capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        raise LabelStudioError(f"cannot read the Label Studio version from {venv}: {out.stderr.strip().splitlines()[-1:]}")
+    return out.stdout.strip()
+
+
+def free_port() -> int:
+    """A free loopback port (Label Studio silently moves to port+1 when busy, so we check first)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _env(data_dir: Path, media_root: Path, token: str, user: str, password: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "DJANGO_"))}
+    env.update({
+        "HOME": str(data_dir / "home"), "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir), "DJANGO_DB": "sqlite",
+        "LABEL_STUDIO_USERNAME": user, "LABEL_STUDIO_PASSWORD": password, "LABEL_STUDIO_USER_TOKEN": token,
+        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true", "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(media_root),
+        "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": "", "COLLECT_ANALYTICS": "false", "LATEST_VERSION_CHECK": "false",
+    })
+    return env
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health/", timeout=2) as r:  # loopback only: our own server
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _wait(proc: subprocess.Popen, url: str, timeout: float, log_file: Path) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            tail = log_file.read_text(errors="replace").strip().splitlines()[-5:]
+            raise LabelStudioError(f"Label Studio exited with code {proc.returncode}: {' | '.join(tail)}")
+        if _ready(url):
+            return
+        time.sleep(0.5)
+    _kill_group(proc.pid)
+    raise LabelStudioError(f"Label Studio did not answer {url}/health/ within {timeout:.0f} s; see {log_file}")
+
+
+def _kill_group(pid: int, grace: float = 15.0) -> None:
+    """SIGTERM to the server's process group, SIGKILL if it has not gone after `grace` seconds."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < grace:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _launch(data_dir: Path, media_root: Path, port: int, token: str, user: str, password: str, venv: Path) -> subprocess.Popen:
+    (data_dir / "home").mkdir(parents=True, exist_ok=True)
+    log_file = data_dir / "server.log"
+    with open(log_file, "ab") as out:
+        return subprocess.Popen(
+            [str(executable(venv)), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)],
+            env=_env(data_dir, media_root, token, user, password), stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True, cwd=data_dir,
+        )
+
+
+def template_db(venv: Path = LS_VENV, cache: Path | None = None, timeout: float = 180) -> Path:
+    """A migrated database for this Label Studio version, built once (about 25 s)."""
+    ver = version(venv)
+    cache = cache or paths.LABEL_STUDIO_HOME / "templates"
+    target = cache / f"{ver}-{DB_NAME}"
+    if target.exists():
+        return target
+    work = cache / f"build-{ver}-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    port = free_port()
+    log.info("building a migrated Label Studio %s database template (once per version)", ver)
+    proc = _launch(work, work, port, secrets.token_hex(20), f"template-{secrets.token_hex(4)}@mvfer.local", secrets.token_hex(12), venv)
+    try:
+        _wait(proc, f"http://127.0.0.1:{port}", timeout, work / "server.log")
+    finally:
+        _kill_group(proc.pid)
+    # The throwaway user of the build stays in the template; its random token and password were never kept.
+    tmp = target.with_suffix(".tmp")
+    shutil.copy2(work / DB_NAME, tmp)
+    os.replace(tmp, target)
+    shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def start(data_dir: Path, media_root: Path, port: int | None = None, token: str | None = None,
+          venv: Path = LS_VENV, timeout: float = 120) -> ServerInfo:
+    """Start a server on 127.0.0.1 from the template database; returns where it is and its pid."""
+    token = token or os.environ.get(TOKEN_ENV)
+    if not token:
+        raise LabelStudioError(f"set ${TOKEN_ENV} to the API token to use (e.g. `export {TOKEN_ENV}=$(python -c "
+                               "'import secrets; print(secrets.token_hex(20))')`); it is never stored in params or git")
+    user = os.environ.get(USER_ENV, DEFAULT_USER)
+    password = os.environ.get(PASSWORD_ENV) or secrets.token_urlsafe(12)
+    port = port or free_port()
+    if not port_is_free(port):
+        raise LabelStudioError(f"port {port} on 127.0.0.1 is busy; choose another or stop what holds it")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not (data_dir / DB_NAME).exists():
+        shutil.copy2(template_db(venv), data_dir / DB_NAME)
+    proc = _launch(data_dir, media_root, port, token, user, password, venv)
+    url = f"http://127.0.0.1:{port}"
+    _wait(proc, url, timeout, data_dir / "server.log")
+    info = ServerInfo(proc.pid, port, url, str(data_dir), str(media_root), version(venv))
+    (data_dir / "server.json").write_text(json.dumps(asdict(info)))
+    log.info("Label Studio %s at %s (pid %d); log in as %s%s", info.version, url, proc.pid, user,
+             "" if os.environ.get(PASSWORD_ENV) else f" with password {password} (set ${PASSWORD_ENV} to choose one)")
+    return info
+
+
+def status(data_dir: Path) -> ServerInfo | None:
+    """The running server of this data dir, or None."""
+    f = data_dir / "server.json"
+    if not f.exists():
+        return None
+    info = ServerInfo(**json.loads(f.read_text()))
+    try:
+        os.killpg(info.pid, 0)
+    except ProcessLookupError:
+        return None
+    return info if _ready(info.url) else None
+
+
+def stop(data_dir: Path) -> bool:
+    """Stop the server started from this data dir by its process group; False if none ran."""
+    f = data_dir / "server.json"
+    if not f.exists():
+        return False
+    info = ServerInfo(**json.loads(f.read_text()))
+    _kill_group(info.pid)
+    f.unlink(missing_ok=True)
+    return True

@@ -1,0 +1,1 @@
+"""Annotation QA: parse exports, agreement statistics, label aggregation, annotator quality."""

@@ -1,0 +1,253 @@
+"""The QA stage: from an annotation snapshot to trusted labels, agreement figures and a
+re-annotation queue.
+
+`unsure` answers are abstentions (counted, not a class). Gold (ground-truth) annotations measure
+annotators and fix their items' labels; they are left out of agreement and aggregation so they do
+not inflate either.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import paths
+from pipeline.params import Params
+from pipeline.qa import agreement as ag
+from pipeline.qa.aggregate import dawid_skene, majority_vote, spammer_score, top_confusion, vote_counts
+from pipeline.qa.export import UNSURE, LabelConfig, load_export, parse_export
+from pipeline.utils import io
+
+log = logging.getLogger(__name__)
+
+
+def _robust_z(x: pd.Series) -> pd.Series:
+    med = x.median()
+    mad = (x - med).abs().median() * 1.4826
+    return (x - med) / mad if mad > 0 else x * 0
+
+
+def annotator_table(r: pd.DataFrame, gold: pd.DataFrame, consensus: pd.Series, ds: dict, ann_index: dict[str, int],
+                    classes: list[str], th) -> pd.DataFrame:
+    """Per annotator: volume, gold accuracy, agreement with consensus, spammer score, top confusion, speed."""
+    rows = []
+    all_lead = r["lead_time"].astype(float)
+    z_all = _robust_z(np.log(all_lead.clip(lower=0.1)))
+    for who, g in r.groupby("annotator"):
+        cons = consensus.reindex(g["take_id"]).to_numpy()
+        agree = float(np.mean(g["label"].to_numpy() == cons)) if len(g) else float("nan")
+        gold_g = g.merge(gold[["take_id", "gold_label"]], on="take_id")
+        gold_acc = float((gold_g["label"] == gold_g["gold_label"]).mean()) if len(gold_g) else float("nan")
+        conf = ds["confusion"][ann_index[who]]
+        support = ds["prior"] > 0.01
+        c, k, rate = top_confusion(conf, support)
+        sscore = spammer_score(conf, support)
+        fast = float((z_all.loc[g.index] < -th.fast_lead_time_z).mean())
+        reasons = []
+        if sscore < th.spammer_score_max:
+            reasons.append(f"spammer: Raykar-Yu score {sscore:.2f} < {th.spammer_score_max}")
+        elif rate > th.confusion_rate_max:
+            reasons.append(f"confuses {classes[c]} -> {classes[k]} ({rate:.0%} of {classes[c]} items)")
+        if len(gold_g) and gold_acc < th.min_gold_accuracy:
+            reasons.append(f"gold accuracy {gold_acc:.0%} < {th.min_gold_accuracy:.0%}")
+        if fast > 0.5:
+            reasons.append(f"{fast:.0%} of annotations suspiciously fast")
+        rows.append({"annotator": who, "annotations": len(g), "gold_items": len(gold_g), "gold_accuracy": gold_acc,
+                     "agreement_with_consensus": agree, "spammer_score": sscore, "top_confusion": f"{classes[c]}->{classes[k]}",
+                     "top_confusion_rate": rate, "median_lead_time_s": float(g["lead_time"].median()), "fast_share": fast,
+                     "flagged": bool(reasons), "reasons": "; ".join(reasons) or None})
+    return pd.DataFrame(rows)
+
+
+def item_table(r: pd.DataFrame, gold: pd.DataFrame, takes: pd.DataFrame, classes: list[str], items: list[str],
+               mv: tuple[np.ndarray, np.ndarray], ds: dict, th) -> pd.DataFrame:
+    """labels.parquet: one row per accepted take, labelled or queued for re-annotation with reasons."""
+    by_item = {t: g for t, g in r.groupby("take_id")}
+    item_pos = {t: i for i, t in enumerate(items)}
+    gold_label = gold.set_index("take_id")["gold_label"].to_dict()
+    rows = []
+    for take in takes.itertuples(index=False):
+        t = take.take_id
+        g = by_item.get(t)
+        reasons: list[str] = []
+        flags: list[str] = []
+        if t in gold_label:
+            label, conf, source = gold_label[t], 1.0, "gold"
+        elif t in item_pos:
+            i = item_pos[t]
+            label, conf, source = classes[int(ds["posterior"][i].argmax())], float(ds["posterior"][i].max()), "dawid_skene"
+        else:
+            label, conf, source = None, 0.0, "none"
+        n = 0 if g is None else len(g)
+        agreement = float((g["label"] == label).mean()) if n and label else float("nan")
+        onset = apex = None
+        if n:
+            onset = float(g["onset_frame"].dropna().median()) if g["onset_frame"].notna().any() else None
+            apex = float(g["apex_frame"].dropna().median()) if g["apex_frame"].notna().any() else None
+            votes = pd.Series([f for fs in g["quality_flags"] for f in fs.split(",") if f]).value_counts()
+            flags = sorted(f for f, c in votes.items() if c * 2 >= n)
+        if label is None:
+            reasons.append("no usable annotation")
+        else:
+            if source != "gold" and conf < th.min_confidence:
+                reasons.append(f"confidence {conf:.2f} < {th.min_confidence}")
+            if source != "gold" and n < th.min_annotations:
+                reasons.append(f"{n} annotation(s) < {th.min_annotations}")
+            if n and agreement < th.min_agreement and source != "gold":
+                reasons.append(f"agreement {agreement:.2f} < {th.min_agreement}")
+            if label != take.prompted_expression:
+                flags.append("label_differs_from_prompt")
+        if onset is not None and apex is not None:
+            if onset > apex:
+                reasons.append(f"onset {onset:g} after apex {apex:g}")
+            if not (0 <= onset < take.n_frames and 0 <= apex < take.n_frames):
+                reasons.append(f"onset/apex outside the take's {take.n_frames} frames")
+        for f in ("not_a_face", "wrong_subject", "occluded"):
+            if f in flags:
+                reasons.append(f"annotators report {f}")
+        rows.append({"take_id": t, "label": label, "confidence": round(conf, 4), "source": source,
+                     "label_majority": classes[int(mv[0][item_pos[t]])] if t in item_pos else None,
+                     "n_annotations": n, "agreement": round(agreement, 4) if agreement == agreement else None,
+                     "onset_frame": onset, "apex_frame": apex, "flags": ",".join(sorted(set(flags))) or None,
+                     "status": "reannotate" if reasons else "accepted", "reasons": "; ".join(reasons) or None})
+    return pd.DataFrame(rows)
+
+
+def truth_figures(labels: pd.DataFrame, annotators: pd.DataFrame, r: pd.DataFrame, truth_path: Path) -> dict | None:
+    """Accuracy of the aggregated labels and of each annotator against the simulator's truth."""
+    if not truth_path.exists():
+        return None
+    truth = pd.read_csv(truth_path).set_index("take_id")["expression"]
+    lab = labels[labels["source"] == "dawid_skene"].dropna(subset=["label"])
+    lab = lab[lab["take_id"].isin(truth.index)]
+    if lab.empty:
+        return None
+    t = truth.loc[lab["take_id"]].to_numpy()
+    rr = r[r["take_id"].isin(truth.index)]
+    return {"items": len(lab),
+            "dawid_skene_accuracy": round(float((lab["label"].to_numpy() == t).mean()), 4),
+            "majority_vote_accuracy": round(float((lab["label_majority"].to_numpy() == t).mean()), 4),
+            "annotator_accuracy": {who: round(float((g["label"].to_numpy() == truth.loc[g["take_id"]].to_numpy()).mean()), 4)
+                                   for who, g in rr.groupby("annotator")}}
+
+
+def run(params: Params, snapshot: Path | None = None, manifest_path: Path = paths.MANIFEST,
+        labels_path: Path = paths.LABELS, report_path: Path = paths.QA_REPORT) -> dict:
+    th = params.qa.thresholds
+    snapshot = Path(snapshot) if snapshot else paths.resolve(params.qa.snapshot)
+    config = LabelConfig.load(paths.LABEL_CONFIG)
+    classes = [c for c in config.expressions if c != UNSURE]
+    manifest = pd.read_parquet(manifest_path)
+    takes = manifest[manifest["status"] == "accepted"]
+    parsed = parse_export(load_export(snapshot), config, set(takes["take_id"]))
+    r_all = parsed.ratings
+    unsure = int((r_all["label"] == UNSURE).sum())
+    gold = r_all[r_all["ground_truth"]].drop_duplicates("take_id").rename(columns={"label": "gold_label"})
+    r = r_all[(~r_all["ground_truth"]) & (r_all["label"] != UNSURE)].reset_index(drop=True)
+    items = sorted(r["take_id"].unique())
+    annotators = sorted(r["annotator"].unique())
+    ann_index = {a: i for i, a in enumerate(annotators)}
+    cls_index = {c: i for i, c in enumerate(classes)}
+    codes = pd.DataFrame({"item": r["take_id"].map({t: i for i, t in enumerate(items)}),
+                          "annotator": r["annotator"].map(ann_index), "label": r["label"].map(cls_index)})
+    data = ag.reliability_matrix(codes, len(classes))
+    counts = vote_counts(codes["item"].to_numpy(), codes["annotator"].to_numpy(), codes["label"].to_numpy(), len(items), len(annotators), len(classes))
+    mv = majority_vote(counts)
+    ds = dawid_skene(counts)
+    consensus = pd.Series([classes[int(k)] for k in ds["posterior"].argmax(1)], index=items)
+
+    alpha = ag.krippendorff_alpha_nominal(data)
+    per_class = {classes[c]: (round(a, 4) if a == a else None) for c, a in ag.per_class_alpha(data, len(classes)).items()}
+    fk, fk_items, fk_raters = ag.fleiss_on_complete_items(data, len(classes))
+    class_share = r["label"].value_counts(normalize=True).reindex(classes, fill_value=0).round(4).to_dict()
+    ann = annotator_table(r, gold, consensus, ds, ann_index, classes, th)
+    labels = item_table(r, gold, takes, classes, items, mv, ds, th)
+    keep = [ann_index[a] for a in ann.loc[~ann["flagged"], "annotator"]]
+    alpha_clean = ag.krippendorff_alpha_nominal(data[keep]) if len(keep) >= 2 else float("nan")
+    verdict = "good" if alpha >= th.alpha_good else "acceptable (tentative conclusions only)" if alpha >= th.alpha_acceptable else "unreliable"
+
+    io.write_parquet(labels_path, labels)
+    queue = labels[labels["status"] == "reannotate"][["take_id", "reasons"]]
+    io.write_csv(paths.REANNOTATION_QUEUE, queue)
+    report = {
+        "snapshot": str(snapshot.relative_to(paths.ROOT) if snapshot.is_relative_to(paths.ROOT) else snapshot),
+        "tasks": parsed.tasks, "tasks_without_annotation": parsed.tasks_without_annotation,
+        "annotations_used": len(r), "gold_annotations": len(gold), "unsure_answers": unsure,
+        "excluded": dict(sorted(parsed.excluded.items())), "excluded_examples": parsed.examples,
+        "agreement": {
+            "krippendorff_alpha": round(alpha, 4), "verdict": verdict,
+            "krippendorff_alpha_without_flagged_annotators": round(alpha_clean, 4),
+            "krippendorff_alpha_per_class": per_class,
+            "krippendorff_alpha_class_balanced": round(float(np.mean([a for a in per_class.values() if a is not None])), 4),
+            "fleiss_kappa": round(fk, 4), "fleiss_items": fk_items, "fleiss_raters_per_item": fk_raters,
+            "cohen_kappa_pairwise": ag.pairwise_cohen(data, annotators),
+            "label_share": class_share,
+            "skew_caveat": "alpha and kappa fall for rare classes even with high raw agreement (a rare class's expected "
+                           "agreement is small); read the per-class and class-balanced figures beside the overall one",
+        },
+        "aggregation": {"method": "dawid_skene", "iterations": int(ds["iterations"]),
+                        "agreement_with_majority_vote": round(float((labels["label"] == labels["label_majority"]).mean()), 4),
+                        "mean_confidence": round(float(labels["confidence"].mean()), 4)},
+        "annotators": ann.to_dict(orient="records"),
+        "annotators_flagged": ann.loc[ann["flagged"], ["annotator", "reasons"]].to_dict(orient="records"),
+        "labels": {"accepted": int((labels["status"] == "accepted").sum()), "reannotate": int((labels["status"] == "reannotate").sum()),
+                   "differs_from_prompt": int(labels["flags"].fillna("").str.contains("label_differs_from_prompt").sum())},
+        "against_truth": truth_figures(labels, ann, r, paths.resolve(params.qa.truth)),
+    }
+    io.write_json(report_path, report)
+    io.write_text(paths.QA_MARKDOWN, render_markdown(report, ann, classes))
+    _plot_annotators(ann, paths.PLOTS / "qa_annotators.png")
+    log.info("qa: alpha %.3f (%s), %d labels accepted, %d to re-annotate; flagged annotators: %s", alpha, verdict,
+             report["labels"]["accepted"], report["labels"]["reannotate"],
+             ", ".join(f"{a['annotator']} ({a['reasons']})" for a in report["annotators_flagged"]) or "none")
+    return report
+
+
+def render_markdown(rep: dict, ann: pd.DataFrame, classes: list[str]) -> str:
+    a = rep["agreement"]
+    lines = ["# Annotation QA", "", f"Snapshot `{rep['snapshot']}`: {rep['tasks']} tasks, {rep['annotations_used']} annotations used, "
+             f"{rep['gold_annotations']} gold, {rep['unsure_answers']} 'unsure'.", "",
+             "## Agreement", "", f"- Krippendorff's alpha (nominal): **{a['krippendorff_alpha']}** ({a['verdict']}); "
+             f"class-balanced {a['krippendorff_alpha_class_balanced']}",
+             f"- without the flagged annotators: {a['krippendorff_alpha_without_flagged_annotators']}",
+             f"- Fleiss' kappa: {a['fleiss_kappa']} over {a['fleiss_items']} items with {a['fleiss_raters_per_item']} ratings each",
+             f"- {a['skew_caveat']}.", "", "| class | alpha (one vs rest) | share of labels |", "|---|---|---|"]
+    lines += [f"| {c} | {a['krippendorff_alpha_per_class'][c]} | {a['label_share'][c]} |" for c in classes]
+    lines += ["", "## Annotators", "", "| annotator | annotations | gold acc. | agreement w/ consensus | spammer score | top confusion | median lead time (s) | flag |",
+              "|---|---|---|---|---|---|---|---|"]
+    for row in ann.itertuples():
+        lines.append(f"| {row.annotator} | {row.annotations} | {row.gold_accuracy:.2f} | {row.agreement_with_consensus:.2f} | "
+                     f"{row.spammer_score:.2f} | {row.top_confusion} ({row.top_confusion_rate:.2f}) | {row.median_lead_time_s:.1f} | {row.reasons or ''} |")
+    lab = rep["labels"]
+    lines += ["", "## Labels", "", f"{lab['accepted']} accepted, {lab['reannotate']} queued for re-annotation "
+              f"(`data/processed/reannotation_queue.csv`), {lab['differs_from_prompt']} differ from the prompted expression.", ""]
+    if rep["excluded"]:
+        lines += ["## Excluded annotations", ""] + [f"- {k}: {v}" for k, v in rep["excluded"].items()] + [""]
+    t = rep.get("against_truth")
+    if t:
+        lines += ["## Against the simulator's truth", "", f"Dawid-Skene {t['dawid_skene_accuracy']}, majority vote {t['majority_vote_accuracy']} "
+                  f"on {t['items']} items.", ""]
+    return "\n".join(lines)
+
+
+def _plot_annotators(ann: pd.DataFrame, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    x = np.arange(len(ann))
+    for k, (col, name) in enumerate((("gold_accuracy", "gold accuracy"), ("agreement_with_consensus", "agreement with consensus"), ("spammer_score", "spammer score"))):
+        ax.bar(x + (k - 1) * 0.27, ann[col].fillna(0), width=0.27, label=name)
+    ax.set_xticks(x, ann["annotator"])
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("annotator id")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with io.atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
