@@ -12,13 +12,16 @@ NO_DEPS := facenet-pytorch==2.6.0 insightface==2.1 crowd-kit==1.4.2
 
 LS_VENV  := .venv-ls
 LS_STAMP := $(LS_VENV)/.installed
+# A local S3 server (moto) for the release push/pull tests: a service, in its own environment.
+S3_VENV  := .venv-s3
+S3_STAMP := $(S3_VENV)/.installed
 
 .PHONY: run test install labelstudio repro bench clean-venv
 
 run: $(STAMP)  ## install (once) and run the whole pipeline on the built-in data
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
-test: $(STAMP) $(LS_STAMP)  ## run the test suite (the Label Studio round trip included)
+test: $(STAMP) $(LS_STAMP) $(S3_STAMP)  ## run the test suite (Label Studio and S3 round trips included)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
 
 install: $(STAMP)
@@ -38,6 +41,11 @@ $(LS_STAMP): requirements-labelstudio.lock
 	$(LS_VENV)/bin/python -m pip install -q -r requirements-labelstudio.lock
 	touch $(LS_STAMP)
 
+$(S3_STAMP): requirements-s3server.lock
+	test -x $(S3_VENV)/bin/python || $(PYTHON) -m venv $(S3_VENV)
+	$(S3_VENV)/bin/python -m pip install -q -r requirements-s3server.lock
+	touch $(S3_STAMP)
+
 repro: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
@@ -45,4 +53,4 @@ bench: $(STAMP)  ## print render speed of the capture simulator
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python scripts/bench_capture.py
 
 clean-venv:
-	rm -rf $(VENV) $(LS_VENV)
+	rm -rf $(VENV) $(LS_VENV) $(S3_VENV)

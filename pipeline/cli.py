@@ -169,6 +169,26 @@ def _annotate_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _release_build(args: argparse.Namespace) -> int:
+    from pipeline.release.stage import run
+
+    run(params(), version=args.version)
+    return 0
+
+
+def _release_verify(args: argparse.Namespace) -> int:
+    from pipeline.release.stage import verify
+
+    res = verify(Path(args.target))
+    for kind in ("missing", "extra", "altered"):
+        for f in res[kind]:
+            log.error("%s: %s", kind, f)
+    for msg in res.get("manifest_problems", []):
+        log.error("manifest: %s", msg)
+    sys.stdout.write(f"{args.target}: {'OK' if res['ok'] else 'FAILED'} ({res['checked']} files checked)\n")
+    return 0 if res["ok"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mvfer", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mvfer {__version__}")
@@ -208,6 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "push":
             a.add_argument("--queue", action="store_true", help="push QA's re-annotation queue to the companion project")
         a.set_defaults(func=func)
+    rel = sub.add_parser("release", help="versioned dataset releases")
+    rel_sub = rel.add_subparsers(dest="release_command", required=True)
+    rb = rel_sub.add_parser("build", help="build release/<name>-<version>/ and its archive (params: release)")
+    rb.add_argument("--version", help="X.Y.Z (default: release.version in params.yaml)")
+    rb.set_defaults(func=_release_build)
+    rv = rel_sub.add_parser("verify", help="check every checksum of a release folder or archive")
+    rv.add_argument("target")
+    rv.set_defaults(func=_release_verify)
     lsp = sub.add_parser("labelstudio", help="a local Label Studio server on 127.0.0.1 (token from $LABEL_STUDIO_API_KEY)")
     lsp.add_argument("action", choices=["start", "stop", "status"])
     lsp.add_argument("--port", type=int, help="loopback port (default: a free one)")

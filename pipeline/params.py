@@ -180,6 +180,16 @@ class QAParams(_Strict):
     thresholds: QAThresholds
 
 
+class ReleaseParams(_Strict):
+    name: str
+    version: str
+    date: str                 # fixes every timestamp inside the archive (reproducible builds)
+    license: Literal["CC-BY-NC-4.0", "CC-BY-4.0"]
+    include_raw: bool
+    creator: str
+    url: str
+
+
 class Params(_Strict):
     rig: RigParams
     capture: CaptureParams
@@ -191,6 +201,7 @@ class Params(_Strict):
     train: TrainParams
     annotate_sim: QASimParams
     qa: QAParams
+    release: ReleaseParams
 
     @model_validator(mode="after")
     def _within_rig(self) -> "Params":

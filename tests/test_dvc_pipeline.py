@@ -134,3 +134,142 @@ def test_a_rig_folder_and_one_new_take_through_dvc(clone: Path) -> None:
     second = json.loads((clone / "reports" / "align.json").read_text())
     assert second["takes_processed"] == 1 and second["takes_up_to_date"] == first["takes"]
     assert json.loads(_run(["dvc", "status", "--json", "align"], clone).stdout) == {}
+
+
+# ------------------------------------------------------------------ releases (issue: dataset releases)
+
+def _release(clone: Path, version: str = "0.1.0") -> Path:
+    return clone / "release" / f"mvfer-sim-{version}"
+
+
+def _sha(p: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_release_croissant_validates_and_loads_with_mlcroissant(clone: Path) -> None:
+    mlc = pytest.importorskip("mlcroissant")
+    import pandas as pd
+
+    rel = _release(clone)
+    ds = mlc.Dataset(jsonld=str(rel / "croissant.json"))
+    records = list(ds.records(record_set="labels"))
+    labels = pd.read_csv(rel / "metadata" / "labels.csv")
+    assert len(records) == len(labels) > 0
+    assert sorted(r["labels/take_id"].decode() for r in records) == sorted(labels["take_id"])
+    by_id = {r["labels/take_id"].decode(): r for r in records}
+    row = labels.iloc[0]
+    assert by_id[row["take_id"]]["labels/label"].decode() == row["label"]
+    doc = json.loads((rel / "croissant.json").read_text())
+    assert doc["rai:personalSensitiveInformation"] and doc["rai:dataAnnotationPlatform"].startswith("Label Studio")
+    assert all(len(f["sha256"]) == 64 for f in doc["distribution"])
+    sheet = (rel / "DATASHEET.md").read_text()
+    for section in ("## Motivation", "## Composition", "## Collection process", "## Preprocessing and labelling", "## Uses",
+                    "## Distribution", "## Maintenance"):
+        assert section in sheet
+    assert f"{len(labels)} takes" in sheet
+
+
+def test_release_rebuild_is_byte_identical_and_verifies(clone: Path) -> None:
+    archive = clone / "release" / "mvfer-sim-0.1.0.tar.gz"
+    _run([sys.executable, "-m", "pipeline", "release", "build"], clone)  # the inputs as they are now
+    first = _sha(archive)
+    _run([sys.executable, "-m", "pipeline", "release", "build"], clone)
+    assert _sha(archive) == first
+    ok = _run([sys.executable, "-m", "pipeline", "release", "verify", str(archive)], clone)
+    assert "OK" in ok.stdout
+    tampered = clone / "tampered"
+    shutil.copytree(_release(clone), tampered)
+    next((tampered / "aligned").iterdir()).write_bytes(b"changed")
+    env = {k: v for k, v in os.environ.items() if k != "MVFER_ROOT"}
+    res = subprocess.run([sys.executable, "-m", "pipeline", "release", "verify", str(tampered)], cwd=clone, env=env,
+                         capture_output=True, text=True)
+    assert res.returncode == 1 and "altered: aligned/" in res.stderr
+    shutil.rmtree(tampered)
+
+
+def test_a_withdrawal_rebuilds_a_release_without_the_subject(clone: Path) -> None:
+    """Runs after the rig-folder test: the capture is read from rig_export/."""
+    import pandas as pd
+
+    rig = clone / "rig_export"
+    released = pd.read_csv(_release(clone) / "metadata" / "takes.csv")
+    victim = released["subject"].iloc[0]
+    subjects = pd.read_csv(rig / "subjects.csv", dtype=str, keep_default_na=False)
+    subjects.loc[subjects["subject_id"] == victim, ["withdrawn", "withdrawn_date"]] = ["True", "2026-11-01"]
+    subjects.to_csv(rig / "subjects.csv", index=False)
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    params["release"]["version"] = "0.2.0"
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["dvc", "repro", "release"], clone)
+    new = pd.read_csv(_release(clone, "0.2.0") / "metadata" / "takes.csv")
+    assert victim not in set(new["subject"]) and len(new) < len(released) + 2
+    splits = (_release(clone, "0.2.0") / "metadata" / "splits.csv").read_text()
+    assert all(t not in splits for t in released.loc[released["subject"] == victim, "take_id"])
+    log = (_release(clone, "0.2.0") / "CHANGELOG.md").read_text()
+    assert "Compared with mvfer-sim-0.1.0" in log and "subjects added: 0; removed: 1" in log and victim not in log
+    report = json.loads((clone / "reports" / "release.json").read_text())
+    assert victim not in json.dumps(report)
+
+
+def _git_commit(repo: Path) -> None:
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "state", "--allow-empty"]):
+        subprocess.run(cmd, cwd=repo, check=True, capture_output=True, env={**os.environ, **env})
+
+
+def _pull_and_verify(clone: Path, dest: Path, remote: str, extra_env: dict | None = None) -> None:
+    subprocess.run(["git", "clone", "-q", str(clone), str(dest)], check=True)
+    env = {**os.environ, **(extra_env or {})}
+    res = subprocess.run(["dvc", "pull", "-r", remote, "release"], cwd=dest, capture_output=True, text=True, env={
+        **env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"})
+    assert res.returncode == 0, res.stderr
+    rel = dest / "release" / "mvfer-sim-0.2.0"
+    assert rel.is_dir()
+    out = _run([sys.executable, "-m", "pipeline", "release", "verify", str(rel)], dest)
+    assert "OK" in out.stdout
+
+
+def test_publish_to_a_local_remote_and_pull_into_a_fresh_clone(clone: Path, tmp_path: Path) -> None:
+    _run(["dvc", "remote", "add", "-f", "localremote", str(tmp_path / "remote")], clone)
+    _git_commit(clone)
+    _run(["dvc", "push", "-r", "localremote", "release"], clone)
+    _pull_and_verify(clone, tmp_path / "fresh", "localremote")
+
+
+def test_publish_to_s3_on_a_local_moto_server(clone: Path, tmp_path: Path) -> None:
+    moto = paths.ROOT / ".venv-s3" / "bin" / "moto_server"
+    if not moto.exists():
+        pytest.skip("moto server not installed (make .venv-s3/.installed)")
+    pytest.importorskip("dvc_s3")
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        urllib.request.urlopen(urllib.request.Request(f"{url}/mvfer-releases", method="PUT"), timeout=5)
+        _run(["dvc", "remote", "add", "-f", "s3remote", "s3://mvfer-releases/dvc"], clone)
+        _run(["dvc", "remote", "modify", "s3remote", "endpointurl", url], clone)
+        _git_commit(clone)
+        res = subprocess.run(["dvc", "push", "-r", "s3remote", "release"], cwd=clone, capture_output=True, text=True,
+                             env={**os.environ, **creds, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"})
+        assert res.returncode == 0, res.stderr
+        _pull_and_verify(clone, tmp_path / "fresh_s3", "s3remote", creds)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)

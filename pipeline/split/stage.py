@@ -97,7 +97,7 @@ def run(params: Params, manifest_path: Path = paths.MANIFEST, align_takes_path: 
     problems = [p for split in splits.values() for p in check_protocol(split, takes, classes, hashes, params.split.near_duplicate_max_bits)]
     if problems:
         raise SplitLeakageError(f"{len(problems)} leak(s) in the splits:\n  " + "\n  ".join(problems))
-    label_source = "QA-aggregated labels" if labels is not None else "prompted expressions (no QA labels yet)"
+    label_source = "QA-aggregated labels" if labels is not None else "prompted expressions (split.labels: prompted)"
     io.write_parquet(out_dir / "takes.parquet", takes)
     for name, split in splits.items():
         io.write_json(out_dir / f"{name}.json", split | {"labels": label_source, "classes": classes})

@@ -21,6 +21,17 @@ import pandas as pd
 _CHUNK = 1 << 20
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish_mode(path: Path) -> None:
+    """mkstemp/mkdtemp create private (0600/0700) entries; outputs get the usual umask modes."""
+    path.chmod((0o777 if path.is_dir() else 0o666) & ~_umask())
+
+
 @contextmanager
 def atomic_path(dest: Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temp path beside `dest`; rename it onto `dest` only if the block succeeds."""
@@ -31,6 +42,7 @@ def atomic_path(dest: Path, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _publish_mode(tmp_path)
         os.replace(tmp_path, dest)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -45,6 +57,7 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
         yield tmp
+        _publish_mode(tmp)
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old")
             if old.exists():

@@ -1,0 +1,1 @@
+"""Versioned, reproducible, consent-aware dataset releases."""

@@ -1,0 +1,192 @@
+"""Build a versioned dataset release: consent-filtered, documented, checksummed, reproducible.
+
+Consent is read from the capture folder's `subjects.csv` at build time, so a subject who withdrew
+after their takes were accepted is excluded from every release built afterwards. The archive is
+byte-identical for the same inputs: sorted entries, fixed timestamps, owners and modes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io as _io
+import json
+import logging
+import shutil
+import tarfile
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline import paths
+from pipeline.modes import mode_id
+from pipeline.params import Params
+from pipeline.utils import io
+
+log = logging.getLogger(__name__)
+SUMS = "SHA256SUMS"
+
+
+@dataclass(frozen=True)
+class Selection:
+    takes: pd.DataFrame                 # released takes with their metadata
+    excluded: dict[str, int]            # takes left out, by reason (no names)
+    subjects_excluded: dict[str, int]   # subjects left out, by reason (counts only)
+
+
+def _bool(x) -> bool:
+    return str(x).strip().lower() in ("true", "1", "yes", "y", "t")
+
+
+def select_takes(manifest: pd.DataFrame, consent: pd.DataFrame, align_takes: pd.DataFrame) -> Selection:
+    """Accepted, aligned takes of subjects who consent to public release and have not withdrawn."""
+    c = consent.set_index("subject_id")
+    acc = manifest[manifest["status"] == "accepted"].copy()
+    reasons = []
+    for sid in acc["subject_id"]:
+        if sid not in c.index:
+            reasons.append("not_in_consent_table")
+        elif _bool(c.loc[sid, "withdrawn"]):
+            reasons.append("consent_withdrawn")
+        elif not _bool(c.loc[sid, "consent_research"]):
+            reasons.append("no_research_consent")
+        elif not _bool(c.loc[sid, "consent_public_release"]):
+            reasons.append("no_public_release_consent")
+        else:
+            reasons.append(None)
+    acc["_reason"] = reasons
+    aligned = set(align_takes["take_id"])
+    acc.loc[acc["_reason"].isna() & ~acc["take_id"].isin(aligned), "_reason"] = "not_aligned"
+    out = acc[acc["_reason"].isna()].drop(columns="_reason")
+    dropped = acc[acc["_reason"].notna()]
+    excluded = {"not_accepted_by_ingest": int((manifest["status"] != "accepted").sum())}
+    excluded |= {k: int(v) for k, v in sorted(Counter(dropped["_reason"]).items())}
+    subj = dropped.drop_duplicates("subject_id")
+    subj = subj[~subj["subject_id"].isin(out["subject_id"])]
+    return Selection(out.sort_values("take_id").reset_index(drop=True), excluded,
+                     {k: int(v) for k, v in sorted(Counter(subj["_reason"]).items())})
+
+
+def take_table(sel: pd.DataFrame, align_takes: pd.DataFrame, labels: pd.DataFrame | None) -> pd.DataFrame:
+    a = align_takes.set_index("take_id")
+    t = pd.DataFrame({
+        "take_id": sel["take_id"], "subject": sel["subject_id"], "session": sel["session"], "camera": sel["camera"],
+        "yaw": sel["yaw"].astype(float), "pitch": sel["pitch"].astype(float), "illumination": sel["illumination"],
+        "mode": [mode_id(y, p, i) for y, p, i in zip(sel["yaw"], sel["pitch"], sel["illumination"])],
+        "prompted_expression": sel["prompted_expression"], "fps": sel["fps"].astype(float), "n_frames": sel["n_frames"].astype(int),
+        "raw_sha256": sel["sha256"],
+        "align_status": a.loc[sel["take_id"], "status"].to_numpy(),
+        "align_detection_rate": a.loc[sel["take_id"], "detection_rate"].round(4).to_numpy(),
+        "aligned_file": [f"aligned/{t}.npz" for t in sel["take_id"]],
+    })
+    if labels is not None:
+        lab = labels.set_index("take_id")
+        t["qa_status"] = [lab.loc[x, "status"] if x in lab.index else "unlabelled" for x in t["take_id"]]
+        t["qa_flags"] = [lab.loc[x, "flags"] if x in lab.index else None for x in t["take_id"]]
+    return t.reset_index(drop=True)
+
+
+def label_table(labels: pd.DataFrame, takes: set[str]) -> pd.DataFrame:
+    cols = ["take_id", "label", "confidence", "agreement", "n_annotations", "onset_frame", "apex_frame", "flags", "status"]
+    return labels[labels["take_id"].isin(takes)][cols].sort_values("take_id").reset_index(drop=True)
+
+
+def filter_split(split: dict, takes: set[str]) -> dict:
+    """A protocol restricted to released takes (a withdrawn subject disappears from every fold)."""
+    out = {k: v for k, v in split.items() if k != "folds"}
+    out["folds"] = []
+    for fold in split["folds"]:
+        f = {k: v for k, v in fold.items() if k != "subjects"}
+        for name in ("train", "val", "test", "test_seen", "test_unseen"):
+            if name in f:
+                f[name] = [t for t in f[name] if t in takes]
+        out["folds"].append(f)
+    return out
+
+
+def split_table(splits: dict[str, dict]) -> pd.DataFrame:
+    rows = [{"protocol": name, "fold": fold["fold"], "split": part, "take_id": t}
+            for name, s in sorted(splits.items()) for fold in s["folds"]
+            for part in ("train", "val", "test", "test_seen", "test_unseen") for t in fold.get(part, [])]
+    return pd.DataFrame(rows, columns=["protocol", "fold", "split", "take_id"])
+
+
+def sha256(path: Path) -> str:
+    return io.sha256_file(path)
+
+
+def write_sums(root: Path) -> None:
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != SUMS)
+    lines = [f"{sha256(p)}  {p.relative_to(root).as_posix()}" for p in files]
+    (root / SUMS).write_text("\n".join(lines) + "\n")
+
+
+def deterministic_tar(src: Path, dest: Path, epoch: int) -> None:
+    """A .tar.gz with sorted entries, fixed mtime/owner/mode and no gzip timestamp or name."""
+    base = src.name
+    with io.atomic_path(dest, suffix=".tar.gz") as tmp:
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz:
+            with tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
+                entries = sorted(src.rglob("*"), key=lambda p: p.relative_to(src).as_posix())
+                for p in [src, *entries]:
+                    name = base if p == src else f"{base}/{p.relative_to(src).as_posix()}"
+                    info = tarfile.TarInfo(name)
+                    info.mtime, info.uid, info.gid, info.uname, info.gname = epoch, 0, 0, "", ""
+                    if p.is_dir():
+                        info.type, info.mode = tarfile.DIRTYPE, 0o755
+                        tar.addfile(info)
+                    else:
+                        info.size, info.mode = p.stat().st_size, 0o644
+                        with open(p, "rb") as f:
+                            tar.addfile(info, f)
+
+
+def parse_version(v: str) -> tuple[int, int, int]:
+    parts = v.split(".")
+    if len(parts) != 3 or not all(x.isdigit() for x in parts):
+        raise ValueError(f"release version must be X.Y.Z, got {v!r}")
+    return tuple(int(x) for x in parts)  # type: ignore[return-value]
+
+
+def previous_release(out_root: Path, name: str, version: str) -> Path | None:
+    """The newest earlier release of this name that is on disk."""
+    cur = parse_version(version)
+    found = []
+    for d in out_root.glob(f"{name}-*"):
+        if d.is_dir():
+            try:
+                v = parse_version(d.name[len(name) + 1 :])
+            except ValueError:
+                continue
+            if v < cur:
+                found.append((v, d))
+    return max(found)[1] if found else None
+
+
+def changelog(prev: Path | None, takes: pd.DataFrame, labels: pd.DataFrame, name: str, version: str, date: str) -> str:
+    lines = [f"# Changelog of {name}", "", f"## {version} ({date})", ""]
+    if prev is None:
+        lines += [f"First release: {len(takes)} takes of {takes['subject'].nunique()} subjects, {len(labels)} labels.", ""]
+        return "\n".join(lines)
+    old_t = pd.read_csv(prev / "metadata" / "takes.csv")
+    old_l = pd.read_csv(prev / "metadata" / "labels.csv")
+    added = sorted(set(takes["take_id"]) - set(old_t["take_id"]))
+    removed = sorted(set(old_t["take_id"]) - set(takes["take_id"]))
+    s_added = len(set(takes["subject"]) - set(old_t["subject"]))
+    s_removed = len(set(old_t["subject"]) - set(takes["subject"]))
+    merged = old_l.merge(labels, on="take_id", suffixes=("_old", "_new"))
+    changed = merged[merged["label_old"].astype(str) != merged["label_new"].astype(str)]
+    lines += [f"Compared with {prev.name}:", "",
+              f"- takes added: {len(added)}; removed: {len(removed)}",
+              f"- subjects added: {s_added}; removed: {s_removed} (withdrawals and consent changes are not itemised)",
+              f"- labels changed: {len(changed)}", ""]
+    if added:
+        lines += ["### Takes added", ""] + [f"- {t}" for t in added] + [""]
+    if removed:
+        lines += ["### Takes removed", ""] + [f"- {t}" for t in removed] + [""]
+    if len(changed):
+        lines += ["### Label changes", ""] + [f"- {r.take_id}: {r.label_old} -> {r.label_new}" for r in changed.itertuples()] + [""]
+    return "\n".join(lines)
