@@ -17,8 +17,6 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -91,11 +89,19 @@ def _env(data_dir: Path, media_root: Path, token: str, user: str, password: str)
 
 
 def _ready(url: str) -> bool:
+    """Does our own server on 127.0.0.1 answer its health check?"""
+    import http.client
+    from urllib.parse import urlsplit
+
+    port = urlsplit(url).port
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
     try:
-        with urllib.request.urlopen(f"{url}/health/", timeout=2) as r:  # loopback only: our own server
-            return r.status == 200
-    except (urllib.error.URLError, OSError):
+        conn.request("GET", "/health/")
+        return conn.getresponse().status == 200
+    except OSError:
         return False
+    finally:
+        conn.close()
 
 
 def _wait(proc: subprocess.Popen, url: str, timeout: float, log_file: Path) -> None:

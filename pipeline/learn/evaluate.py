@@ -98,10 +98,7 @@ def verdict(metrics: dict, baseline: str = "lstm", candidate: str = "mv_lstm") -
 
 
 def _plot_confusions(pred: pd.DataFrame, classes: list[str], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from pipeline.utils.plots import plt, save
 
     variants = list(dict.fromkeys(pred["variant"]))
     fig, axes = plt.subplots(len(TESTS), len(variants), figsize=(3.6 * len(variants), 7), squeeze=False)
@@ -116,17 +113,11 @@ def _plot_confusions(pred: pd.DataFrame, classes: list[str], out: Path) -> None:
             ax.set_yticks(range(len(classes)), [c[:4] for c in classes], fontsize=7)
             for (a, b), val in np.ndenumerate(cm):
                 ax.text(b, a, f"{val:.2f}", ha="center", va="center", fontsize=6, color="white" if val > 0.5 else "black")
-    fig.tight_layout()
-    with io.atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save(fig, out)
 
 
 def _plot_curves(curves: pd.DataFrame, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from pipeline.utils.plots import plt, save
 
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
     for v, g in curves.groupby("variant", sort=False):
@@ -138,10 +129,7 @@ def _plot_curves(curves: pd.DataFrame, out: Path) -> None:
     for a in ax:
         a.set_xlabel("epoch")
         a.legend()
-    fig.tight_layout()
-    with io.atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save(fig, out)
 
 
 def run(p: TrainParams, protocol: str, split_dir: Path = paths.SPLITS, features_root: Path = paths.FEATURES,

@@ -32,7 +32,6 @@ def dawid_skene(counts: np.ndarray, max_iter: int = 100, tol: float = 1e-6, smoo
     """
     votes = counts.sum(axis=0)
     T = votes / np.maximum(votes.sum(axis=1, keepdims=True), 1e-12)
-    K = counts.shape[2]
     prev = None
     for it in range(max_iter):
         prior = T.mean(axis=0) + 1e-12

@@ -9,11 +9,12 @@ drafts, and a share of tasks are gold: an expert's annotation marked `ground_tru
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipeline.params import AnnotatorProfile, QASimParams
+from pipeline.params import AnnotatorProfile, Params, QASimParams
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=timezone.utc)
 
@@ -95,7 +96,7 @@ def simulate_export(takes: pd.DataFrame, truth: pd.DataFrame, p: QASimParams, cl
     return tasks
 
 
-def run(params: "Params", manifest_path: "Path | None" = None, out: "Path | None" = None) -> int:
+def run(params: Params, manifest_path: Path | None = None, out: Path | None = None) -> int:
     """The annotate_sim stage: write the simulated export atomically; returns the task count."""
     import json
 

@@ -234,10 +234,7 @@ def render_markdown(rep: dict, ann: pd.DataFrame, classes: list[str]) -> str:
 
 
 def _plot_annotators(ann: pd.DataFrame, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from pipeline.utils.plots import plt, save
 
     fig, ax = plt.subplots(figsize=(7, 3.2))
     x = np.arange(len(ann))
@@ -247,7 +244,4 @@ def _plot_annotators(ann: pd.DataFrame, out: Path) -> None:
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("annotator id")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with io.atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save(fig, out)

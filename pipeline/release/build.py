@@ -8,22 +8,15 @@ byte-identical for the same inputs: sorted entries, fixed timestamps, owners and
 from __future__ import annotations
 
 import gzip
-import hashlib
-import io as _io
-import json
 import logging
-import shutil
 import tarfile
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
-from pipeline import paths
 from pipeline.modes import mode_id
-from pipeline.params import Params
 from pipeline.utils import io
 
 log = logging.getLogger(__name__)

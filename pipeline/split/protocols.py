@@ -45,14 +45,18 @@ def _ids(takes: pd.DataFrame, subjects: list[str], modes: set[str] | None = None
     return sorted(takes.loc[sel, "take_id"])
 
 
-def subject_kfold(takes: pd.DataFrame, k: int, val_subjects: int, seed: int) -> dict:
-    """k subject-disjoint folds (Oulu-CASIA style): each group is the test set once."""
-    groups = subject_groups(takes, k, seed)
-    folds = []
+def _rotate(groups: list[list[str]], val_subjects: int, seed: int):
+    """(fold, train, val, test subjects) with each group the test set once."""
     for i, test in enumerate(groups):
         rest = sorted(s for g in groups for s in g if s not in test)
         val = _val_subjects(rest, val_subjects, seed, i)
-        train = [s for s in rest if s not in val]
+        yield i, [s for s in rest if s not in val], val, test
+
+
+def subject_kfold(takes: pd.DataFrame, k: int, val_subjects: int, seed: int) -> dict:
+    """k subject-disjoint folds (Oulu-CASIA style): each group is the test set once."""
+    folds = []
+    for i, train, val, test in _rotate(subject_groups(takes, k, seed), val_subjects, seed):
         folds.append({"fold": i, "subjects": {"train": train, "val": val, "test": test},
                       "train": _ids(takes, train), "val": _ids(takes, val), "test": _ids(takes, test)})
     return {"protocol": "subject_kfold", "folds": folds}
@@ -68,12 +72,8 @@ def unseen_mode(takes: pd.DataFrame, seen_modes: list[str], k: int, val_subjects
     unseen = all_modes - seen
     if not unseen:
         raise ValueError("every mode is listed as seen: nothing is left to test as unseen")
-    groups = subject_groups(takes, k, seed)
     folds = []
-    for i, test in enumerate(groups):
-        rest = sorted(s for g in groups for s in g if s not in test)
-        val = _val_subjects(rest, val_subjects, seed, i)
-        train = [s for s in rest if s not in val]
+    for i, train, val, test in _rotate(subject_groups(takes, k, seed), val_subjects, seed):
         folds.append({
             "fold": i, "subjects": {"train": train, "val": val, "test": test},
             "seen_modes": sorted(seen), "unseen_modes": sorted(unseen),

@@ -14,7 +14,7 @@ from sklearn.metrics import cohen_kappa_score
 
 from pipeline import paths
 from pipeline.annotate import server
-from pipeline.annotate.sync import REANNOTATION_SUFFIX, client, existing_take_ids, pull, push, push_reannotation
+from pipeline.annotate.sync import REANNOTATION_SUFFIX, client, pull, push, push_reannotation
 from pipeline.ingest.run import ingest
 from pipeline.params import Params
 from pipeline.qa import stage as qa_stage
