@@ -55,10 +55,13 @@ def annotator_table(r: pd.DataFrame, gold: pd.DataFrame, consensus: pd.Series, d
             reasons.append(f"gold accuracy {gold_acc:.0%} < {th.min_gold_accuracy:.0%}")
         if fast > 0.5:
             reasons.append(f"{fast:.0%} of annotations suspiciously fast")
+        matrix = {classes[t]: {classes[k2]: round(float(conf[t, k2]), 3) for k2 in range(len(classes))}
+                  for t in range(len(classes)) if support[t]}
         rows.append({"annotator": who, "annotations": len(g), "gold_items": len(gold_g), "gold_accuracy": gold_acc,
                      "agreement_with_consensus": agree, "spammer_score": sscore, "top_confusion": f"{classes[c]}->{classes[k]}",
                      "top_confusion_rate": rate, "median_lead_time_s": float(g["lead_time"].median()), "fast_share": fast,
-                     "flagged": bool(reasons), "reasons": "; ".join(reasons) or None})
+                     "flagged": bool(reasons), "reasons": "; ".join(reasons) or None,
+                     "confusion_matrix": matrix})  # P(label | true class), Dawid-Skene estimate
     return pd.DataFrame(rows)
 
 

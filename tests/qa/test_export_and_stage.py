@@ -104,6 +104,8 @@ def test_qa_finds_the_spammer_and_the_confuser_and_dawid_skene_beats_majority(si
     assert set(flagged) == {"4", "5"}
     assert "spammer" in flagged["5"]
     assert "fear" in flagged["4"] and "surprise" in flagged["4"]
+    confuser = next(a for a in rep["annotators"] if a["annotator"] == "4")["confusion_matrix"]
+    assert confuser["surprise"]["fear"] > 0.5 and confuser["happiness"]["happiness"] > 0.8
     t = rep["against_truth"]
     assert t["dawid_skene_accuracy"] > t["majority_vote_accuracy"]
     assert rep["agreement"]["krippendorff_alpha_without_flagged_annotators"] > rep["agreement"]["krippendorff_alpha"]
