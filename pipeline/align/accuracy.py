@@ -15,12 +15,16 @@ import pandas as pd
 from pipeline.modes import mode_id, pose_id
 
 
+def nme(points: np.ndarray, truth5: np.ndarray) -> np.ndarray:
+    """Mean 5-point error over the true inter-ocular distance, for (..., 5, 2) arrays."""
+    iod = np.linalg.norm(truth5[..., 0, :] - truth5[..., 1, :], axis=-1)
+    return np.linalg.norm(points - truth5, axis=-1).mean(axis=-1) / np.maximum(iod, 1e-6)
+
+
 def take_errors(points: np.ndarray, valid: np.ndarray, truth5: np.ndarray) -> np.ndarray:
     """Per-frame NME (NaN where no face was found)."""
     T = min(len(points), len(truth5))
-    iod = np.linalg.norm(truth5[:T, 0] - truth5[:T, 1], axis=1)
-    err = np.linalg.norm(points[:T] - truth5[:T], axis=2).mean(axis=1) / np.maximum(iod, 1e-6)
-    return np.where(valid[:T], err, np.nan)
+    return np.where(valid[:T], nme(points[:T], truth5[:T]), np.nan)
 
 
 def _summary(values: list[np.ndarray]) -> dict:

@@ -8,6 +8,7 @@ A migrated database is kept as a template per Label Studio version, so a start t
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -52,7 +53,9 @@ def executable(venv: Path = LS_VENV) -> Path:
     return exe
 
 
+@functools.lru_cache(maxsize=4)
 def version(venv: Path = LS_VENV) -> str:
+    """Label Studio's version in `venv` (a subprocess import, so asked once per process)."""
     out = subprocess.run([str(venv / "bin" / "python"), "-c", "import label_studio; print(label_studio.__version__)"],
                          capture_output=True, text=True, timeout=120)
     if out.returncode != 0:

@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline import paths
+from pipeline.align.accuracy import nme
 from pipeline.align.detectors.mtcnn import MTCNN
 from pipeline.modes import mode_id, pose_id
 from pipeline.params import CaptureVerifyParams
@@ -37,11 +38,9 @@ def _init(p: CaptureVerifyParams) -> None:
 def frame_result(det_boxes: list[np.ndarray], det_points: list[np.ndarray], truth5: np.ndarray) -> tuple[bool, float | None]:
     """(detected, normalised mean error of the 5 points) for one frame, given detections best-first."""
     nose = truth5[2]
-    iod = float(np.linalg.norm(truth5[0] - truth5[1]))
     for box, pts in zip(det_boxes, det_points):
         if box[0] <= nose[0] <= box[2] and box[1] <= nose[1] <= box[3]:
-            nme = float(np.linalg.norm(pts - truth5, axis=1).mean() / iod) if iod > 0 else None
-            return True, nme
+            return True, float(nme(pts, truth5))
     return False, None
 
 
@@ -93,10 +92,10 @@ def verify(raw: Path, p: CaptureVerifyParams, workers: int) -> dict:
             "skin_tone": f"tone{int(truth.loc[row.take_id, 'skin_tone_index'])}",
             "expression": row.prompted_expression,
         }
-        for _, detected, nme in res:
-            groups["overall"]["all"].append((detected, nme))
+        for _, detected, err in res:
+            groups["overall"]["all"].append((detected, err))
             for kind, key in keys.items():
-                groups[kind][key].append((detected, nme))
+                groups[kind][key].append((detected, err))
     report = {kind: _summarise(g) for kind, g in groups.items()}
     report["detector"] = {"name": "mtcnn", "min_face_px": p.min_face_px, "thresholds": list(p.thresholds),
                           "every_nth_frame": p.every_nth_frame}

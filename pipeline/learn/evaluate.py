@@ -19,7 +19,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from pipeline import paths
 from pipeline.learn.common import load_features, load_split
-from pipeline.learn.train import _tensors, checkpoint_path, predict
+from pipeline.learn.train import take_tensors, checkpoint_path, predict
 from pipeline.models import make_model
 from pipeline.params import TrainParams
 from pipeline.utils import io
@@ -53,7 +53,7 @@ def predictions(p: TrainParams, protocol: str, split_dir: Path = paths.SPLITS, f
                     ids = fold.get(test, [])
                     if not ids:
                         continue
-                    x, lengths, y = _tensors(data, ids, dev)
+                    x, lengths, y = take_tensors(data, ids, dev)
                     pred, _ = predict(model, x, lengths)
                     rows += [{"variant": variant, "seed": seed, "fold": fold["fold"], "test": test, "take_id": t,
                               "mode": str(data["modes"][index[t]]), "y": int(yy), "pred": int(pp)}

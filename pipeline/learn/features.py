@@ -24,6 +24,7 @@ from pipeline.params import FeaturesParams
 from pipeline.utils import io
 
 log = logging.getLogger(__name__)
+SPLIT_NAMES = ("train", "val", "test", "test_seen", "test_unseen")
 
 
 def load_frames(take_ids: list[str], size: int, aligned: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -117,10 +118,14 @@ def run(p: FeaturesParams, split_dir: Path = paths.SPLITS, aligned: Path = paths
     classes = split["classes"]
     cls = {c: i for i, c in enumerate(classes)}
     report = {"protocol": p.protocol, "classes": classes, "folds": []}
-    for fold in tqdm(split["folds"], desc="features", unit="fold"):
+    fold_ids = [sorted({t for k in SPLIT_NAMES for t in fold.get(k, [])}) for fold in split["folds"]]
+    every = sorted(set().union(*fold_ids))
+    all_frames, all_valid = load_frames(every, p.input_size, aligned)  # once: the folds share most takes
+    where = {t: i for i, t in enumerate(every)}
+    for fold, ids in zip(tqdm(split["folds"], desc="features", unit="fold"), fold_ids):
         t0 = time.perf_counter()
-        ids = sorted({t for k in ("train", "val", "test", "test_seen", "test_unseen") for t in fold.get(k, [])})
-        frames, valid = load_frames(ids, p.input_size, aligned)
+        rows = np.array([where[t] for t in ids])
+        frames, valid = all_frames[rows], all_valid[rows]
         index = {t: i for i, t in enumerate(ids)}
         labels = np.array([cls[takes.loc[t, "label"]] for t in ids])
         tr = np.array([index[t] for t in fold["train"]])

@@ -29,7 +29,7 @@ def checkpoint_path(protocol: str, variant: str, fold: int, seed: int, root: Pat
     return root / protocol / variant / f"fold{fold}_seed{seed}.pt"
 
 
-def _tensors(data: dict[str, np.ndarray], ids: list[str], dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def take_tensors(data: dict[str, np.ndarray], ids: list[str], dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     index = {t: i for i, t in enumerate(data["take_ids"])}
     rows = np.array([index[t] for t in ids])
     x = torch.as_tensor(data["features"][rows], device=dev)
@@ -49,8 +49,8 @@ def fit(variant: str, data: dict[str, np.ndarray], fold: dict, p: TrainParams, s
     """Train one model; returns (best state dict, learning curve, best epoch)."""
     dev = device()
     gen = seed_everything(seed)
-    x, lengths, y = _tensors(data, fold["train"], dev)
-    xv, lv, yv = _tensors(data, fold["val"], dev)
+    x, lengths, y = take_tensors(data, fold["train"], dev)
+    xv, lv, yv = take_tensors(data, fold["val"], dev)
     index = {t: i for i, t in enumerate(data["take_ids"])}
     train_modes = [str(data["modes"][index[t]]) for t in fold["train"]]
     mode_names = sorted(set(train_modes))

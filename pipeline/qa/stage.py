@@ -119,7 +119,7 @@ def item_table(r: pd.DataFrame, gold: pd.DataFrame, takes: pd.DataFrame, classes
     return pd.DataFrame(rows)
 
 
-def truth_figures(labels: pd.DataFrame, annotators: pd.DataFrame, r: pd.DataFrame, truth_path: Path) -> dict | None:
+def truth_figures(labels: pd.DataFrame, r: pd.DataFrame, truth_path: Path) -> dict | None:
     """Accuracy of the aggregated labels and of each annotator against the simulator's truth."""
     if not truth_path.exists():
         return None
@@ -198,7 +198,7 @@ def run(params: Params, snapshot: Path | None = None, manifest_path: Path = path
         "annotators_flagged": ann.loc[ann["flagged"], ["annotator", "reasons"]].to_dict(orient="records"),
         "labels": {"accepted": int((labels["status"] == "accepted").sum()), "reannotate": int((labels["status"] == "reannotate").sum()),
                    "differs_from_prompt": int(labels["flags"].fillna("").str.contains("label_differs_from_prompt").sum())},
-        "against_truth": truth_figures(labels, ann, r, paths.resolve(params.qa.truth)),
+        "against_truth": truth_figures(labels, r, paths.resolve(params.qa.truth)),
     }
     io.write_json(report_path, report)
     io.write_text(paths.QA_MARKDOWN, render_markdown(report, ann, classes))

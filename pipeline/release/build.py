@@ -107,13 +107,9 @@ def split_table(splits: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["protocol", "fold", "split", "take_id"])
 
 
-def sha256(path: Path) -> str:
-    return io.sha256_file(path)
-
-
 def write_sums(root: Path) -> None:
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != SUMS)
-    lines = [f"{sha256(p)}  {p.relative_to(root).as_posix()}" for p in files]
+    lines = [f"{io.sha256_file(p)}  {p.relative_to(root).as_posix()}" for p in files]
     (root / SUMS).write_text("\n".join(lines) + "\n")
 
 

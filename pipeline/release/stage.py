@@ -85,9 +85,9 @@ def run(params: Params, version: str | None = None, out_root: Path = paths.RELEA
         (d / "CHANGELOG.md").write_text(build.changelog(prev, takes, labels, r.name, version, r.date))
         (d / "LICENSE").write_text(_license_text(r.license, name))
         (d / "README.md").write_text(_readme(name, r, figures))
-        files = {"takes": ("metadata/takes.csv", build.sha256(d / "metadata" / "takes.csv"), takes),
-                 "labels": ("metadata/labels.csv", build.sha256(d / "metadata" / "labels.csv"), labels),
-                 "splits": ("metadata/splits.csv", build.sha256(d / "metadata" / "splits.csv"), split_rows)}
+        files = {"takes": ("metadata/takes.csv", io.sha256_file(d / "metadata" / "takes.csv"), takes),
+                 "labels": ("metadata/labels.csv", io.sha256_file(d / "metadata" / "labels.csv"), labels),
+                 "splits": ("metadata/splits.csv", io.sha256_file(d / "metadata" / "splits.csv"), split_rows)}
         meta = {"name": name, "version": version, "date": r.date, "license_url": LICENSES[r.license][1], "url": r.url,
                 "creator": r.creator, "cite_as": f"{r.creator}. {name}. {r.date}.",
                 "description": "Short videos of faces making the six basic expressions from neutral to apex under a controlled grid "
@@ -102,7 +102,7 @@ def run(params: Params, version: str | None = None, out_root: Path = paths.RELEA
     archive = out_root / f"{name}.tar.gz"
     build.deterministic_tar(out_root / name, archive, epoch)
     report = {"name": name, "archive": str(archive.relative_to(paths.ROOT) if archive.is_relative_to(paths.ROOT) else archive),
-              "archive_sha256": build.sha256(archive), "previous_release": prev.name if prev else None, **figures,
+              "archive_sha256": io.sha256_file(archive), "previous_release": prev.name if prev else None, **figures,
               "takes_excluded": sel.excluded, "subjects_excluded": sel.subjects_excluded}
     io.write_json(report_path, report)
     log.info("release %s: %d takes of %d subjects; excluded %s; archive %s", name, figures["takes"], figures["subjects"],
@@ -175,7 +175,7 @@ def verify(target: Path) -> dict:
                 if rel in wanted:
                     texts[rel] = p.read_bytes()
                 if rel != build.SUMS:
-                    actual[rel] = build.sha256(p)
+                    actual[rel] = io.sha256_file(p)
     else:
         with tarfile.open(target, "r:gz") as tar:
             for m in tar.getmembers():
