@@ -22,6 +22,8 @@ run: $(STAMP)  ## install (once) and run the whole pipeline on the built-in data
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 test: $(STAMP) $(LS_STAMP) $(S3_STAMP)  ## run the test suite (Label Studio and S3 round trips included)
+	# the real-browser test (tests/annotate/test_browser.py) needs Debian's chromium + driver; CI runs as root
+	command -v chromedriver >/dev/null || ! command -v apt-get >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
 
 install: $(STAMP)
