@@ -5,13 +5,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import skimage.data as skimage_data
 import torch
 
 from pipeline.align.detectors import make_detector
 from pipeline.align.detectors.mtcnn import MTCNN, MTCNNWeightsMissing, find_weights_dir
 from pipeline.align.detectors.nms import nms
-
-skimage_data = pytest.importorskip("skimage.data")
 
 
 @pytest.fixture(scope="module")

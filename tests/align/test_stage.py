@@ -102,7 +102,6 @@ def test_corrupt_video_mid_stream_is_flagged_and_the_stage_goes_on(ws: Workspace
 
 
 def test_dask_local_cluster_gives_identical_outputs(ws: Workspace, tmp_path: Path) -> None:
-    pytest.importorskip("dask.distributed")
     ws.run()
     local = {p.name: np.load(p) for p in ws.out.glob("*.npz")}
     dask_out = tmp_path / "dask"
@@ -130,7 +129,6 @@ def test_missing_insightface_pack_is_one_clear_line(tmp_path: Path, monkeypatch)
 
 
 def test_broken_insightface_pack_is_one_clear_line(tmp_path: Path, monkeypatch) -> None:
-    pytest.importorskip("onnxruntime")
     monkeypatch.delenv("MVFER_INSIGHTFACE_PACK", raising=False)
     pack = tmp_path / "buffalo_l"
     pack.mkdir()

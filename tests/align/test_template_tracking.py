@@ -30,8 +30,10 @@ def _face(seed: int, size: int, illum: str = "frontal", yaw: float = 0.0, expr: 
 
 
 def test_alignment_matches_insightface_norm_crop() -> None:
-    face_align = pytest.importorskip("insightface.utils.face_align")
-    img = pytest.importorskip("skimage.data").astronaut()
+    import skimage.data
+    from insightface.utils import face_align
+
+    img = skimage.data.astronaut()
     rng = np.random.default_rng(0)
     for _ in range(5):
         pts = ARCFACE_112 * rng.uniform(0.8, 1.6) + rng.uniform(150, 250, 2) + rng.normal(0, 2, (5, 2))

@@ -20,7 +20,8 @@ def _random_ratings(seed: int, n_items: int = 60, n_ann: int = 5, K: int = 4, mi
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_krippendorff_alpha_equals_the_krippendorff_package(seed: int) -> None:
-    krippendorff = pytest.importorskip("krippendorff")
+    import krippendorff
+
     data = _random_ratings(seed)
     ours = ag.krippendorff_alpha_nominal(data)
     theirs = krippendorff.alpha(reliability_data=data, level_of_measurement="nominal")
@@ -28,7 +29,8 @@ def test_krippendorff_alpha_equals_the_krippendorff_package(seed: int) -> None:
 
 
 def test_per_class_alpha_equals_the_package_on_binarised_data() -> None:
-    krippendorff = pytest.importorskip("krippendorff")
+    import krippendorff
+
     data = _random_ratings(3)
     for c, a in ag.per_class_alpha(data, 4).items():
         binary = np.where(np.isnan(data), np.nan, (data == c).astype(float))
@@ -37,7 +39,8 @@ def test_per_class_alpha_equals_the_package_on_binarised_data() -> None:
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_fleiss_kappa_equals_statsmodels(seed: int) -> None:
-    inter_rater = pytest.importorskip("statsmodels.stats.inter_rater")
+    from statsmodels.stats import inter_rater
+
     data = _random_ratings(seed, missing=0.0)
     table = ag.category_counts(data, 4)
     assert ag.fleiss_kappa(table) == pytest.approx(inter_rater.fleiss_kappa(table, method="fleiss"), abs=1e-10)
@@ -83,7 +86,8 @@ def _crowd(seed: int, n_items: int = 300, K: int = 4) -> tuple[pd.DataFrame, np.
 
 
 def test_dawid_skene_matches_crowd_kit_and_beats_majority_vote() -> None:
-    aggregation = pytest.importorskip("crowdkit.aggregation")
+    from crowdkit import aggregation
+
     df, truth = _crowd(0)
     counts = vote_counts(df["item"].to_numpy(), df["annotator"].to_numpy(), df["label"].to_numpy(), len(truth), 4, 4)
     ours = dawid_skene(counts, smoothing=0.0)["posterior"].argmax(1)

@@ -120,8 +120,9 @@ def test_planted_empty_class_is_caught(clean: dict, takes: pd.DataFrame) -> None
     assert problems == ["unseen_mode fold 0: split 'val' has no take of class(es) fear"]
 
 
-def test_split_stage_fails_with_a_clear_message(monkeypatch, takes: pd.DataFrame) -> None:
-    """The stage raises SplitLeakageError listing the leaks (the CLI prints it as one error)."""
+def test_split_stage_fails_with_a_clear_message(monkeypatch, takes: pd.DataFrame, tmp_path) -> None:
+    """The stage raises SplitLeakageError listing the leaks (the CLI prints it as one error) and writes nothing."""
+    from pipeline.params import load_params
     from pipeline.split import stage
     from pipeline.split.leakage import SplitLeakageError
 
@@ -131,13 +132,15 @@ def test_split_stage_fails_with_a_clear_message(monkeypatch, takes: pd.DataFrame
         return {"unseen_mode": split}
 
     monkeypatch.setattr(stage, "build", leaky)
-    monkeypatch.setattr(stage, "eligible_takes", lambda *args: (takes, {}))
-    monkeypatch.setattr(stage.pd, "read_parquet", lambda p: pd.DataFrame())
+    monkeypatch.setattr(stage, "eligible_takes", lambda *args, **kwargs: (takes, {}))
     monkeypatch.setattr(stage, "take_hash", lambda p: None)
-    from pipeline.params import load_params
-
+    for name in ("manifest", "align", "labels"):
+        pd.DataFrame({"take_id": []}).to_parquet(tmp_path / f"{name}.parquet")
+    monkeypatch.setattr(stage.paths, "LABELS", tmp_path / "labels.parquet")
+    out, report = tmp_path / "splits", tmp_path / "splits.json"
     with pytest.raises(SplitLeakageError, match=r"leak\(s\) in the splits:\n  unseen_mode fold 0"):
-        stage.run(load_params())
+        stage.run(load_params(), tmp_path / "manifest.parquet", tmp_path / "align.parquet", tmp_path / "aligned", out, report)
+    assert not out.exists() and not report.exists()
 
 
 def test_rare_labels_are_left_out_and_counted() -> None:
