@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from pipeline.ingest.probe import ProbeResult
-from pipeline.ingest.schema import PORTABLE_NAME_RE, Consent, LogRow, Problem
+from pipeline.consent import Consent, Ledger
+from pipeline.ingest.schema import PORTABLE_NAME_RE, LogRow, Problem
 from pipeline.modes import pose_id
 from pipeline.params import Bounds
 
@@ -55,18 +56,11 @@ def _probe_problems(path: str, probe: ProbeResult, log_fps: float | None, bounds
 
 
 def _consent_problems(sid: str | None, inp: Inputs) -> list[Problem]:
+    """The one consent rule (pipeline.consent): fail-closed, the same as the release's."""
     if not sid:
         return []
-    if sid in inp.bad_consent:
-        return [Problem("consent_invalid", f"subject {sid}: consent record unusable ({inp.bad_consent[sid]})")]
-    c = inp.consent.get(sid)
-    if c is None:
-        return [Problem("unknown_subject", f"subject {sid} is not in subjects.csv")]
-    if c.withdrawn:
-        return [Problem("consent_withdrawn", f"subject {sid} withdrew consent (subjects.csv line {c.line})")]
-    if not c.research:
-        return [Problem("no_research_consent", f"subject {sid} has not consented to research use (subjects.csv line {c.line})")]
-    return []
+    ex = Ledger(inp.consent, inp.bad_consent).research_exclusion(sid)
+    return [Problem(ex.code, ex.message)] if ex else []
 
 
 def _record(probe: ProbeResult | None) -> dict:

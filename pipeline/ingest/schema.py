@@ -17,19 +17,20 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pipeline.errors import PipelineError
+from pipeline.consent import Consent, read_ledger
+from pipeline.vocab import SUBJECTS_REQUIRED
+
 LOG_REQUIRED = (
     "take_id", "subject_id", "session", "camera", "yaw", "pitch",
     "illumination", "prompted_expression", "fps", "recorded_at", "file",
 )
-SUBJECTS_REQUIRED = ("subject_id", "consent_research", "consent_public_release", "withdrawn")
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 PORTABLE_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")  # POSIX portable filename character set
-_TRUE = {"true", "1", "yes", "y", "t"}
-_FALSE = {"false", "0", "no", "n", "f"}
 
 
-class CaptureLogError(ValueError):
+class CaptureLogError(PipelineError, ValueError):
     """A capture log or consent table that cannot be trusted at all; names file, line and field."""
 
     def __init__(self, path: Path, message: str, line: int | None = None, column: str | None = None) -> None:
@@ -58,15 +59,6 @@ class LogRow:
     raw: dict[str, str]
     values: dict[str, Any] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Consent:
-    subject_id: str
-    research: bool
-    public_release: bool
-    withdrawn: bool
-    line: int
 
 
 def read_csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
@@ -197,35 +189,11 @@ def _mark_duplicate_ids(rows: list[LogRow], log_name: str) -> None:
             r.problems.append(Problem("duplicate_take_id", f"{log_name} line {r.line}: take_id {r.values['take_id']!r} also on line(s) {others}"))
 
 
-def _bool(text: str) -> bool | None:
-    t = text.strip().lower()
-    return True if t in _TRUE else False if t in _FALSE else None
-
-
 def read_consent(path: Path) -> tuple[dict[str, Consent], dict[str, str]]:
     """Consent records by subject, and subjects whose record is unusable with the reason why.
 
-    A subject with an invalid or duplicated record is treated as without consent: their takes are
-    quarantined rather than guessed about.
+    Delegates to the one fail-closed parser, `pipeline.consent` (shared with the release and
+    `mvfer consent withdraw`): an invalid or duplicated record means no consent.
     """
-    rows = read_csv_rows(path, SUBJECTS_REQUIRED)
-    good: dict[str, Consent] = {}
-    bad: dict[str, str] = {}
-    seen: dict[str, int] = {}
-    for line, raw in rows:
-        sid = raw["subject_id"]
-        if not sid:
-            raise CaptureLogError(path, "subject_id is empty", line=line, column="subject_id")
-        if sid in seen:
-            bad[sid] = f"{path.name} lines {seen[sid]} and {line} both describe {sid}"
-            good.pop(sid, None)
-            continue
-        seen[sid] = line
-        flags = {}
-        for col in ("consent_research", "consent_public_release", "withdrawn"):
-            flags[col] = _bool(raw[col])
-            if flags[col] is None:
-                bad[sid] = f"{path.name} line {line}, field '{col}': {raw[col]!r} is not true/false"
-        if sid not in bad:
-            good[sid] = Consent(sid, bool(flags["consent_research"]), bool(flags["consent_public_release"]), bool(flags["withdrawn"]), line)
-    return good, bad
+    ledger = read_ledger(path)
+    return ledger.records, ledger.invalid

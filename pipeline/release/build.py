@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline import vocab
+from pipeline.consent import Ledger
 from pipeline.modes import mode_id
 from pipeline.utils import io
 
@@ -30,32 +32,23 @@ class Selection:
     subjects_excluded: dict[str, int]   # subjects left out, by reason (counts only)
 
 
-def _bool(x) -> bool:
-    return str(x).strip().lower() in ("true", "1", "yes", "y", "t")
+def select_takes(manifest: pd.DataFrame, ledger: Ledger, align_takes: pd.DataFrame) -> Selection:
+    """Accepted, aligned takes of subjects who consent to public release and have not withdrawn.
 
-
-def select_takes(manifest: pd.DataFrame, consent: pd.DataFrame, align_takes: pd.DataFrame) -> Selection:
-    """Accepted, aligned takes of subjects who consent to public release and have not withdrawn."""
-    c = consent.set_index("subject_id")
-    acc = manifest[manifest["status"] == "accepted"].copy()
+    Consent comes from the one fail-closed ledger (pipeline.consent): a value it cannot read
+    excludes the subject, exactly as ingest does.
+    """
+    acc = manifest[manifest["status"] == vocab.ACCEPTED].copy()
     reasons = []
     for sid in acc["subject_id"]:
-        if sid not in c.index:
-            reasons.append("not_in_consent_table")
-        elif _bool(c.loc[sid, "withdrawn"]):
-            reasons.append("consent_withdrawn")
-        elif not _bool(c.loc[sid, "consent_research"]):
-            reasons.append("no_research_consent")
-        elif not _bool(c.loc[sid, "consent_public_release"]):
-            reasons.append("no_public_release_consent")
-        else:
-            reasons.append(None)
+        ex = ledger.release_exclusion(str(sid))
+        reasons.append(ex.code if ex else None)
     acc["_reason"] = reasons
     aligned = set(align_takes["take_id"])
     acc.loc[acc["_reason"].isna() & ~acc["take_id"].isin(aligned), "_reason"] = "not_aligned"
     out = acc[acc["_reason"].isna()].drop(columns="_reason")
     dropped = acc[acc["_reason"].notna()]
-    excluded = {"not_accepted_by_ingest": int((manifest["status"] != "accepted").sum())}
+    excluded = {"not_accepted_by_ingest": int((manifest["status"] != vocab.ACCEPTED).sum())}
     excluded |= {k: int(v) for k, v in sorted(Counter(dropped["_reason"]).items())}
     subj = dropped.drop_duplicates("subject_id")
     subj = subj[~subj["subject_id"].isin(out["subject_id"])]
@@ -93,7 +86,7 @@ def filter_split(split: dict, takes: set[str]) -> dict:
     out["folds"] = []
     for fold in split["folds"]:
         f = {k: v for k, v in fold.items() if k != "subjects"}
-        for name in ("train", "val", "test", "test_seen", "test_unseen"):
+        for name in vocab.SPLITS:
             if name in f:
                 f[name] = [t for t in f[name] if t in takes]
         out["folds"].append(f)
@@ -103,7 +96,7 @@ def filter_split(split: dict, takes: set[str]) -> dict:
 def split_table(splits: dict[str, dict]) -> pd.DataFrame:
     rows = [{"protocol": name, "fold": fold["fold"], "split": part, "take_id": t}
             for name, s in sorted(splits.items()) for fold in s["folds"]
-            for part in ("train", "val", "test", "test_seen", "test_unseen") for t in fold.get(part, [])]
+            for part in vocab.SPLITS for t in fold.get(part, [])]
     return pd.DataFrame(rows, columns=["protocol", "fold", "split", "take_id"])
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import paths
+from pipeline.consent import read_ledger
 from pipeline.params import Params
 from pipeline.release import build
 from pipeline.release.croissant import croissant
@@ -55,8 +56,7 @@ def run(params: Params, version: str | None = None, out_root: Path = paths.RELEA
     manifest = pd.read_parquet(paths.MANIFEST)
     align_takes = pd.read_parquet(paths.ALIGN_TAKES)
     labels_all = pd.read_parquet(paths.LABELS) if paths.LABELS.exists() else None
-    consent = pd.read_csv(raw / paths.SUBJECTS_NAME, dtype=str, keep_default_na=False)
-    sel = build.select_takes(manifest, consent, align_takes)
+    sel = build.select_takes(manifest, read_ledger(raw / paths.SUBJECTS_NAME), align_takes)
     takes = build.take_table(sel.takes, align_takes, labels_all)
     ids = set(takes["take_id"])
     labels = build.label_table(labels_all, ids) if labels_all is not None else pd.DataFrame(columns=["take_id", "label"])

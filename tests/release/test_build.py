@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipeline.consent import parse_rows
 from pipeline.release import build
 from pipeline.release.stage import verify
 
@@ -23,12 +24,10 @@ def _manifest() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-CONSENT = pd.DataFrame({
-    "subject_id": ["sub-a", "sub-b", "sub-c", "sub-d"],
-    "consent_research": ["true", "true", "true", "false"],
-    "consent_public_release": ["true", "true", "false", "true"],
-    "withdrawn": ["false", "true", "false", "false"],
-})
+CONSENT = parse_rows([(i + 2, {"subject_id": s, "consent_research": r, "consent_public_release": p, "withdrawn": w})
+                      for i, (s, r, p, w) in enumerate([("sub-a", "true", "true", "false"), ("sub-b", "true", "true", "true"),
+                                                        ("sub-c", "true", "false", "false"), ("sub-d", "false", "true", "false")])],
+                     Path("subjects.csv"))
 
 
 def test_only_consenting_subjects_are_released_and_exclusions_are_counted_without_names() -> None:
@@ -38,9 +37,9 @@ def test_only_consenting_subjects_are_released_and_exclusions_are_counted_withou
     assert set(sel.takes["subject_id"]) == {"sub-a"}
     # sub-b withdrew although its takes were accepted at ingest
     assert sel.excluded == {"not_accepted_by_ingest": 1, "consent_withdrawn": 2, "no_public_release_consent": 2,
-                            "no_research_consent": 2, "not_in_consent_table": 2}
+                            "no_research_consent": 2, "unknown_subject": 2}
     assert sel.subjects_excluded == {"consent_withdrawn": 1, "no_public_release_consent": 1, "no_research_consent": 1,
-                                     "not_in_consent_table": 1}
+                                     "unknown_subject": 1}
     assert "sub-b" not in str(sel.excluded) + str(sel.subjects_excluded)
 
 
