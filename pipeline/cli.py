@@ -9,7 +9,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pipeline import __version__, paths
-from pipeline.params import ParamsError, params
+from pipeline.errors import PipelineError
+from pipeline.params import params
 
 log = logging.getLogger("mvfer")
 
@@ -255,18 +256,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from pipeline.align.detectors.insightface import InsightFacePackError
-    from pipeline.align.detectors.mtcnn import MTCNNWeightsMissing
-    from pipeline.ingest.schema import CaptureLogError
-    from pipeline.annotate.server import LabelStudioError
-    from pipeline.qa.export import ExportError
-    from pipeline.split.leakage import SplitLeakageError
-
-    return (ParamsError, CaptureLogError, MTCNNWeightsMissing, InsightFacePackError, SplitLeakageError, ExportError,
-            LabelStudioError, FileNotFoundError)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.utils.log import setup_logging
 
@@ -275,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except _known_errors() as e:
+    except (PipelineError, FileNotFoundError) as e:
         log.error("%s", e)
         return 1
 

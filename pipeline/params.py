@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline import paths
+from pipeline.errors import PipelineError
 
 BASIC_EXPRESSIONS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
 
@@ -214,7 +215,7 @@ class Params(_Strict):
         return self
 
 
-class ParamsError(ValueError):
+class ParamsError(PipelineError, ValueError):
     """params.yaml is missing, unreadable or does not match the schema."""
 
 

@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pipeline.errors import PipelineError
 from pipeline import paths
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ LS_VENV = paths.ROOT / ".venv-ls"
 DB_NAME = "label_studio.sqlite3"
 
 
-class LabelStudioError(RuntimeError):
+class LabelStudioError(PipelineError, RuntimeError):
     """The server could not be started, reached or stopped; the message says why and what to do."""
 
 

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.errors import PipelineError
+
 UNSURE = "unsure"
 
 
-class ExportError(ValueError):
+class ExportError(PipelineError, ValueError):
     """An export that cannot be used at all; the message names the file and what is wrong."""
 
 

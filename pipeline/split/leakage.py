@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import PipelineError
+
 SPLITS = ("train", "val", "test", "test_seen", "test_unseen")
 TRAINING = ("train", "val")
 
 
-class SplitLeakageError(ValueError):
+class SplitLeakageError(PipelineError, ValueError):
     """A split would leak test information into training; the message lists every leak found."""
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import PipelineError
 from pipeline.align.detectors.base import Detection
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ FIX = ("download an insightface pack (e.g. buffalo_l, non-commercial research li
        "with internet, unzip it, and set align.insightface_pack or $MVFER_INSIGHTFACE_PACK to its folder")
 
 
-class InsightFacePackError(FileNotFoundError):
+class InsightFacePackError(PipelineError, FileNotFoundError):
     """The insightface pack is missing or unusable; the message names the path and the fix."""
 
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.errors import PipelineError
 from pipeline.align.detectors.base import Detection
 from pipeline.align.detectors.nms import nms
 
@@ -30,7 +31,7 @@ WEIGHTS_ENV = "MVFER_MTCNN_WEIGHTS"
 _WEIGHT_FILES = ("pnet.pt", "rnet.pt", "onet.pt")
 
 
-class MTCNNWeightsMissing(FileNotFoundError):
+class MTCNNWeightsMissing(PipelineError, FileNotFoundError):
     """The weight files are not on disk; the message says how to get them."""
 
 
