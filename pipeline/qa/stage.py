@@ -19,6 +19,7 @@ from pipeline.params import Params
 from pipeline.qa import agreement as ag
 from pipeline.qa.aggregate import dawid_skene, majority_vote, spammer_score, top_confusion, vote_counts
 from pipeline.qa.export import UNSURE, LabelConfig, load_export, parse_export
+from pipeline.qa.ratings import latest_per_annotator
 from pipeline.utils import io
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,9 @@ def run(params: Params, snapshot: Path | None = None, manifest_path: Path = path
     manifest = pd.read_parquet(manifest_path)
     takes = manifest[manifest["status"] == "accepted"]
     parsed = parse_export(load_export(snapshot), config, set(takes["take_id"]))
-    r_all = parsed.ratings
+    r_all, superseded = latest_per_annotator(parsed.ratings)
+    if superseded:
+        parsed.excluded["superseded_by_the_same_annotators_later_rating"] += superseded
     unsure = int((r_all["label"] == UNSURE).sum())
     gold = r_all[r_all["ground_truth"]].drop_duplicates("take_id").rename(columns={"label": "gold_label"})
     r = r_all[(~r_all["ground_truth"]) & (r_all["label"] != UNSURE)].reset_index(drop=True)
