@@ -38,6 +38,16 @@ def _capture_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    from pipeline.importers import run_import
+
+    p = params()
+    report = run_import(args.layout, Path(args.src), Path(args.out), p.import_, p.rig.expressions)
+    sys.stdout.write(f"{report['takes']} takes of {report['subjects']} subjects imported into {args.out}; "
+                     f"{report['excluded']} excluded (see {args.out}/import_report.json)\n")
+    return 0
+
+
 def _ingest(args: argparse.Namespace) -> int:
     from pipeline.ingest.run import run
 
@@ -206,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--raw", help="simulated raw folder (default data/raw)")
     ver.set_defaults(func=_capture_verify)
 
+    imp = sub.add_parser("import", help="a public DFER dataset's tree -> the rig layout ingest reads (params: import)")
+    imp.add_argument("layout", help="oulu-casia | ckplus | dfew | ferv39k | mafw | afew | pattern")
+    imp.add_argument("src", help="the dataset's folder (read only: nothing is written under it)")
+    imp.add_argument("--out", required=True, help="the raw folder to write (then set ingest.raw_dir to it)")
+    imp.set_defaults(func=_import)
     ing = sub.add_parser("ingest", help="validate, probe and checksum raw recordings into the manifest (params: ingest)")
     ing.add_argument("--raw", help="raw capture folder (default: ingest.raw_dir in params.yaml)")
     ing.set_defaults(func=_ingest)

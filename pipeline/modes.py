@@ -5,6 +5,8 @@ One naming scheme shared by the simulator's verification, the splits and the rep
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 
 def pose_id(yaw: float, pitch: float) -> str:
     """`yaw-30_pitch+0`: readable, sortable, and stable for float inputs that are whole degrees."""
@@ -13,3 +15,36 @@ def pose_id(yaw: float, pitch: float) -> str:
 
 def mode_id(yaw: float, pitch: float, illumination: str) -> str:
     return f"{pose_id(yaw, pitch)}/{illumination}"
+
+
+DEFAULT_FIELDS = ("yaw", "pitch", "illumination")
+
+
+def _missing(x: object) -> bool:
+    return x is None or x != x or (isinstance(x, str) and not x.strip()) or str(x) == "<NA>"
+
+
+def mode_of(values: Mapping[str, object], fields: Sequence[str] = DEFAULT_FIELDS) -> str:
+    """The mode of a take from the fields that define one (`ingest.mode_fields`), computed once by ingest.
+
+    yaw and pitch together read as a pose (`yaw-30_pitch+0`), so the default fields give the same
+    names as `mode_id`; any other field contributes its value (Oulu-CASIA: `VL/Strong`). A value
+    the log leaves empty reads `unknown`, never a guess.
+    """
+    parts: list[str] = []
+    fields = list(fields)
+    i = 0
+    while i < len(fields):
+        f = fields[i]
+        if f == "yaw" and i + 1 < len(fields) and fields[i + 1] == "pitch":
+            y, p = values.get("yaw"), values.get("pitch")
+            parts.append("unknown_pose" if _missing(y) or _missing(p) else pose_id(float(y), float(p)))  # type: ignore[arg-type]
+            i += 2
+            continue
+        v = values.get(f)
+        if f in ("yaw", "pitch") and not _missing(v):
+            parts.append(f"{f}{int(round(float(v))):+d}")  # type: ignore[arg-type]
+        else:
+            parts.append("unknown" if _missing(v) else str(v))
+        i += 1
+    return "/".join(parts)

@@ -79,6 +79,7 @@ class IngestParams(_Strict):
     workers: Annotated[int, Field(ge=1)]
     bounds: Bounds
     fps_tolerance: Annotated[float, Field(ge=0)]
+    mode_fields: Annotated[list[str], Field(min_length=1)]  # capture-log columns that define a mode (pipeline/modes.py)
 
 
 class AlignThresholds(_Strict):
@@ -105,7 +106,7 @@ class AlignParams(_Strict):
 
 class SplitParams(_Strict):
     seed: int
-    labels: Literal["prompted", "qa"]
+    labels: Literal["prompted", "qa", "dataset"]  # dataset: the imported dataset's own labels
     val_subjects: Annotated[int, Field(ge=1)]
     min_class_takes: Annotated[int, Field(ge=1)]
     near_duplicate_max_bits: Annotated[int, Field(ge=0)]
@@ -114,6 +115,8 @@ class SplitParams(_Strict):
     unseen_mode_folds: Annotated[int, Field(ge=2)]
     leave_one_mode_out: bool
     lomo_test_subjects: Annotated[int, Field(ge=1)]
+    official_folds: bool      # the imported dataset's own folds (manifest official_fold) as protocol `official`
+    official_val_fraction: Annotated[float, Field(ge=0, lt=1)]  # of each official training set, for early stopping
 
 
 class FeaturesParams(_Strict):
@@ -191,6 +194,30 @@ class ReleaseParams(_Strict):
     url: str
 
 
+class ImportLicence(_Strict):
+    """The dataset's own licence terms: stated, they stand in for per-subject consent (research only)."""
+
+    terms: str                # e.g. "Oulu-CASIA end-user licence agreement, signed 2026-01-12"; empty: none
+    research_use: bool
+    redistribution: bool      # the licence allows a public release of the data (the public sets do not)
+
+
+class PatternImport(_Strict):
+    template: str             # e.g. "{imaging}/{light}/{subject}/{expression}/{frame}.jpeg"
+    maps: dict[str, dict[str, str]]   # field -> {value in the path: value written}; unmapped values are excluded
+    frontal: bool             # true: yaw and pitch 0 (lab recordings facing the camera); false: unknown
+
+
+class ImportParams(_Strict):
+    """`mvfer import <layout>` (pipeline/importers): not a DVC stage; the rig layout it writes is ingest's input."""
+
+    copy_files: bool = Field(alias="copy")  # false: hard-link the source files (no bytes copied); true: copy them
+    fps: dict[str, float]     # per layout: frame folders carry no frame rate
+    label_maps: dict[str, dict[str, str]]   # per layout (and `folder` for label folders): code -> expression
+    pattern: PatternImport
+    licence: ImportLicence
+
+
 class Params(_Strict):
     rig: RigParams
     capture: CaptureParams
@@ -203,6 +230,7 @@ class Params(_Strict):
     annotate_sim: QASimParams
     qa: QAParams
     release: ReleaseParams
+    import_: ImportParams = Field(alias="import")
 
     @model_validator(mode="after")
     def _within_rig(self) -> "Params":

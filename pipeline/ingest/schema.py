@@ -149,8 +149,9 @@ def validate_log_rows(
             elif not _ID_RE.match(text):
                 row.problems.append(Problem("bad_value", f"{_where(log_name, line, col)}: {text!r} has characters outside [A-Za-z0-9._-]"))
             v[col] = text or None
-        v["yaw"] = _float(row, "yaw", -90, 90, log_name)
-        v["pitch"] = _float(row, "pitch", -90, 90, log_name)
+        # An empty pose is "unknown" (imported in-the-wild clips say nothing about it), never a guess.
+        v["yaw"] = _float(row, "yaw", -90, 90, log_name) if raw.get("yaw", "") else None
+        v["pitch"] = _float(row, "pitch", -90, 90, log_name) if raw.get("pitch", "") else None
         v["fps"] = _float(row, "fps", 1e-6, 10_000, log_name)
         for col, allowed in (("illumination", illuminations), ("prompted_expression", expressions)):
             text = raw.get(col, "")

@@ -1,0 +1,237 @@
+"""What every importer shares: the take record, counted exclusions, and writing the rig layout.
+
+An importer only *reads* a public dataset's tree and says which takes it holds (`ImportResult`).
+`write_rig` turns that into the folder ingest reads (capture log, consent table, `takes/`), linking
+the source files (hard links: no bytes copied, no symlink for ingest to refuse) or copying them when
+`import.copy` is true. Nothing is ever written under the source tree.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io as _io
+import logging
+import os
+import re
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from pipeline import paths
+from pipeline.errors import PipelineError
+from pipeline.utils import io
+from pipeline.utils.frames import list_frame_files
+
+log = logging.getLogger(__name__)
+
+# Capture-log columns ingest requires, then the columns importers add (carried into the manifest).
+LOG_COLUMNS = ["take_id", "subject_id", "session", "camera", "yaw", "pitch", "illumination",
+               "prompted_expression", "fps", "recorded_at", "file"]
+EXTRA_COLUMNS = ["dataset", "dataset_label", "official_fold", "source_path"]
+SUBJECT_COLUMNS = ["subject_id", "consent_research", "consent_public_release", "withdrawn", "consent_basis"]
+UNKNOWN_TIME = "1970-01-01T00:00:00"  # the public datasets do not say when a clip was recorded
+IMPORT_INFO = "import.json"
+IMPORT_REPORT = "import_report.json"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class ImportError_(PipelineError, ValueError):
+    """An import that cannot start (source missing, output inside the source, ...); one line."""
+
+
+@dataclass(frozen=True)
+class Take:
+    """One take found in the source tree: a frame folder or a video file, and what is known of it."""
+
+    take_id: str
+    subject_id: str
+    source: Path                      # frame folder or video file inside the source tree
+    label: str                        # the dataset's label, already mapped to an expression name
+    fps: float
+    yaw: float | None = None          # None: unknown (in-the-wild datasets); written empty
+    pitch: float | None = None
+    illumination: str = "unknown"
+    official_fold: str = ""           # DFEW/MAFW: the test set (1-5) the clip is in; FERV39k/AFEW: train/test
+    fields: dict[str, str] = field(default_factory=dict)   # mode fields from the path (imaging, light, scene)
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """Something in the source tree that did not become a take, with a stable code and a sentence."""
+
+    path: str
+    code: str                         # unknown_label, missing_label, empty_folder, label_not_in_rig, ...
+    reason: str
+
+
+@dataclass
+class ImportResult:
+    layout: str
+    takes: list[Take] = field(default_factory=list)
+    excluded: list[Exclusion] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)   # what the layout cannot tell (subjects, pose, ...)
+
+    def exclude(self, path: Path | str, code: str, reason: str) -> None:
+        self.excluded.append(Exclusion(str(path), code, reason))
+
+
+def safe_id(*parts: str) -> str:
+    """A take or subject id in ingest's allowed set [A-Za-z0-9._-], readable and stable."""
+    text = "-".join(_UNSAFE.sub("_", p).strip("_") for p in parts if p)
+    return text if text and text[0].isalnum() else f"x{text}"
+
+
+def rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def frame_take(folder: Path) -> list[Path]:
+    """The frame files of a candidate take folder (empty if it holds none)."""
+    try:
+        return list_frame_files(folder)
+    except OSError:
+        return []
+
+
+def check_label(result: ImportResult, where: str, label: str | None, raw: str, allowed: list[str]) -> str | None:
+    """The mapped label if usable; otherwise a counted exclusion saying why."""
+    if label is None:
+        result.exclude(where, "unknown_label", f"{where}: label {raw!r} is not in the layout's label map (params import.label_maps)")
+        return None
+    if label not in allowed:
+        result.exclude(where, "label_not_in_rig", f"{where}: label {label!r} is not in rig.expressions")
+        return None
+    return label
+
+
+def check_source(src: Path, out: Path) -> None:
+    """Refuse an import that could write into the source, before anything is written."""
+    if not src.is_dir():
+        raise ImportError_(f"{src}: source folder not found")
+    s, o = src.resolve(), out.resolve()
+    if o == s or s in o.parents:
+        raise ImportError_(f"{out}: the output must be outside the source tree {src} (the source is never written)")
+    if o in s.parents:
+        raise ImportError_(f"{out}: the output must not contain the source tree {src}")
+
+
+def _link_or_copy(src: Path, dest: Path, copy: bool) -> None:
+    if copy:
+        shutil.copy2(src, dest)
+    else:
+        os.link(src, dest)
+
+
+def place_take(take: Take, takes_dir: Path, copy: bool) -> str:
+    """Put a take under takes/ (frame folder or video) and return its path relative to the raw folder.
+
+    Hard links reference the source bytes without copying them and look like plain files to every
+    reader; across filesystems (no hard link possible) the take becomes one symlink to the source,
+    which ingest follows because import.json names the source root. `copy` copies instead.
+    """
+    name = take.take_id if take.source.is_dir() else f"{take.take_id}{take.source.suffix.lower()}"
+    dest, tmp = takes_dir / name, takes_dir / f".{name}.tmp"
+    for p in (tmp, dest):
+        if p.is_symlink() or p.is_file():
+            p.unlink()
+        elif p.is_dir():
+            shutil.rmtree(p)
+    try:
+        if take.source.is_dir():
+            tmp.mkdir(parents=True)
+            for f in frame_take(take.source):
+                _link_or_copy(f, tmp / f.name, copy)
+        else:
+            _link_or_copy(take.source, tmp, copy)
+    except OSError as e:
+        if copy or e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            raise ImportError_(f"{take.source}: cannot place into {takes_dir} ({e.strerror})") from None
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        os.symlink(take.source.resolve(), tmp, target_is_directory=take.source.is_dir())
+    os.replace(tmp, dest)
+    return f"{paths.TAKES_SUBDIR}/{name}"
+
+
+def _num(x: float | None) -> str:
+    return "" if x is None else f"{x:g}"
+
+
+def log_rows(takes: list[Take], files: dict[str, str], src: Path, layout: str, field_names: list[str]) -> list[dict]:
+    rows = []
+    for t in takes:
+        rows.append({
+            "take_id": t.take_id, "subject_id": t.subject_id, "session": "s1", "camera": "cam0",
+            "yaw": _num(t.yaw), "pitch": _num(t.pitch), "illumination": t.illumination,
+            "prompted_expression": t.label, "fps": f"{t.fps:g}", "recorded_at": UNKNOWN_TIME,
+            "file": files[t.take_id], "dataset": layout, "dataset_label": t.label,
+            "official_fold": t.official_fold, "source_path": rel(t.source, src),
+        } | {k: t.fields.get(k, "") for k in field_names})
+    return rows
+
+
+def subject_rows(takes: list[Take], licence_terms: str, research_use: bool, redistribution: bool) -> list[dict]:
+    """Consent left blank for the lab to fill (ingest quarantines blanks), unless the licence grants it."""
+    granted = bool(licence_terms) and research_use
+    rows = []
+    for sid in sorted({t.subject_id for t in takes}):
+        rows.append({"subject_id": sid,
+                     "consent_research": "true" if granted else "",
+                     "consent_public_release": ("true" if redistribution else "false") if granted else "",
+                     "withdrawn": "false" if granted else "",
+                     "consent_basis": f"dataset licence: {licence_terms}" if granted else ""})
+    return rows
+
+
+def _csv_text(rows: list[dict], columns: list[str]) -> str:
+    buf = _io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def write_rig(result: ImportResult, src: Path, out: Path, *, copy: bool, licence_terms: str, research_use: bool,
+              redistribution: bool) -> dict:
+    """Write the raw folder ingest reads; returns the import report (also written as import_report.json)."""
+    check_source(src, out)
+    takes_dir = out / paths.TAKES_SUBDIR
+    takes_dir.mkdir(parents=True, exist_ok=True)
+    dup = Counter(t.take_id for t in result.takes)
+    kept: list[Take] = []
+    for t in result.takes:
+        if dup[t.take_id] > 1:
+            result.exclude(rel(t.source, src), "duplicate_take_id", f"{rel(t.source, src)}: take id {t.take_id} is produced by {dup[t.take_id]} source paths")
+        else:
+            kept.append(t)
+    files = {t.take_id: place_take(t, takes_dir, copy) for t in tqdm(kept, desc="import", unit="take")}
+    field_names = sorted({k for t in kept for k in t.fields})
+    columns = LOG_COLUMNS + EXTRA_COLUMNS + [f for f in field_names if f not in LOG_COLUMNS + EXTRA_COLUMNS]
+    io.write_text(out / paths.CAPTURE_LOG_NAME, _csv_text(log_rows(kept, files, src, result.layout, field_names), columns))
+    io.write_text(out / paths.SUBJECTS_NAME, _csv_text(subject_rows(kept, licence_terms, research_use, redistribution), SUBJECT_COLUMNS))
+    granted = bool(licence_terms) and research_use
+    info = {"layout": result.layout, "source_root": str(src.resolve()), "copied": copy,
+            "licence": {"terms": licence_terms, "research_use": research_use, "redistribution": redistribution},
+            "mode_fields": field_names}
+    io.write_json(out / IMPORT_INFO, info)
+    report = {
+        "layout": result.layout, "source": str(src), "out": str(out), "takes": len(kept),
+        "frames": sum(len(frame_take(t.source)) if t.source.is_dir() else 0 for t in kept),
+        "subjects": len({t.subject_id for t in kept}),
+        "by_label": dict(sorted(Counter(t.label for t in kept).items())),
+        "by_official_fold": dict(sorted(Counter(t.official_fold for t in kept if t.official_fold).items())),
+        "excluded": len(result.excluded),
+        "excluded_by_reason": dict(sorted(Counter(e.code for e in result.excluded).items())),
+        "excluded_items": [{"path": e.path, "reason_code": e.code, "reason": e.reason} for e in result.excluded],
+        "consent": "granted by the dataset licence (import.licence)" if granted else
+                   "left blank in subjects.csv: ingest quarantines every take until the lab fills it or sets import.licence",
+        "notes": result.notes,
+    }
+    io.write_json(out / IMPORT_REPORT, report)
+    log.info("%s: %d takes of %d subjects imported into %s; %d excluded (%s)", result.layout, report["takes"],
+             report["subjects"], out, report["excluded"],
+             ", ".join(f"{k}: {v}" for k, v in report["excluded_by_reason"].items()) or "none")
+    return report
