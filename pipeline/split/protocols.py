@@ -99,3 +99,31 @@ def leave_one_mode_out(takes: pd.DataFrame, test_subjects: int, val_subjects: in
             "test_seen": _ids(takes, test, exclude={mode}), "test_unseen": _ids(takes, test, {mode}),
         })
     return {"protocol": "leave_one_mode_out", "folds": folds}
+
+
+def official(takes: pd.DataFrame, val_fraction: float, seed: int) -> dict:
+    """The dataset's own folds, reproduced exactly: fold k tests the takes its authors put in test set k.
+
+    `official_fold` holds the test set of each take (DFEW, MAFW: 1-5; FERV39k, AFEW: `train`/`test`,
+    one fold testing `test`). Everything not tested in a fold trains it, as the official lists say;
+    `val_fraction` of those training takes (whole subjects) is held out for early stopping, so
+    train + val is exactly the official training set.
+    """
+    if "official_fold" not in takes or not takes["official_fold"].notna().any():
+        raise ValueError("split.official_folds is true but no take has an official_fold (import a dataset that has folds)")
+    values = sorted(set(takes["official_fold"].dropna()) - {""})
+    tests = ["test"] if set(values) <= {"train", "test"} else values
+    folds = []
+    for i, name in enumerate(sorted(tests, key=lambda v: (len(v), v))):
+        test_sel = takes["official_fold"] == name
+        rest = sorted(takes.loc[~test_sel, "subject_id"].unique())
+        n_val = int(round(val_fraction * len(rest)))
+        val = _val_subjects(rest, n_val, seed, i) if n_val else []
+        train = [s for s in rest if s not in set(val)]
+        folds.append({
+            "fold": i, "official_test_set": name, "subjects": {"train": train, "val": val, "test": sorted(takes.loc[test_sel, "subject_id"].unique())},
+            "train": sorted(takes.loc[~test_sel & takes["subject_id"].isin(train), "take_id"]),
+            "val": sorted(takes.loc[~test_sel & takes["subject_id"].isin(val), "take_id"]),
+            "test": sorted(takes.loc[test_sel, "take_id"]),
+        })
+    return {"protocol": "official", "folds": folds}

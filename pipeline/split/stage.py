@@ -40,10 +40,17 @@ def take_hash(npz: Path) -> np.ndarray | None:
 
 
 def eligible_takes(manifest: pd.DataFrame, align_takes: pd.DataFrame, labels: pd.DataFrame | None,
-                   min_class_takes: int = 1) -> tuple[pd.DataFrame, dict]:
-    """(take_id, subject_id, mode, label) of accepted, well-aligned takes; and what was left out, why."""
+                   min_class_takes: int = 1, label_source: str = "prompted") -> tuple[pd.DataFrame, dict]:
+    """(take_id, subject_id, mode, label, official_fold) of accepted, well-aligned takes; and what was left out, why.
+
+    The mode is the one ingest computed (manifest `mode`, from `ingest.mode_fields`); labels are QA's
+    when given, else the dataset's own (`dataset`, kept apart from the prompted expression) or the prompt.
+    """
     acc = manifest[manifest["status"] == "accepted"].copy()
-    acc["mode"] = [mode_id(y, p, i) for y, p, i in zip(acc["yaw"], acc["pitch"], acc["illumination"])]
+    if "mode" not in acc:  # a manifest written before ingest stored the mode
+        acc["mode"] = [mode_id(y, p, i) for y, p, i in zip(acc["yaw"], acc["pitch"], acc["illumination"])]
+    if "official_fold" not in acc:
+        acc["official_fold"] = None
     flagged = set(align_takes.loc[align_takes["status"] != "ok", "take_id"])
     excluded = {"not_accepted_by_ingest": int((manifest["status"] != "accepted").sum()),
                 "flagged_by_align": int(acc["take_id"].isin(flagged).sum())}
@@ -53,6 +60,13 @@ def eligible_takes(manifest: pd.DataFrame, align_takes: pd.DataFrame, labels: pd
         excluded["no_accepted_label"] = int((~acc["take_id"].isin(lab.index)).sum())
         acc = acc[acc["take_id"].isin(lab.index)]
         acc["label"] = lab.loc[acc["take_id"]].to_numpy()
+    elif label_source == "dataset":
+        if "dataset_label" not in acc:
+            raise ValueError("split.labels is 'dataset' but the manifest has no dataset_label column (ingest an imported dataset)")
+        missing = acc["dataset_label"].isna() | (acc["dataset_label"] == "")
+        excluded["no_dataset_label"] = int(missing.sum())
+        acc = acc[~missing]
+        acc["label"] = acc["dataset_label"]
     else:
         acc["label"] = acc["prompted_expression"]
     counts = acc["label"].value_counts()
@@ -60,13 +74,17 @@ def eligible_takes(manifest: pd.DataFrame, align_takes: pd.DataFrame, labels: pd
     excluded["rare_class"] = int(acc["label"].isin(rare).sum())
     excluded["rare_classes"] = rare  # too few takes to appear in every split; left out, not hidden
     acc = acc[~acc["label"].isin(rare)]
-    return acc[["take_id", "subject_id", "mode", "label"]].sort_values("take_id").reset_index(drop=True), excluded
+    cols = ["take_id", "subject_id", "mode", "label", "official_fold"]
+    return acc[cols].astype({"official_fold": "string"}).sort_values("take_id").reset_index(drop=True), excluded
 
 
 def build(params: Params, takes: pd.DataFrame) -> dict[str, dict]:
     s = params.split
-    out = {"subject_kfold": protocols.subject_kfold(takes, s.subject_kfold_k, s.val_subjects, s.seed),
-           "unseen_mode": protocols.unseen_mode(takes, s.seen_modes, s.unseen_mode_folds, s.val_subjects, s.seed)}
+    out = {"subject_kfold": protocols.subject_kfold(takes, s.subject_kfold_k, s.val_subjects, s.seed)}
+    if s.seen_modes:  # empty: no unseen-mode protocol (in-the-wild data has no modes to hold out)
+        out["unseen_mode"] = protocols.unseen_mode(takes, s.seen_modes, s.unseen_mode_folds, s.val_subjects, s.seed)
+    if s.official_folds:
+        out["official"] = protocols.official(takes, s.official_val_fraction, s.seed)
     if s.leave_one_mode_out:
         out["leave_one_mode_out"] = protocols.leave_one_mode_out(takes, s.lomo_test_subjects, s.val_subjects, s.seed)
     return out
@@ -90,14 +108,15 @@ def run(params: Params, manifest_path: Path = paths.MANIFEST, align_takes_path: 
         aligned: Path = paths.ALIGNED, out_dir: Path = paths.SPLITS, report_path: Path = paths.SPLITS_REPORT) -> dict:
     labels = pd.read_parquet(paths.LABELS) if params.split.labels == "qa" else None
     takes, excluded = eligible_takes(pd.read_parquet(manifest_path), pd.read_parquet(align_takes_path), labels,
-                                     params.split.min_class_takes)
+                                     params.split.min_class_takes, params.split.labels)
     classes = sorted(takes["label"].unique())
     hashes = {t: h for t in takes["take_id"] if (h := take_hash(aligned / f"{t}.npz")) is not None}
     splits = build(params, takes)
     problems = [p for split in splits.values() for p in check_protocol(split, takes, classes, hashes, params.split.near_duplicate_max_bits)]
     if problems:
         raise SplitLeakageError(f"{len(problems)} leak(s) in the splits:\n  " + "\n  ".join(problems))
-    label_source = "QA-aggregated labels" if labels is not None else "prompted expressions (split.labels: prompted)"
+    label_source = {"qa": "QA-aggregated labels", "dataset": "the imported dataset's own labels (split.labels: dataset)",
+                    "prompted": "prompted expressions (split.labels: prompted)"}[params.split.labels]
     io.write_parquet(out_dir / "takes.parquet", takes)
     for name, split in splits.items():
         io.write_json(out_dir / f"{name}.json", split | {"labels": label_source, "classes": classes})
