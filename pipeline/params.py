@@ -166,6 +166,18 @@ class QASimParams(_Strict):
     draft_rate: Annotated[float, Field(ge=0, le=1)]
 
 
+class AnnotateParams(_Strict):
+    """`mvfer annotate push/pull`: what annotators see and how tasks are served (issue 9)."""
+
+    prefill: Literal["none", "prompted", "model"]  # pre-ticked expression; none: no anchoring
+    show_prompt: bool  # the task header names the prompted expression
+    overlap: Annotated[int, Field(ge=1)]  # different annotators per task
+    gold_fraction: Annotated[float, Field(ge=0, le=1)]  # share of tasks carrying an expert's answer
+    gold_truth: str  # CSV take_id, expression[, onset_frame, apex_frame] (0-based); "" for no gold tasks
+    order: Literal["sequential", "uncertainty"]  # uncertainty: the model's least sure takes first (needs --guesses)
+    seed: int
+
+
 class QAThresholds(_Strict):
     alpha_acceptable: float
     alpha_good: float
@@ -176,6 +188,7 @@ class QAThresholds(_Strict):
     confusion_rate_max: Annotated[float, Field(ge=0, le=1)]
     min_gold_accuracy: Annotated[float, Field(ge=0, le=1)]
     fast_lead_time_z: Annotated[float, Field(gt=0)]
+    min_lead_time_s: Annotated[float, Field(ge=0)]  # an annotation submitted faster than this is flagged too_fast
 
 
 class QAParams(_Strict):
@@ -228,6 +241,7 @@ class Params(_Strict):
     features: FeaturesParams
     train: TrainParams
     annotate_sim: QASimParams
+    annotate: AnnotateParams
     qa: QAParams
     release: ReleaseParams
     import_: ImportParams = Field(alias="import")
