@@ -16,17 +16,25 @@ LS_STAMP := $(LS_VENV)/.installed
 S3_VENV  := .venv-s3
 S3_STAMP := $(S3_VENV)/.installed
 
-.PHONY: run test install labelstudio repro bench clean-venv
+.PHONY: run test install labelstudio repro bench clean-venv system-packages
 
 run: $(STAMP)  ## install (once) and run the whole pipeline on the built-in data
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
-test: $(STAMP) $(LS_STAMP) $(S3_STAMP)  ## run the test suite (Label Studio and S3 round trips included)
-	# the real-browser test (tests/annotate/test_browser.py) needs Debian's chromium + driver; CI runs as root
-	command -v chromedriver >/dev/null || ! command -v apt-get >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+test: $(STAMP) $(LS_STAMP) $(S3_STAMP) system-packages  ## run the test suite (Label Studio and S3 round trips included)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
 
 install: $(STAMP)
+
+# Debian packages the tests drive: chromium + chromedriver (tests/annotate/test_browser.py, a real browser) and
+# strace (tests/test_dvc_pipeline.py::test_every_stage_reads_only_what_it_declares). CI runs as root; a machine
+# without apt-get and without them fails those tests (never skips them).
+SYS_TOOLS := chromium chromedriver strace
+SYS_PKGS  := chromium chromium-driver strace
+system-packages:
+	@for t in $(SYS_TOOLS); do command -v $$t >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYS_PKGS); fi
 
 # One pip resolve over the fully pinned lock file, so no later install can move an earlier pin.
 $(STAMP): requirements.lock pyproject.toml
