@@ -1,7 +1,11 @@
 """Label Studio full-JSON exports: load, recognise the wrong format, validate against our config.
 
 The server accepts any result, so every annotation is checked here against the labeling config;
-what cannot be used is excluded and counted by reason, never silently dropped.
+what cannot be used is excluded and counted by reason, never silently dropped. Onset/apex come from
+`<TimelineLabels name="marks">` (1-based player frames, converted to 0-based take frames by
+pipeline/annotate/frames.py) or, in exports made with the old config, from the `onset_frame` /
+`apex_frame` number fields (already 0-based). A missing or out-of-range mark keeps the label usable
+but drops the frame and is counted under `mark_problems`.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.annotate.frames import in_range, take_frame
 from pipeline.errors import PipelineError
 
 UNSURE = "unsure"
+MARKS = "marks"  # the <TimelineLabels> name in annotations/labeling_config.xml
+MARK_LABELS = ("onset", "apex", "offset")
 
 
 class ExportError(PipelineError, ValueError):
@@ -29,6 +36,7 @@ class LabelConfig:
 
     expressions: tuple[str, ...]
     quality_flags: tuple[str, ...]
+    marks: tuple[str, ...] = ()  # timeline labels (onset, apex, offset); empty in the old number-field config
 
     @classmethod
     def load(cls, path: Path) -> "LabelConfig":
@@ -37,7 +45,8 @@ class LabelConfig:
         for name in ("expression", "quality"):
             if name not in choices:
                 raise ExportError(f"{path}: the labeling config has no <Choices name=\"{name}\">")
-        return cls(expressions=choices["expression"], quality_flags=choices["quality"])
+        marks = tuple(lab.get("value") for tl in root.iter("TimelineLabels") if tl.get("name") == MARKS for lab in tl.iter("Label"))
+        return cls(expressions=choices["expression"], quality_flags=choices["quality"], marks=marks)
 
 
 @dataclass
@@ -47,6 +56,8 @@ class Parsed:
     examples: dict[str, list[str]] = field(default_factory=dict)
     tasks: int = 0
     tasks_without_annotation: int = 0
+    mark_problems: Counter = field(default_factory=Counter)  # kept annotations whose onset/apex could not be used
+    predictions: pd.DataFrame = field(default_factory=pd.DataFrame)  # take_id, model_version, label, score
 
     def exclude(self, reason: str, where: str) -> None:
         self.excluded[reason] += 1
@@ -94,9 +105,66 @@ def _values(result: list[dict], name: str, kind: str) -> list:
     return out
 
 
-def parse_export(tasks: list[dict], config: LabelConfig, known_takes: set[str]) -> Parsed:
-    """Usable annotations as rows; every other annotation counted under its reason."""
-    rows = []
+def timeline_marks(result: list[dict]) -> dict[str, list[int]]:
+    """0-based take frames marked per timeline label (a range counts by its first frame)."""
+    marks: dict[str, list[int]] = {}
+    for r in result:
+        if r.get("from_name") != MARKS or r.get("type") != "timelinelabels":
+            continue
+        v = r.get("value") or {}
+        for name in v.get("timelinelabels") or []:
+            for rng in v.get("ranges") or []:
+                try:
+                    marks.setdefault(name, []).append(take_frame(rng.get("start")))
+                except (TypeError, ValueError):
+                    marks.setdefault(name, [])
+    return marks
+
+
+def onset_apex(result: list[dict], n_frames: int | None) -> tuple[int | None, int | None, int | None, str | None, str]:
+    """(onset, apex, offset, problem, source) of one annotation, in 0-based take frames.
+
+    problem: None, "missing" (no onset or no apex), "several_marks", "out_of_range" or "onset_after_apex";
+    frames that cannot be trusted are returned as None.
+    """
+    marks = timeline_marks(result)
+    if marks:
+        source = "timeline"
+        if any(len(marks.get(k, [])) > 1 for k in MARK_LABELS):
+            return None, None, None, "several_marks", source
+        onset, apex, offset = (next(iter(marks.get(k, [])), None) for k in MARK_LABELS)
+    else:
+        numbers = {n: next(iter(_values(result, n, "number")), None) for n in ("onset_frame", "apex_frame")}
+        source = "number" if any(v is not None for v in numbers.values()) else "none"
+        onset, apex = (None if numbers[n] is None else int(numbers[n]) for n in ("onset_frame", "apex_frame"))
+        offset = None
+    if onset is None or apex is None:
+        return onset, apex, offset, "missing", source
+    if n_frames is not None and not all(in_range(f, n_frames) for f in (onset, apex, offset) if f is not None):
+        return None, None, None, "out_of_range", source
+    if onset > apex or (offset is not None and offset < apex):
+        return None, None, None, "onset_after_apex", source
+    return onset, apex, offset, None, source
+
+
+def _predictions(task: dict, take: str) -> list[dict]:
+    out = []
+    for pred in task.get("predictions") or []:
+        if not isinstance(pred, dict):
+            continue
+        labels = _values(pred.get("result") or [], "expression", "choices")
+        if len(labels) == 1:
+            out.append({"take_id": take, "model_version": str(pred.get("model_version") or ""), "label": labels[0],
+                        "score": pred.get("score")})
+    return out
+
+
+def parse_export(tasks: list[dict], config: LabelConfig, known_takes: set[str], n_frames: dict[str, int] | None = None) -> Parsed:
+    """Usable annotations as rows; every other annotation counted under its reason.
+
+    n_frames (take_id -> frame count), when given, is used to reject out-of-range onset/apex marks.
+    """
+    rows, preds = [], []
     p = Parsed(ratings=pd.DataFrame())
     for task in tasks:
         p.tasks += 1
@@ -108,6 +176,7 @@ def parse_export(tasks: list[dict], config: LabelConfig, known_takes: set[str]) 
             for _ in anns or [None]:
                 p.exclude("task_not_in_manifest", f"task {task.get('id')} take {take!r}")
             continue
+        preds += _predictions(task, take)
         if not anns:
             p.tasks_without_annotation += 1
             continue
@@ -133,11 +202,25 @@ def parse_export(tasks: list[dict], config: LabelConfig, known_takes: set[str]) 
             if bad_flags:
                 p.exclude("quality_flag_not_in_config", f"{where}: {bad_flags}")
                 continue
-            onset, apex = (next(iter(_values(result, n, "number")), None) for n in ("onset_frame", "apex_frame"))
+            bad_marks = sorted(set(timeline_marks(result)) - set(config.marks)) if config.marks else []
+            if bad_marks:
+                p.exclude("timeline_label_not_in_config", f"{where}: {bad_marks}")
+                continue
+            onset, apex, offset, problem, source = onset_apex(result, (n_frames or {}).get(take))
+            if problem:
+                p.mark_problems[problem] += 1
+                p.examples.setdefault(f"marks_{problem}", [])
+                if len(p.examples[f"marks_{problem}"]) < 5:
+                    p.examples[f"marks_{problem}"].append(where)
             rows.append({"take_id": take, "task_id": task.get("id"), "annotation_id": ann.get("id"), "annotator": who,
-                         "label": labels[0], "onset_frame": onset, "apex_frame": apex, "quality_flags": ",".join(sorted(flags)),
+                         "label": labels[0], "onset_frame": onset, "apex_frame": apex, "offset_frame": offset,
+                         "mark_problem": problem, "marks_source": source, "quality_flags": ",".join(sorted(flags)),
                          "lead_time": ann.get("lead_time"), "ground_truth": bool(ann.get("ground_truth")),
                          "created_at": ann.get("created_at")})
-    p.ratings = pd.DataFrame(rows, columns=["take_id", "task_id", "annotation_id", "annotator", "label", "onset_frame", "apex_frame",
-                                            "quality_flags", "lead_time", "ground_truth", "created_at"])
+    p.ratings = pd.DataFrame(rows, columns=RATING_COLUMNS)
+    p.predictions = pd.DataFrame(preds, columns=["take_id", "model_version", "label", "score"])
     return p
+
+
+RATING_COLUMNS = ["take_id", "task_id", "annotation_id", "annotator", "label", "onset_frame", "apex_frame", "offset_frame",
+                  "mark_problem", "marks_source", "quality_flags", "lead_time", "ground_truth", "created_at"]

@@ -17,6 +17,7 @@ import pandas as pd
 from pipeline import paths
 from pipeline.params import Params
 from pipeline.qa import agreement as ag
+from pipeline.qa import checks
 from pipeline.qa.aggregate import dawid_skene, majority_vote, spammer_score, top_confusion, vote_counts
 from pipeline.qa.export import UNSURE, LabelConfig, load_export, parse_export
 from pipeline.qa.ratings import latest_per_annotator
@@ -109,6 +110,9 @@ def item_table(r: pd.DataFrame, gold: pd.DataFrame, takes: pd.DataFrame, classes
                 reasons.append(f"onset {onset:g} after apex {apex:g}")
             if not (0 <= onset < take.n_frames and 0 <= apex < take.n_frames):
                 reasons.append(f"onset/apex outside the take's {take.n_frames} frames")
+        mark_reason = checks.item_mark_reason(g) if n else None
+        if mark_reason:
+            reasons.append(mark_reason)
         for f in ("not_a_face", "wrong_subject", "occluded"):
             if f in flags:
                 reasons.append(f"annotators report {f}")
@@ -146,7 +150,8 @@ def run(params: Params, snapshot: Path | None = None, manifest_path: Path = path
     classes = [c for c in config.expressions if c != UNSURE]
     manifest = pd.read_parquet(manifest_path)
     takes = manifest[manifest["status"] == "accepted"]
-    parsed = parse_export(load_export(snapshot), config, set(takes["take_id"]))
+    n_frames = dict(zip(takes["take_id"], takes["n_frames"].astype(int)))
+    parsed = parse_export(load_export(snapshot), config, set(takes["take_id"]), n_frames)
     r_all, superseded = latest_per_annotator(parsed.ratings)
     if superseded:
         parsed.excluded["superseded_by_the_same_annotators_later_rating"] += superseded
@@ -170,6 +175,7 @@ def run(params: Params, snapshot: Path | None = None, manifest_path: Path = path
     fk, fk_items, fk_raters = ag.fleiss_on_complete_items(data, len(classes))
     class_share = r["label"].value_counts(normalize=True).reindex(classes, fill_value=0).round(4).to_dict()
     ann = annotator_table(r, gold, consensus, ds, ann_index, classes, th)
+    ann = checks.merge_checks(ann, checks.annotator_checks(r, parsed.predictions, th.min_lead_time_s), th.min_lead_time_s)
     labels = item_table(r, gold, takes, classes, items, mv, ds, th)
     keep = [ann_index[a] for a in ann.loc[~ann["flagged"], "annotator"]]
     alpha_clean = ag.krippendorff_alpha_nominal(data[keep]) if len(keep) >= 2 else float("nan")
@@ -199,6 +205,7 @@ def run(params: Params, snapshot: Path | None = None, manifest_path: Path = path
                         "mean_confidence": round(float(labels["confidence"].mean()), 4)},
         "annotators": ann.to_dict(orient="records"),
         "annotators_flagged": ann.loc[ann["flagged"], ["annotator", "reasons"]].to_dict(orient="records"),
+        "annotation_checks": checks.summary(r, parsed.mark_problems, parsed.predictions, th.min_lead_time_s),
         "labels": {"accepted": int((labels["status"] == "accepted").sum()), "reannotate": int((labels["status"] == "reannotate").sum()),
                    "differs_from_prompt": int(labels["flags"].fillna("").str.contains("label_differs_from_prompt").sum())},
         "against_truth": truth_figures(labels, r, paths.resolve(params.qa.truth)),
