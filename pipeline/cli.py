@@ -183,12 +183,12 @@ def _annotate_pull(args: argparse.Namespace) -> int:
 def _release_build(args: argparse.Namespace) -> int:
     from pipeline.release.stage import run
 
-    run(params(), version=args.version)
+    run(params(), version=args.version, previous=Path(args.previous) if args.previous else None)
     return 0
 
 
 def _release_verify(args: argparse.Namespace) -> int:
-    from pipeline.release.stage import verify
+    from pipeline.release.verify import verify
 
     res = verify(Path(args.target))
     for kind in ("missing", "extra", "altered"):
@@ -196,6 +196,8 @@ def _release_verify(args: argparse.Namespace) -> int:
             log.error("%s: %s", kind, f)
     for msg in res.get("manifest_problems", []):
         log.error("manifest: %s", msg)
+    for msg in res.get("problems", []):
+        log.error("%s", msg)
     sys.stdout.write(f"{args.target}: {'OK' if res['ok'] else 'FAILED'} ({res['checked']} files checked)\n")
     return 0 if res["ok"] else 1
 
@@ -248,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     rel_sub = rel.add_subparsers(dest="release_command", required=True)
     rb = rel_sub.add_parser("build", help="build release/<name>-<version>/ and its archive (params: release)")
     rb.add_argument("--version", help="X.Y.Z (default: release.version in params.yaml)")
+    rb.add_argument("--previous", help="folder of the previous release, for the CHANGELOG (default: release.previous)")
     rb.set_defaults(func=_release_build)
     rv = rel_sub.add_parser("verify", help="check every checksum of a release folder or archive")
     rv.add_argument("target")

@@ -205,6 +205,7 @@ class ReleaseParams(_Strict):
     include_raw: bool
     creator: str
     url: str
+    previous: str | None = Field(description="folder of the previous release the CHANGELOG compares with; null: none")
 
 
 class ImportLicence(_Strict):

@@ -41,6 +41,7 @@ CONSENT_FLAGS: Final = (CONSENT_RESEARCH, CONSENT_PUBLIC, WITHDRAWN)
 SUBJECTS_REQUIRED: Final = ("subject_id", *CONSENT_FLAGS)
 
 # --- where the takes came from (manifest column `source`) ----------------------------------------------
+SOURCE_COLUMN: Final = "source"
 SOURCE_SIMULATOR: Final = "simulator"
 SOURCE_RIG: Final = "rig"
 SOURCES: Final = (SOURCE_SIMULATOR, SOURCE_RIG)

@@ -211,6 +211,7 @@ def test_a_withdrawal_rebuilds_a_release_without_the_subject(clone: Path) -> Non
     subjects.to_csv(rig / "subjects.csv", index=False)
     params = yaml.safe_load((clone / "params.yaml").read_text())
     params["release"]["version"] = "0.2.0"
+    params["release"]["previous"] = "release/mvfer-sim-0.1.0"  # an explicit input, never guessed from disk
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["dvc", "repro", "release"], clone)
     new = pd.read_csv(_release(clone, "0.2.0") / "metadata" / "takes.csv")

@@ -1,28 +1,40 @@
 """Build a versioned dataset release: consent-filtered, documented, checksummed, reproducible.
 
-Consent is read from the capture folder's `subjects.csv` at build time, so a subject who withdrew
-after their takes were accepted is excluded from every release built afterwards. The archive is
-byte-identical for the same inputs: sorted entries, fixed timestamps, owners and modes.
+Consent is read from the capture folder's `subjects.csv` at build time through the one fail-closed
+ledger, so a subject who withdrew after their takes were accepted is excluded from every release
+built afterwards. The archive is byte-identical for the same inputs: sorted entries, fixed
+timestamps, owners and modes. Nothing is packaged that does not load, and nothing temporary ever
+sits inside the release folder (a DVC output that `dvc push` publishes).
 """
 
 from __future__ import annotations
 
 import gzip
 import logging
+import os
+import shutil
 import tarfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
+import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from pipeline import vocab
 from pipeline.consent import Ledger
+from pipeline.errors import PipelineError
 from pipeline.modes import mode_id
 from pipeline.utils import io
 
 log = logging.getLogger(__name__)
 SUMS = "SHA256SUMS"
+
+
+class ReleaseError(PipelineError, ValueError):
+    """The release cannot be built as asked; one line naming the file or setting."""
 
 
 @dataclass(frozen=True)
@@ -133,25 +145,67 @@ def parse_version(v: str) -> tuple[int, int, int]:
     return tuple(int(x) for x in parts)  # type: ignore[return-value]
 
 
-def previous_release(out_root: Path, name: str, version: str) -> Path | None:
-    """The newest earlier release of this name that is on disk."""
-    cur = parse_version(version)
-    found = []
-    for d in out_root.glob(f"{name}-*"):
-        if d.is_dir():
-            try:
-                v = parse_version(d.name[len(name) + 1 :])
-            except ValueError:
-                continue
-            if v < cur:
-                found.append((v, d))
-    return max(found)[1] if found else None
+def clean_leftovers(out_root: Path, tmp_root: Path) -> int:
+    """Remove what an interrupted build left: the whole temp build folder, and the hidden temp
+    entries (`.<name>.*.tmp*`, `.<name>.old`) that builds before this one left inside `out_root`."""
+    n = 0
+    if tmp_root.exists():
+        shutil.rmtree(tmp_root)
+        n += 1
+    if out_root.is_dir():
+        for p in out_root.iterdir():
+            if p.name.startswith(".") and (".tmp" in p.name or p.name.endswith(".old")):
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                n += 1
+    if n:
+        log.warning("removed %d leftover(s) of an interrupted release build", n)
+    return n
+
+
+def check_loadable(files: list[Path]) -> None:
+    """Refuse to package an aligned file that does not load: every array is read in full, so a
+    damaged member fails its zip CRC here rather than on a user's machine."""
+    bad = []
+    for p in tqdm(files, desc="check aligned", unit="file", leave=False):
+        problem = npz_problem(p)
+        if problem:
+            bad.append(f"{p.name}: {problem}")
+    if bad:
+        raise ReleaseError(f"{len(bad)} aligned file(s) do not load, rebuild them (dvc repro align) first: "
+                           + "; ".join(bad[:3]) + ("; ..." if len(bad) > 3 else ""))
+
+
+def npz_problem(p: Path | BinaryIO) -> str | None:
+    """None if every array of the .npz loads; otherwise a one-line reason."""
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            for k in z.files:
+                z[k]
+    except Exception as e:  # noqa: BLE001 - any failure to load means "do not ship"; reported, never raised
+        return f"does not load ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'})"
+    return None
+
+
+def publish(tmp_dir: Path, tmp_archive: Path, out_root: Path) -> None:
+    """Rename a complete build into `out_root` (same filesystem: each rename is atomic)."""
+    out_root.mkdir(parents=True, exist_ok=True)
+    dest = out_root / tmp_dir.name
+    if dest.exists():
+        old = tmp_dir.with_name(f"{tmp_dir.name}.old")
+        os.replace(dest, old)
+        os.replace(tmp_dir, dest)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp_dir, dest)
+    os.replace(tmp_archive, out_root / tmp_archive.name)
 
 
 def changelog(prev: Path | None, takes: pd.DataFrame, labels: pd.DataFrame, name: str, version: str, date: str) -> str:
+    """Counts of what changed since `prev` (an explicit input); never a take id."""
     lines = [f"# Changelog of {name}", "", f"## {version} ({date})", ""]
     if prev is None:
-        lines += [f"First release: {len(takes)} takes of {takes['subject'].nunique()} subjects, {len(labels)} labels.", ""]
+        lines += [f"{len(takes)} takes of {takes['subject'].nunique()} subjects, {len(labels)} labels. Not compared with an "
+                  "earlier release (none given in release.previous).", ""]
         return "\n".join(lines)
     old_t = pd.read_csv(prev / "metadata" / "takes.csv")
     old_l = pd.read_csv(prev / "metadata" / "labels.csv")
@@ -164,11 +218,7 @@ def changelog(prev: Path | None, takes: pd.DataFrame, labels: pd.DataFrame, name
     lines += [f"Compared with {prev.name}:", "",
               f"- takes added: {len(added)}; removed: {len(removed)}",
               f"- subjects added: {s_added}; removed: {s_removed} (withdrawals and consent changes are not itemised)",
-              f"- labels changed: {len(changed)}", ""]
-    if added:
-        lines += ["### Takes added", ""] + [f"- {t}" for t in added] + [""]
-    if removed:
-        lines += ["### Takes removed", ""] + [f"- {t}" for t in removed] + [""]
-    if len(changed):
-        lines += ["### Label changes", ""] + [f"- {r.take_id}: {r.label_old} -> {r.label_new}" for r in changed.itertuples()] + [""]
+              f"- labels changed: {len(changed)}", "",
+              "Counts only: take ids are never listed, since a removed id joined with an older takes.csv would name",
+              "the subject who withdrew.", ""]
     return "\n".join(lines)

@@ -3,13 +3,26 @@ the pipeline's own reports and the release's own tables, never typed by hand."""
 
 from __future__ import annotations
 
+from pipeline import vocab
+
 
 def _table(d: dict, head: tuple[str, str]) -> list[str]:
     return [f"| {head[0]} | {head[1]} |", "|---|---|"] + [f"| {k} | {v} |" for k, v in d.items()]
 
 
-def datasheet(name: str, r, reports: dict[str, dict], fig: dict) -> str:
-    ingest, align, acc, qa, cap = (reports.get(k, {}) for k in ("ingest", "align", "align_accuracy", "qa", "capture"))
+def _source_line(source: str) -> str:
+    """"Simulated" only when ingest's manifest says every released take came from the simulator."""
+    if source == vocab.SOURCE_SIMULATOR:
+        return ("- Simulated capture: every take was rendered by the project's capture simulator (synthetic faces, no real "
+                "person).")
+    if source == vocab.SOURCE_RIG:
+        return "- Recorded by the lab's capture rig."
+    return f"- Source of the recordings: {source} (the ingest manifest does not attribute every take to one source)."
+
+
+def datasheet(name: str, r, reports: dict[str, dict], fig: dict, source: str) -> str:
+    ingest, align, acc, qa = (reports.get(k, {}) for k in ("ingest", "align", "align_accuracy", "qa"))
+    simulated = source == vocab.SOURCE_SIMULATOR
     agr = qa.get("agreement", {})
     truth = qa.get("against_truth") or {}
     L = [f"# Datasheet: {name}", "", "Sections follow *Datasheets for Datasets* (Gebru et al., 2021). Figures are filled in "
@@ -26,27 +39,29 @@ def datasheet(name: str, r, reports: dict[str, dict], fig: dict) -> str:
     L += _table(fig["by_label"], ("label", "takes")) + ["", "Takes per protocol split (all folds together):", ""]
     L += _table(fig["by_split"], ("protocol/split", "takes")) + [""]
     L += ["- Personal data: faces are biometric data. Subjects appear only as pseudonyms; no names, contact details or "
-          "demographics are included. The built-in data is synthetic (rendered by the project's capture simulator).", ""]
+          "demographics are included." + (" This data is synthetic (rendered by the project's capture simulator)." if simulated
+                                           else ""), ""]
     L += ["## Collection process", "",
           f"- Capture log: {ingest.get('log_rows', 'n/a')} takes logged; {ingest.get('accepted', 'n/a')} accepted by ingest, "
           f"{ingest.get('quarantined', 'n/a')} quarantined ({ingest.get('quarantined_by_reason', {})}).",
           "- Every take was probed by decoding every frame and checksummed; nothing was dropped silently.",
-          f"- Simulated capture: {cap.get('n_subjects', 'n/a')} subjects, {cap.get('n_takes', 'n/a')} takes of "
-          f"{cap.get('frame_size', 'n/a')} px." if cap else "- Recorded by the lab's capture rig.",
+          _source_line(source),
           "- Consent: only subjects who consented to public release and have not withdrawn are included; counts of excluded "
           "takes are in the release report, without naming anyone.", ""]
     L += ["## Preprocessing and labelling", "",
           f"- Face detection and alignment: detector {align.get('detector', 'n/a')}, face found in "
           f"{align.get('frame_detection_rate', 'n/a')} of frames; {align.get('takes_flagged', 'n/a')} takes flagged.",
-          f"- Alignment accuracy against ground truth (simulated data): 5-point NME "
-          f"{(acc.get('overall', {}).get('all', {}) or {}).get('nme_mean', 'n/a')} of the inter-ocular distance.",
+          (f"- Alignment accuracy against the simulator's ground truth: 5-point NME "
+           f"{(acc.get('overall', {}).get('all', {}) or {}).get('nme_mean', 'n/a')} of the inter-ocular distance." if simulated
+           else "- Alignment accuracy: no ground truth for these recordings."),
           f"- Annotation: Label Studio; {qa.get('annotations_used', 'n/a')} usable annotations on {qa.get('tasks', 'n/a')} tasks, "
           f"{qa.get('gold_annotations', 'n/a')} gold; Krippendorff's alpha {agr.get('krippendorff_alpha', 'n/a')} "
           f"({agr.get('verdict', 'n/a')}), {agr.get('krippendorff_alpha_without_flagged_annotators', 'n/a')} without flagged "
           f"annotators; Fleiss' kappa {agr.get('fleiss_kappa', 'n/a')}.",
-          f"- Aggregation: Dawid-Skene; accuracy against the simulator's truth {truth.get('dawid_skene_accuracy', 'n/a')} "
-          f"(majority vote {truth.get('majority_vote_accuracy', 'n/a')}). {fig['labels_accepted']} labels accepted; the others "
-          "are marked `reannotate` in `metadata/labels.csv`.", ""]
+          "- Aggregation: Dawid-Skene"
+          + (f"; accuracy against the simulator's truth {truth.get('dawid_skene_accuracy', 'n/a')} "
+             f"(majority vote {truth.get('majority_vote_accuracy', 'n/a')})" if simulated else "")
+          + f". {fig['labels_accepted']} labels accepted; the others are marked `reannotate` in `metadata/labels.csv`.", ""]
     L += ["## Uses", "",
           "- Intended: research on expression recognition robust to pose and illumination; protocols `subject_kfold`, "
           "`unseen_mode` and `leave_one_mode_out` in `splits/`.",
