@@ -5,7 +5,10 @@ One naming scheme shared by the simulator's verification, the splits and the rep
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+
+import pandas as pd
 
 
 def pose_id(yaw: float, pitch: float) -> str:
@@ -21,7 +24,9 @@ DEFAULT_FIELDS = ("yaw", "pitch", "illumination")
 
 
 def _missing(x: object) -> bool:
-    return x is None or x != x or (isinstance(x, str) and not x.strip()) or str(x) == "<NA>"
+    if x is None or x is pd.NA or (isinstance(x, str) and not x.strip()):
+        return True
+    return isinstance(x, float) and math.isnan(x)
 
 
 def mode_of(values: Mapping[str, object], fields: Sequence[str] = DEFAULT_FIELDS) -> str:

@@ -2,8 +2,8 @@
 
 `{imaging}/{light}/{subject}/{expression}/{frame}.jpeg` matches every frame file; frames that share
 all fields but `{frame}` form one take (a frame folder). A template without `{frame}` matches one
-file per take (a video). Reserved fields: `subject`, `expression` (the label), `frame`, `take`
-(optional clip id); every other field is metadata kept as a capture-log column, usable as a mode
+file per take (a video). Reserved fields: `expression` (the label, required), `subject` (without
+it each take is its own subject), `frame`, `take` (optional clip id); every other field is metadata kept as a capture-log column, usable as a mode
 field. `illumination` (if a field or a map says so) fills the log's illumination.
 """
 
@@ -29,21 +29,20 @@ def compile_template(template: str) -> tuple[re.Pattern[str], list[str]]:
     names = _FIELD.findall(template)
     if len(set(names)) != len(names):
         raise TemplateError(f"template {template!r}: a field appears twice")
-    for need in ("subject", "expression"):
-        if need not in names:
-            raise TemplateError(f"template {template!r}: needs a {{{need}}} field")
+    if "expression" not in names:
+        raise TemplateError(f"template {template!r}: needs an {{expression}} field (the label)")
     if "frame" in names and not template.rstrip("/").split("/")[-1].startswith("{frame}"):
         raise TemplateError(f"template {template!r}: {{frame}} must begin the last path component")
     return re.compile("^" + _regex_body(template) + "$"), names
 
 
 def _regex_body(template: str) -> str:
-    """Literal text escaped; `{frame}` a number, every other field one path component (or part of one)."""
+    """Literal text escaped; each field one path component or part of one (frames are ordered by the number in their name)."""
     out, pos = [], 0
     for m in _FIELD.finditer(template):
         out.append(re.escape(template[pos:m.start()]))
         name = m.group(1)
-        out.append(rf"(?P<{name}>\d+)" if name == "frame" else rf"(?P<{name}>[^/]+?)")
+        out.append(rf"(?P<{name}>[^/]+?)")
         pos = m.end()
     out.append(re.escape(template[pos:]))
     return "".join(out)
@@ -110,9 +109,10 @@ def scan(src: Path, template: str, maps: dict[str, dict[str, str]], fps: float, 
         if bad:
             result.exclude(r, "unknown_value", f"{r}: field {bad[0]} = {bad[1]!r} is not in its value map (params import)")
             continue
-        subject = safe_id(layout, where_fields["subject"])
         parts = [where_fields[k] for k in names if k not in ("frame",) and k in where_fields]
         take_id = safe_id(layout, *parts)
+        # Without a {subject} field each take is its own subject (clips from films: nobody is known).
+        subject = safe_id(layout, where_fields["subject"]) if "subject" in where_fields else take_id
         illum = fields.pop("illumination", None) or "unknown"
         result.takes.append(Take(take_id=take_id, subject_id=subject, source=source, label=label, fps=fps,
                                  yaw=0.0 if frontal else None, pitch=0.0 if frontal else None,
