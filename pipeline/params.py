@@ -97,6 +97,8 @@ class AlignParams(_Strict):
     keyframe_every: Annotated[int, Field(ge=1)]
     max_fb_error: Annotated[float, Field(gt=0)]
     max_jump: Annotated[float, Field(gt=0)]
+    reacquire_radius: Annotated[float, Field(gt=0)]
+    min_appearance: Annotated[float, Field(ge=-1, le=1)]
     dark_threshold: Annotated[float, Field(ge=0, le=255)]
     executor: Literal["local", "dask"]
     dask_scheduler: str

@@ -1,6 +1,12 @@
-"""Per-frame quality figures and the per-take verdict (flagged with reasons, never dropped)."""
+"""Per-frame quality figures and the per-take verdict (flagged with reasons, never dropped).
+
+Figures are computed in exact integer sums or scalar libm calls, never with SIMD reductions or
+vectorised transcendental functions whose last bits vary with the CPU.
+"""
 
 from __future__ import annotations
+
+import math
 
 import cv2
 import numpy as np
@@ -11,19 +17,21 @@ YAW_GAIN = 1.1
 
 
 def blur_score(gray: np.ndarray) -> float:
-    """Variance of the Laplacian: low for blurred (or featureless) crops."""
-    return float(cv2.Laplacian(gray, cv2.CV_64F).var())
+    """Variance of the Laplacian: low for blurred (or featureless) crops (exact integer sums)."""
+    lap = cv2.Laplacian(gray, cv2.CV_16S).astype(np.int64)
+    n, s1, s2 = lap.size, int(lap.sum()), int((lap * lap).sum())
+    return (n * s2 - s1 * s1) / (n * n) if n else float("nan")
 
 
 def estimate_yaw(points: np.ndarray) -> float:
     """Head yaw in degrees from 5 points (positive: nose towards image-right)."""
-    le, re, nose = points[0], points[1], points[2]
-    axis = re - le
-    iod = float(np.linalg.norm(axis))
+    (lx, ly), (rx, ry), (nx, ny) = ((float(v) for v in points[i]) for i in range(3))
+    ax, ay = rx - lx, ry - ly
+    iod = math.hypot(ax, ay)
     if iod < 1e-6:
         return float("nan")
-    offset = float(np.dot(nose - (le + re) / 2, axis / iod)) / (iod / 2)
-    return float(np.degrees(np.arcsin(np.clip(offset / YAW_GAIN, -1, 1))))
+    offset = ((nx - (lx + rx) / 2) * ax + (ny - (ly + ry) / 2) * ay) / iod / (iod / 2)
+    return math.degrees(math.asin(min(max(offset / YAW_GAIN, -1.0), 1.0)))
 
 
 def longest_gap(valid: np.ndarray) -> int:

@@ -1,13 +1,17 @@
 """The align stage: incremental work planning, execution, and the tables and report it writes.
 
 Only new or changed takes are processed: each output carries the key of (content hash, alignment
-parameters), so adding one take reprocesses one take, changing a parameter reprocesses all, and
-a take that left the manifest loses its output. `data/aligned` is a persistent DVC output.
+parameters, code, weights, libraries), so adding one take reprocesses one take, changing a
+parameter or the code reprocesses all, and a take that left the manifest loses its output.
+`data/aligned` is a persistent DVC output: every file in it verifies itself (sha256 in the zip
+comment) and is checked before it is trusted; a damaged one is rebuilt with a warning. Temp files
+live outside it (`data/interim/.tmp/align`) and leftovers of a killed run are removed at start.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import zipfile
 from collections import Counter
@@ -19,6 +23,7 @@ import pandas as pd
 from pipeline import paths
 from pipeline.align.executors import run_dask, run_local
 from pipeline.align.process import AlignConfig, process_take, summarise, take_key
+from pipeline.align.provenance import provenance, provenance_key
 from pipeline.align.quality import take_verdict
 from pipeline.align.tracking import TrackerConfig
 from pipeline.modes import mode_id
@@ -29,7 +34,7 @@ log = logging.getLogger(__name__)
 QC_FIELDS = ("valid", "source", "score", "stretched", "n_faces", "blur", "brightness", "iod_px", "yaw_est", "jitter")
 
 
-def align_config(params: Params) -> AlignConfig:
+def align_config(params: Params, provenance_hash: str = "") -> AlignConfig:
     a = params.align
     options: dict[str, object] = {"min_face_px": a.min_face_px}
     if a.detector == "insightface":
@@ -38,7 +43,9 @@ def align_config(params: Params) -> AlignConfig:
         detector=a.detector,
         detector_options=tuple(sorted(options.items())),
         crop_size=a.crop_size,
-        tracker=TrackerConfig(a.keyframe_every, a.max_fb_error, a.max_jump, a.dark_threshold),
+        tracker=TrackerConfig(a.keyframe_every, a.max_fb_error, a.max_jump, a.dark_threshold,
+                              a.reacquire_radius, a.min_appearance),
+        provenance=provenance_hash,
     )
 
 
@@ -54,6 +61,25 @@ def _check_detector_available(params: Params) -> None:
         find_weights_dir()
 
 
+def default_tmp_dir(out_dir: Path) -> Path:
+    """Where align's temp files go: outside the output folder, on the same filesystem."""
+    return paths.ALIGN_TMP if Path(out_dir) == paths.ALIGNED else Path(out_dir).parent / ".tmp-align"
+
+
+def clean_leftovers(out_dir: Path, tmp_dir: Path) -> int:
+    """Remove what a killed run left: align's own temp folder, and old-style temps in the output."""
+    n = 0
+    if tmp_dir.exists():
+        n += sum(1 for _ in tmp_dir.iterdir())
+        shutil.rmtree(tmp_dir)
+    for p in out_dir.glob(".*.tmp*"):  # written beside the outputs by earlier versions
+        p.unlink(missing_ok=True)
+        n += 1
+    if n:
+        log.warning("align: removed %d temp leftover(s) of an interrupted run", n)
+    return n
+
+
 def stored_key(npz: Path) -> str | None:
     """The cache key inside an aligned output, or None if it is unreadable (then it is redone)."""
     try:
@@ -63,20 +89,36 @@ def stored_key(npz: Path) -> str | None:
         return None
 
 
-def plan(accepted: pd.DataFrame, out_dir: Path, cfg: AlignConfig, raw: Path) -> tuple[list[dict], list[str], list[Path]]:
-    """(jobs to run, take ids already up to date, stale outputs to delete)."""
-    jobs, fresh = [], []
+def check_output(out: Path, key: str) -> str | None:
+    """Why an existing output must be rebuilt (damaged, or made from other inputs), or None."""
+    problem = io.npz_problem(out)
+    if problem:
+        return problem
+    if stored_key(out) != key:
+        return "key"
+    return None
+
+
+def plan(accepted: pd.DataFrame, out_dir: Path, cfg: AlignConfig, raw: Path,
+         tmp_dir: Path | None = None) -> tuple[list[dict], list[str], list[Path], list[str]]:
+    """(jobs to run, take ids already up to date, stale outputs to delete, damaged take ids)."""
+    jobs, fresh, damaged = [], [], []
     wanted = set(accepted["take_id"])
+    tmp = str(tmp_dir or default_tmp_dir(out_dir))
     for row in accepted.itertuples(index=False):
         key = take_key(row.sha256, cfg)
         out = out_dir / f"{row.take_id}.npz"
-        if out.exists() and stored_key(out) == key:
+        why = check_output(out, key) if out.exists() else "missing"
+        if why is None:
             fresh.append(row.take_id)
             continue
+        if why not in ("missing", "key"):
+            log.warning("align: rebuilding %s: %s", row.take_id, why)
+            damaged.append(row.take_id)
         jobs.append({"take_id": row.take_id, "video": str(raw / row.path), "expected_frames": int(row.n_frames),
-                     "key": key, "out": str(out), "cfg": cfg})
+                     "key": key, "out": str(out), "cfg": cfg, "tmp_dir": tmp})
     stale = [p for p in sorted(out_dir.glob("*.npz")) if p.stem not in wanted]
-    return jobs, fresh, stale
+    return jobs, fresh, stale, damaged
 
 
 def _qc_frame(take_id: str, arrays: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -90,46 +132,68 @@ def collect(accepted: pd.DataFrame, out_dir: Path, thresholds: dict) -> tuple[pd
     """Per-frame QC and per-take tables from every output (reading only the small arrays)."""
     frames, takes = [], []
     for row in accepted.itertuples(index=False):
-        with np.load(out_dir / f"{row.take_id}.npz") as z:
-            arrays = {k: z[k] for k in (*QC_FIELDS, "expected_frames")}
+        out = out_dir / f"{row.take_id}.npz"
+        mode = getattr(row, "mode", None) or mode_id(row.yaw, row.pitch, row.illumination)
+        base = {"take_id": row.take_id, "subject_id": row.subject_id, "mode": mode, "prompted_expression": row.prompted_expression}
+        try:
+            with np.load(out) as z:
+                arrays = {k: z[k] for k in (*QC_FIELDS, "expected_frames")}
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as e:
+            why = f"no aligned output ({type(e).__name__}); see the log"
+            takes.append(base | {"status": "flagged", "reason_codes": "align_failed", "reason": why, "sha256": None})
+            continue
         frames.append(_qc_frame(row.take_id, arrays))
         s = summarise(arrays)
         reasons = take_verdict(s, thresholds)
-        takes.append({"take_id": row.take_id, "subject_id": row.subject_id, "mode": mode_id(row.yaw, row.pitch, row.illumination),
-                      "prompted_expression": row.prompted_expression, **s,
-                      "status": "flagged" if reasons else "ok",
-                      "reason_codes": ",".join(c for c, _ in reasons) or None,
-                      "reason": "; ".join(m for _, m in reasons) or None})
+        takes.append(base | s | {"status": "flagged" if reasons else "ok",
+                                 "reason_codes": ",".join(c for c, _ in reasons) or None,
+                                 "reason": "; ".join(m for _, m in reasons) or None,
+                                 "sha256": io.npz_sha256(out)})
     qc = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["take_id", "frame", *QC_FIELDS])
     return qc, pd.DataFrame(takes)
 
 
 def run(params: Params, manifest_path: Path = paths.MANIFEST, out_dir: Path = paths.ALIGNED,
-        qc_path: Path = paths.FRAMES_QC, takes_path: Path = paths.ALIGN_TAKES, report_path: Path = paths.ALIGN_REPORT) -> dict:
+        qc_path: Path = paths.FRAMES_QC, takes_path: Path = paths.ALIGN_TAKES, report_path: Path = paths.ALIGN_REPORT,
+        tmp_dir: Path | None = None) -> dict:
     """Run the stage; returns the report it writes."""
     t0 = time.perf_counter()
     a = params.align
+    out_dir, tmp_dir = Path(out_dir), Path(tmp_dir or default_tmp_dir(out_dir))
     manifest = pd.read_parquet(manifest_path)
     accepted = manifest[manifest["status"] == "accepted"].sort_values("take_id").reset_index(drop=True)
     raw = paths.resolve(params.ingest.raw_dir)
-    cfg = align_config(params)
     _check_detector_available(params)
+    prov = provenance(a.detector, a.insightface_pack)
+    cfg = align_config(params, provenance_key(prov))
+    log.info("align: code %s, weights %s, libraries %s, keyed env %s, not keyed %s", prov["code_sha256"][:12],
+             ",".join(w[:12] for w in prov["weights_sha256"]), prov["libraries"], prov["env"] or "none",
+             prov["env_not_keyed"] or "none")
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs, fresh, stale = plan(accepted, out_dir, cfg, raw)
+    leftovers = clean_leftovers(out_dir, tmp_dir)
+    t_check = time.perf_counter()
+    jobs, fresh, stale, damaged = plan(accepted, out_dir, cfg, raw, tmp_dir)
+    check_s = time.perf_counter() - t_check
     for p in stale:
         p.unlink()
-    log.info("align: %d takes to process, %d up to date, %d stale outputs removed (%s executor)",
-             len(jobs), len(fresh), len(stale), a.executor)
+    log.info("align: %d takes to process (%d damaged), %d up to date, %d stale outputs removed (%s executor)",
+             len(jobs), len(damaged), len(fresh), len(stale), a.executor)
+    results = []
     if jobs:
         if a.executor == "dask":
-            list(run_dask(process_take, jobs, a.workers, a.dask_scheduler))
+            results = list(run_dask(process_take, jobs, a.workers, a.dask_scheduler))
         else:
-            list(run_local(process_take, jobs, a.workers))
+            results = list(run_local(process_take, jobs, a.workers))
+    shutil.rmtree(tmp_dir, ignore_errors=True)
     thresholds = a.thresholds.model_dump()
     qc, takes = collect(accepted, out_dir, thresholds)
     io.write_parquet(qc_path, qc)
     io.write_parquet(takes_path, takes)
     report = build_report(takes, qc, len(jobs), len(fresh), len(stale), time.perf_counter() - t0, params)
+    report |= {"outputs_damaged_rebuilt": sorted(damaged), "temp_leftovers_removed": leftovers,
+               "integrity_check_s": round(check_s, 2),
+               "take_errors": sorted((r["take_id"], r["error"]) for r in results if "error" in r),
+               "provenance": {k: prov[k] for k in ("code_sha256", "modules", "weights_sha256", "libraries", "env", "env_not_keyed")}}
     io.write_json(report_path, report)
     log.info("align: %d takes ok, %d flagged; face found in %.1f %% of frames",
              report["takes_ok"], report["takes_flagged"], 100 * report["frame_detection_rate"])

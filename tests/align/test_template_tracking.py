@@ -1,4 +1,5 @@
-"""Alignment equals insightface's norm_crop; the tracker keeps the subject and lifts dark frames."""
+"""Alignment equals insightface's norm_crop and is exact integer arithmetic; the tracker keeps the
+subject (also after losing it, never by size) and lifts dark frames."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import pytest
 from pipeline.align.detectors.base import Detection
 from pipeline.align.detectors.mtcnn import MTCNN
 from pipeline.align.quality import estimate_yaw, longest_gap, take_verdict
-from pipeline.align.template import ARCFACE_112, align_crop, similarity, template
-from pipeline.align.tracking import FaceTracker, TrackerConfig, contrast_stretch, select_face, smooth_points
+from pipeline.align.template import ARCFACE_112, align_crop, sample_grid, similarity, snap, template, warp
+from pipeline.align.tracking import (FaceTracker, TrackerConfig, appearance, contrast_stretch, reacquire, select_face,
+                                     smooth_points, snapped)
 from pipeline.capture.expressions import au_vector
 from pipeline.capture.face_model import features_from_aus, sample_identity
 from pipeline.capture.render import ILLUMINATIONS, HeadRenderer
@@ -41,7 +43,9 @@ def test_alignment_matches_insightface_norm_crop() -> None:
         np.testing.assert_allclose(M, face_align.estimate_norm(pts.astype(np.float32), 112), atol=1e-4)
         theirs = face_align.norm_crop(img, pts.astype(np.float32), 112)
         diff = np.abs(ours.astype(int) - theirs.astype(int))
-        assert (diff <= 1).mean() > 0.999 and diff.mean() < 0.01  # float32 vs float64 rounding only
+        # our warp snaps sample positions to 1/32 px in exact arithmetic (same bytes on any CPU);
+        # OpenCV's float path rounds them differently at a few sharp edges
+        assert (diff <= 1).mean() > 0.995 and diff.mean() < 0.02
 
 
 def test_similarity_recovers_a_known_transform() -> None:
@@ -134,3 +138,71 @@ def test_verdict_flags_with_reasons() -> None:
 def test_select_face_rejects_a_face_far_from_the_track() -> None:
     d = Detection(box=np.array([0, 0, 10, 10.0]), score=0.99, landmarks=ARCFACE_112 + 100)
     assert select_face([d], ARCFACE_112, max_jump=0.6) is None
+
+
+def test_a_lost_subject_is_reacquired_by_position_and_appearance_not_size(mtcnn: MTCNN) -> None:
+    """The subject is missed for two frames (covered) just as a larger bystander walks in."""
+    subject, _ = _face(1, 140)
+    bystander, _ = _face(2, 200)
+    canvas = np.full((200, 360, 3), 70, np.uint8)
+    alone = canvas.copy()
+    alone[30:170, 10:150] = subject
+    both = alone.copy()
+    both[:, 160:360] = bystander
+    covered = both.copy()
+    covered[30:170, 10:150] = 70  # the subject is missed: only the bystander is in view
+    frames = [alone, alone, covered, covered, both, both, both, both]
+    tracker = FaceTracker(mtcnn, TrackerConfig(keyframe_every=2))
+    steps = [tracker.step(f) for f in frames]
+    assert [s.points is None for s in steps[2:4]] == [True, True], "the bystander was taken while the subject was missed"
+    assert all(s.points is not None and s.points[:, 0].max() < 155 for s in steps[4:]), "the subject was not re-acquired"
+    assert steps[4].source == 1  # found again by detection
+    # with the size rule the bystander would have been taken at frame 2
+    assert select_face(mtcnn.detect(covered), None, 0.6).landmarks[:, 0].min() > 160
+
+
+def test_reacquire_needs_both_position_and_appearance(mtcnn: MTCNN) -> None:
+    subject, _ = _face(1, 140)
+    canvas = np.full((200, 360, 3), 70, np.uint8)
+    canvas[30:170, 10:150] = subject
+    gray = canvas.mean(axis=2).astype(np.uint8)
+    det = snapped(mtcnn.detect(canvas)[0])
+    look = appearance(gray, det.landmarks)
+    cfg = TrackerConfig()
+    assert reacquire([det], gray, det.landmarks, look, 1, cfg) is det
+    assert reacquire([det], gray, det.landmarks + 150, look, 1, cfg) is None      # too far from where it was
+    assert reacquire([det], gray, det.landmarks, -look, 1, cfg) is None          # does not look like it
+
+
+def test_warp_is_exact_integer_bilinear() -> None:
+    """cv2.remap on our fixed-point maps equals a pure-integer bilinear reference (so no float SIMD path)."""
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (120, 150, 3), dtype=np.uint8)
+    for _ in range(5):
+        pts = ARCFACE_112 * rng.uniform(0.5, 1.5) + rng.uniform(-20, 60, 2) + rng.normal(0, 3, (5, 2))
+        M = similarity(pts, template(112))
+        qx, qy = sample_grid(M, 112)
+        x0, fx, y0, fy = qx >> 5, qx & 31, qy >> 5, qy & 31
+        acc = np.zeros((112, 112, 3), np.int64)
+        for dy, wy in ((0, 32 - fy), (1, fy)):
+            for dx, wx in ((0, 32 - fx), (1, fx)):
+                yy, xx = y0 + dy, x0 + dx
+                inside = (yy >= 0) & (yy < 120) & (xx >= 0) & (xx < 150)
+                acc += img[np.clip(yy, 0, 119), np.clip(xx, 0, 149)].astype(np.int64) * (inside * wy * wx)[..., None]
+        np.testing.assert_array_equal(warp(img, M, 112), ((acc + 512) >> 10).astype(np.uint8))
+
+
+def test_closed_form_similarity_equals_umeyama_svd() -> None:
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        src, dst = rng.uniform(0, 100, (5, 2)), rng.uniform(0, 100, (5, 2))
+        s, d = src - src.mean(0), dst - dst.mean(0)
+        U, S, Vt = np.linalg.svd(d.T @ s / 5)
+        D = np.diag([1.0, 1.0 if np.linalg.det(U) * np.linalg.det(Vt) >= 0 else -1.0])
+        c = np.trace(np.diag(S) @ D) / ((s**2).sum() / 5)
+        np.testing.assert_allclose(similarity(src, dst)[:, :2], c * U @ D @ Vt, atol=1e-9)
+
+
+def test_snap_puts_points_on_the_grid() -> None:
+    p = snap(np.array([[1.0 + 1e-6, 2.0 - 1e-6], [3.0078125 + 1e-9, 0.0]]))
+    assert (p * 64 == np.round(p * 64)).all() and p[0, 0] == 1.0 and p[0, 1] == 2.0
