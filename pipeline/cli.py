@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -128,10 +129,19 @@ def _labelstudio(args: argparse.Namespace) -> int:
 
     data_dir = _ls_dir(args)
     if args.action == "start":
-        media = paths.resolve(params().ingest.raw_dir).parent
-        info = server.start(data_dir, media, port=args.port)
+        info = server.start(data_dir, paths.MEDIA.parent, port=args.port)
         sys.stdout.write(f"Label Studio {info.version} running at {info.url} (pid {info.pid}); "
                          f"the API token is ${server.TOKEN_ENV}; stop with `mvfer labelstudio stop`\n")
+        if info.password:  # generated now: shown once, on the terminal only
+            sys.stdout.write(f"log in as {os.environ.get(server.USER_ENV, server.DEFAULT_USER)} with the one-time password "
+                             f"{info.password} (set ${server.PASSWORD_ENV} to choose one)\n")
+    elif args.action == "add-annotator":
+        from pipeline.annotate.accounts import add_annotator
+
+        if not args.email:
+            raise server.LabelStudioError("usage: mvfer labelstudio add-annotator EMAIL")
+        password = add_annotator(_ls_client(args), data_dir / server.DB_NAME, args.email)
+        sys.stdout.write(f"{args.email} can log in at {_ls_url(args)}/user/login/ with the one-time password {password}\n")
     elif args.action == "stop":
         sys.stdout.write("stopped\n" if server.stop(data_dir) else "no server was running\n")
     else:
@@ -141,43 +151,64 @@ def _labelstudio(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ls_client(args: argparse.Namespace):
-    import os
-
+def _ls_url(args: argparse.Namespace) -> str | None:
     from pipeline.annotate import server
-    from pipeline.annotate.sync import client
 
     info = server.status(_ls_dir(args))
-    url = args.url or (info.url if info else None)
+    return getattr(args, "url", None) or (info.url if info else None)
+
+
+def _ls_client(args: argparse.Namespace):
+    from pipeline.annotate import server
+    from pipeline.annotate.accounts import check_token
+    from pipeline.annotate.sync import client
+
+    url = _ls_url(args)
     token = os.environ.get(server.TOKEN_ENV)
     if not url or not token:
         raise server.LabelStudioError(f"need a server (`mvfer labelstudio start` or --url) and ${server.TOKEN_ENV} in the environment")
-    return client(url, token)
+    ls = client(url, token)
+    check_token(ls, url)
+    return ls
 
 
 def _annotate_push(args: argparse.Namespace) -> int:
+    import json
+
     import pandas as pd
 
-    from pipeline.annotate.sync import push, push_reannotation
+    from pipeline.annotate.guesses import load_guesses
+    from pipeline.annotate.sync import PushOptions, load_gold, push, push_reannotation
+    from pipeline.qa.export import LabelConfig
 
+    a = params().annotate
+    opts = PushOptions.from_params(a.model_copy(update={"order": args.order or a.order}))
     ls = _ls_client(args)
     manifest = pd.read_parquet(paths.MANIFEST)
-    raw = paths.resolve(params().ingest.raw_dir)
     if args.queue:
-        push_reannotation(ls, args.project, pd.read_csv(paths.REANNOTATION_QUEUE), manifest, raw, raw.parent)
+        res = push_reannotation(ls, args.project, pd.read_csv(paths.REANNOTATION_QUEUE), manifest, paths.MEDIA, paths.MEDIA.parent, opts)
     else:
-        push(ls, args.project, manifest, raw, raw.parent)
+        accepted = set(manifest.loc[manifest["status"] == "accepted", "take_id"])
+        guesses = load_guesses(Path(args.guesses), accepted, set(LabelConfig.load(paths.LABEL_CONFIG).expressions)) if args.guesses else None
+        gold = load_gold(paths.resolve(a.gold_truth)) if a.gold_truth and a.gold_fraction > 0 else {}
+        res = push(ls, args.project, manifest, paths.MEDIA, paths.MEDIA.parent, opts, guesses, gold)
+        if guesses is not None:
+            res["guesses_skipped"] = dict(guesses.skipped)
+    sys.stdout.write(f"push: {json.dumps(res, sort_keys=True)}\n")
     return 0
 
 
 def _annotate_pull(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from pipeline.annotate.sync import pull
+    from pipeline.annotate.sync import pull, summary_line
 
     manifest = pd.read_parquet(paths.MANIFEST)
-    pull(_ls_client(args), args.project, set(manifest.loc[manifest["status"] == "accepted", "take_id"]))
+    accepted = manifest[manifest["status"] == "accepted"]
+    s = pull(_ls_client(args), args.project, set(accepted["take_id"]), n_frames=dict(zip(accepted["take_id"], accepted["n_frames"].astype(int))))
+    sys.stdout.write(summary_line(s) + "\n")
     return 0
+
 
 
 def _release_build(args: argparse.Namespace) -> int:
@@ -245,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--data-dir", help="server data folder (default .labelstudio/server)")
         if name == "push":
             a.add_argument("--queue", action="store_true", help="push QA's re-annotation queue to the companion project")
+            a.add_argument("--guesses", help="the model's per-take predictions, CSV take_id,label,confidence,model_version "
+                                             "(e.g. reports/predictions.csv), imported as predictions")
+            a.add_argument("--order", choices=["sequential", "uncertainty"], help="serving order (default: annotate.order); "
+                                                                                 "uncertainty: least confident guesses first")
         a.set_defaults(func=func)
     rel = sub.add_parser("release", help="versioned dataset releases")
     rel_sub = rel.add_subparsers(dest="release_command", required=True)
@@ -256,7 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     rv.add_argument("target")
     rv.set_defaults(func=_release_verify)
     lsp = sub.add_parser("labelstudio", help="a local Label Studio server on 127.0.0.1 (token from $LABEL_STUDIO_API_KEY)")
-    lsp.add_argument("action", choices=["start", "stop", "status"])
+    lsp.add_argument("action", choices=["start", "stop", "status", "add-annotator"])
+    lsp.add_argument("email", nargs="?", help="add-annotator: the annotator's e-mail (prints a one-time password)")
+    lsp.add_argument("--url", help="server URL (default: the one `mvfer labelstudio start` started)")
     lsp.add_argument("--port", type=int, help="loopback port (default: a free one)")
     lsp.add_argument("--data-dir", help="server data folder (default .labelstudio/server)")
     lsp.set_defaults(func=_labelstudio)

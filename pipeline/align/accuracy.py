@@ -51,7 +51,7 @@ def accuracy(manifest: pd.DataFrame, aligned: Path, truth_dir: Path) -> dict:
         with np.load(afile) as a, np.load(tfile) as t:
             e = take_errors(a["points"], a["valid"], t["landmarks5"])
         keys = {"pose": pose_id(row.yaw, row.pitch), "illumination": row.illumination,
-                "mode": mode_id(row.yaw, row.pitch, row.illumination)}
+                "mode": getattr(row, "mode", None) or mode_id(row.yaw, row.pitch, row.illumination)}  # ingest's mode
         groups["overall"]["all"].append(e)
         for kind, k in keys.items():
             groups[kind][k].append(e)

@@ -73,7 +73,7 @@ def take_table(sel: pd.DataFrame, align_takes: pd.DataFrame, labels: pd.DataFram
     t = pd.DataFrame({
         "take_id": sel["take_id"], "subject": sel["subject_id"], "session": sel["session"], "camera": sel["camera"],
         "yaw": sel["yaw"].astype(float), "pitch": sel["pitch"].astype(float), "illumination": sel["illumination"],
-        "mode": [mode_id(y, p, i) for y, p, i in zip(sel["yaw"], sel["pitch"], sel["illumination"])],
+        "mode": sel["mode"] if "mode" in sel else [mode_id(y, p, i) for y, p, i in zip(sel["yaw"], sel["pitch"], sel["illumination"])],
         "prompted_expression": sel["prompted_expression"], "fps": sel["fps"].astype(float), "n_frames": sel["n_frames"].astype(int),
         "raw_sha256": sel["sha256"],
         "align_status": a.loc[sel["take_id"], "status"].to_numpy(),
