@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from pipeline.ingest.probe import ProbeResult
+from pipeline.ingest.probe import FRAMES_CONTAINER, ProbeResult
 from pipeline.consent import Consent, Ledger
 from pipeline.ingest.schema import PORTABLE_NAME_RE, LogRow, Problem
-from pipeline.modes import pose_id
+from pipeline.modes import DEFAULT_FIELDS, mode_of
 from pipeline.params import Bounds
 
 MANIFEST_COLUMNS = [
@@ -22,6 +22,10 @@ MANIFEST_COLUMNS = [
     "illumination", "prompted_expression", "fps", "n_frames", "width", "height", "duration_s",
     "recorded_at", "status", "reason_code", "reason", "log_line",
 ]
+# Columns every manifest has; the capture log's own extra columns follow them. The rig's checksum
+# column is compared with the file's, not copied (the manifest's sha256 is the file's).
+_BASE_COLUMNS = MANIFEST_COLUMNS + ["file_fps", "reason_codes", "mode"]
+LOG_ONLY_COLUMNS = ("file",)
 ACCEPTED, QUARANTINED = "accepted", "quarantined"
 
 
@@ -35,6 +39,8 @@ class Inputs:
     disk_files: list[str]                 # files found under the takes folder, relative posix paths
     probes: dict[str, ProbeResult]        # by relative path, for every file that exists and is safe
     log_name: str = "capture_log.csv"
+    entries_not_walked: int = 0           # entries inside linked folders, counted but not taken in
+    mode_fields: tuple[str, ...] = DEFAULT_FIELDS   # ingest.mode_fields: the mode is computed once, here
 
 
 def _probe_problems(path: str, probe: ProbeResult, log_fps: float | None, bounds: Bounds, fps_tol: float) -> list[Problem]:
@@ -42,15 +48,18 @@ def _probe_problems(path: str, probe: ProbeResult, log_fps: float | None, bounds
     if probe.error_code:
         return [Problem(probe.error_code, f"{path}: {probe.error}")]
     out = []
+    frames = probe.container == FRAMES_CONTAINER   # a frame folder plays at the log's fps
+    fps = log_fps if frames else probe.fps
+    duration = probe.n_frames / log_fps if frames and log_fps and probe.n_frames else probe.duration_s
     checks = (
-        ("fps", probe.fps, bounds.fps), ("n_frames", probe.n_frames, bounds.n_frames),
+        ("fps", fps, bounds.fps), ("n_frames", probe.n_frames, bounds.n_frames),
         ("width", probe.width, bounds.width), ("height", probe.height, bounds.height),
-        ("duration_s", probe.duration_s, bounds.duration_s),
+        ("duration_s", duration, bounds.duration_s),
     )
     for name, value, (lo, hi) in checks:
         if value is None or not lo <= value <= hi:
             out.append(Problem("out_of_bounds", f"{path}: {name} = {value} is outside the bounds [{lo}, {hi}] in params.yaml"))
-    if log_fps is not None and probe.fps and abs(probe.fps - log_fps) > fps_tol * log_fps:
+    if not frames and log_fps is not None and probe.fps and abs(probe.fps - log_fps) > fps_tol * log_fps:
         out.append(Problem("fps_mismatch", f"{path}: the capture log says {log_fps:g} fps, the file plays at {probe.fps:g} fps"))
     return out
 
@@ -63,12 +72,25 @@ def _consent_problems(sid: str | None, inp: Inputs) -> list[Problem]:
     return [Problem(ex.code, ex.message)] if ex else []
 
 
-def _record(probe: ProbeResult | None) -> dict:
+def _record(probe: ProbeResult | None, log_fps: float | None = None) -> dict:
     if probe is None:
         return {}
-    return {k: getattr(probe, k) for k in ("sha256", "size_bytes", "n_frames", "width", "height", "duration_s")} | {
+    rec = {k: getattr(probe, k) for k in ("sha256", "size_bytes", "n_frames", "width", "height", "duration_s")} | {
         "file_fps": probe.fps
     }
+    if probe.container == FRAMES_CONTAINER and log_fps and probe.n_frames:
+        rec["duration_s"] = probe.n_frames / log_fps
+    return rec
+
+
+def _checksum_problem(path: str, expected: str, probe: ProbeResult) -> Problem | None:
+    """The rig's own checksum, when the log carries one, must match the bytes on disk."""
+    expected = expected.strip().lower()
+    if not expected or not probe.sha256 or probe.error_code:
+        return None
+    if expected != probe.sha256:
+        return Problem("checksum_mismatch", f"{path}: sha256 is {probe.sha256[:12]}..., the capture log says {expected[:12]}...")
+    return None
 
 
 def assemble(inp: Inputs, bounds: Bounds, fps_tolerance: float) -> tuple[pd.DataFrame, dict]:
@@ -90,6 +112,8 @@ def assemble(inp: Inputs, bounds: Bounds, fps_tolerance: float) -> tuple[pd.Data
             problems.append(Problem("missing_file", f"{inp.log_name} line {r.line}, field 'file': {path} does not exist in the raw folder"))
         elif probe is not None:
             problems += _probe_problems(path, probe, v.get("fps"), bounds, fps_tolerance)
+            mismatch = _checksum_problem(path, r.raw.get("sha256") or "", probe)
+            problems += [mismatch] if mismatch else []
         problems += _consent_problems(v.get("subject_id"), inp)
         records.append({
             "take_id": v.get("take_id") or (r.raw.get("take_id") or None),
@@ -98,7 +122,8 @@ def assemble(inp: Inputs, bounds: Bounds, fps_tolerance: float) -> tuple[pd.Data
             "yaw": v.get("yaw"), "pitch": v.get("pitch"), "illumination": v.get("illumination"),
             "prompted_expression": v.get("prompted_expression"), "fps": v.get("fps"),
             "recorded_at": v.get("recorded_at"), "log_line": r.line, "_problems": problems,
-        } | _record(probe))
+            "mode": mode_of(r.raw | v, inp.mode_fields),
+        } | _extra_columns(r) | _record(probe, v.get("fps")))
 
     for path in sorted(set(inp.disk_files) - set(refs)):
         probe = inp.probes.get(path)
@@ -113,6 +138,11 @@ def assemble(inp: Inputs, bounds: Bounds, fps_tolerance: float) -> tuple[pd.Data
     _mark_duplicate_content(records)
     df = _frame(records)
     return df, _report(df, inp)
+
+
+def _extra_columns(r: LogRow) -> dict[str, str]:
+    """Log columns beyond the rig's (an importer's dataset_label, official_fold, imaging, light...): kept as text."""
+    return {k: val for k, val in r.raw.items() if k not in _BASE_COLUMNS and k not in LOG_ONLY_COLUMNS}
 
 
 def _mark_duplicate_content(records: list[dict]) -> None:
@@ -142,7 +172,8 @@ def _frame(records: list[dict]) -> pd.DataFrame:
     for col in MANIFEST_COLUMNS + ["file_fps", "reason_codes"]:
         if col not in df:
             df[col] = None
-    df = df[MANIFEST_COLUMNS + ["file_fps", "reason_codes"]]
+    extras = sorted(c for c in df.columns if c not in _BASE_COLUMNS)
+    df = df[_BASE_COLUMNS + extras]
     types = {"yaw": "Float64", "pitch": "Float64", "fps": "Float64", "file_fps": "Float64", "duration_s": "Float64",
              "n_frames": "Int64", "width": "Int64", "height": "Int64", "size_bytes": "Int64", "log_line": "Int64"}
     df = df.astype(types)
@@ -178,9 +209,12 @@ def _report(df: pd.DataFrame, inp: Inputs) -> dict:
         "accepted_subjects": int(acc["subject_id"].nunique()),
         "accepted_frames": int(acc["n_frames"].sum()) if len(acc) else 0,
         "accepted_by_illumination": {k: int(v) for k, v in sorted(Counter(acc["illumination"]).items())},
-        "accepted_by_pose": {k: int(v) for k, v in sorted(Counter(map(pose_id, acc["yaw"], acc["pitch"])).items())},
+        "accepted_by_pose": {k: int(v) for k, v in sorted(Counter(mode_of({"yaw": y, "pitch": p}, ("yaw", "pitch"))
+                                                                  for y, p in zip(acc["yaw"], acc["pitch"])).items())},
+        "accepted_by_mode": {k: int(v) for k, v in sorted(Counter(acc["mode"]).items())},
         "accepted_by_expression": {k: int(v) for k, v in sorted(Counter(acc["prompted_expression"]).items())},
-        "accounting": {"log_rows_in_manifest": from_log, "files_in_manifest": len(files_listed), "adds_up": accounting_ok},
+        "accounting": {"log_rows_in_manifest": from_log, "files_in_manifest": len(files_listed), "adds_up": accounting_ok,
+                       "entries_inside_linked_folders": inp.entries_not_walked},
         "quarantined_items": [
             {"take_id": t, "path": p, "log_line": None if pd.isna(ln) else int(ln), "reason_code": c, "reason": r}
             for t, p, ln, c, r in zip(q["take_id"], q["path"], q["log_line"], q["reason_code"], q["reason"])

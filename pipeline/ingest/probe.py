@@ -1,8 +1,10 @@
-"""Probe a video by decoding it, not by trusting its header.
+"""Probe a take by decoding it, not by trusting its header.
 
 A file is what its bytes say: the container is sniffed from its first bytes, an MP4's top-level
 boxes are walked (a recording cut short leaves a box that runs past the end of the file), and every
-frame is decoded and counted.
+frame is decoded with FFmpeg's error detection on (PyAV), so damage inside the stream is counted per
+frame instead of being concealed. A frame folder is probed by decoding every frame file; its
+numbering (gaps, duplicates) and frame sizes are checked.
 """
 
 from __future__ import annotations
@@ -11,9 +13,15 @@ import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import av
 import cv2
 
+from pipeline.utils.frames import FrameReadError, frame_number, list_frame_files, read_frame, take_sha256
 from pipeline.utils.io import sha256_file
+
+FRAMES_CONTAINER = "frames"
+# FFmpeg decoder checks: CRCs where the codec has them, bitstream and buffer sanity.
+ERR_DETECT = "crccheck+bitstream+buffer"
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,7 @@ class ProbeResult:
     duration_s: float | None = None
     error_code: str | None = None
     error: str | None = None
+    damaged_frames: int | None = None   # frames the decoder flagged corrupt or failed on
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -76,46 +85,171 @@ def check_mp4_boxes(path: Path, size: int) -> str | None:
     return None
 
 
+def _quiet_ffmpeg() -> None:
+    """FFmpeg logs each concealed error to stderr; we count them instead."""
+    av.logging.set_level(av.logging.PANIC)
+
+
+def _decode_av(path: Path) -> tuple[int, int, int | None, tuple[int, int] | None, str | None, int, float, str | None]:
+    """(frames, damaged, first damaged index, (w, h), mixed-size message, header frames, fps, open error)."""
+    _quiet_ffmpeg()
+    try:
+        container = av.open(str(path), mode="r")
+    except (av.error.FFmpegError, UnicodeError, ValueError) as e:
+        return 0, 0, None, None, None, 0, 0.0, str(e)
+    try:
+        if not container.streams.video:
+            return 0, 0, None, None, None, 0, 0.0, "no video stream"
+        stream = container.streams.video[0]
+        stream.codec_context.options = {"err_detect": ERR_DETECT}
+        header = int(stream.frames or 0)
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else 0.0
+        n = damaged = 0
+        first_bad: int | None = None
+        shape: tuple[int, int] | None = None
+        mixed: str | None = None
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                damaged += 1
+                first_bad = n if first_bad is None else first_bad
+                continue
+            for frame in frames:
+                if frame.is_corrupt:
+                    damaged += 1
+                    first_bad = n if first_bad is None else first_bad
+                size = (frame.width, frame.height)
+                if shape is None:
+                    shape = size
+                elif size != shape and mixed is None:
+                    mixed = f"frame {n} is {size[0]}x{size[1]}, earlier frames {shape[0]}x{shape[1]}"
+                n += 1
+        return n, damaged, first_bad, shape, mixed, header, fps, None
+    except av.error.FFmpegError as e:
+        return 0, 0, None, None, None, 0, 0.0, str(e)
+    finally:
+        container.close()
+
+
 def probe_video(path: Path) -> ProbeResult:
     """Hash, sniff and fully decode one file; problems go into error_code/error, never raise."""
-    size = path.stat().st_size
-    digest = sha256_file(path)
+    try:
+        size = path.stat().st_size
+        digest = sha256_file(path)
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        return ProbeResult(0, "", error_code="unreadable", error=f"cannot be read ({e.strerror or e})")
     if size == 0:
         return ProbeResult(size, digest, error_code="empty_file", error="file is empty (0 bytes)")
-    with open(path, "rb") as f:
-        head = f.read(16)
     container = sniff_container(head)
     if container == "mp4":
         reason = check_mp4_boxes(path, size)
         if reason:
             return ProbeResult(size, digest, container, error_code="truncated", error=reason)
 
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            what = f"a {container} container OpenCV cannot open" if container else f"not a video (starts with {head[:8]!r})"
-            return ProbeResult(size, digest, container, error_code="not_a_video", error=what)
-        header_frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        n, shape = 0, None
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            if shape is None:
-                shape = frame.shape
-            elif frame.shape != shape:
-                return ProbeResult(size, digest, container, n + 1, header_frames, error_code="corrupt",
-                                   error=f"frame {n} is {frame.shape[1]}x{frame.shape[0]}, earlier frames {shape[1]}x{shape[0]}")
-            n += 1
-    finally:
-        cap.release()
+    n, damaged, first_bad, shape, mixed, header_frames, fps, open_error = _decode_av(path)
+    if open_error is not None:
+        what = f"a {container} container that cannot be opened ({open_error})" if container else f"not a video (starts with {head[:8]!r})"
+        return ProbeResult(size, digest, container, error_code="not_a_video", error=what)
     if n == 0 or shape is None:
         what = "no frame could be decoded" if container else f"not a video (starts with {head[:8]!r}); no frame decoded"
-        return ProbeResult(size, digest, container, 0, header_frames, error_code="not_a_video", error=what)
-    h, w = int(shape[0]), int(shape[1])
+        return ProbeResult(size, digest, container, 0, header_frames, error_code="not_a_video", error=what, damaged_frames=damaged)
+    w, h = shape
     duration = n / fps if fps > 0 else None
+    base = dict(size_bytes=size, sha256=digest, container=container, n_frames=n, header_frames=header_frames,
+                width=w, height=h, fps=fps, duration_s=duration, damaged_frames=damaged)
+    if damaged:
+        return ProbeResult(**base, error_code="corrupt",
+                           error=f"damaged stream: the decoder found errors in {damaged} of {n} frames (first at frame {first_bad})")
+    if mixed:
+        return ProbeResult(**base, error_code="corrupt", error=mixed)
     if header_frames and n < header_frames:
-        return ProbeResult(size, digest, container, n, header_frames, w, h, fps, duration, error_code="truncated",
+        return ProbeResult(**base, error_code="truncated",
                            error=f"truncated: decoded {n} of the {header_frames} frames the header declares")
-    return ProbeResult(size, digest, container, n, header_frames, w, h, fps, duration)
+    return ProbeResult(**base)
+
+
+_END_MARKERS = {".png": b"IEND\xaeB`\x82", ".jpg": b"\xff\xd9", ".jpeg": b"\xff\xd9"}
+
+
+def _cut_short(path: Path) -> bool:
+    """A PNG must end with its IEND chunk, a JPEG with EOI: a frame cut short still decodes partly."""
+    marker = _END_MARKERS.get(path.suffix.lower())
+    if marker is None:
+        return False
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - 64))
+        tail = f.read().rstrip(b"\0")
+    return not tail.endswith(marker)
+
+
+def numbering_problem(files: list[Path]) -> tuple[str, str] | None:
+    """Gaps, duplicates or missing numbers in a frame folder's file names, as (code, sentence)."""
+    numbers = [frame_number(f) for f in files]
+    unnumbered = [f.name for f, k in zip(files, numbers) if k is None]
+    if unnumbered:
+        return "frame_numbering", f"frame file {unnumbered[0]!r} has no number in its name ({len(unnumbered)} such)"
+    seen: dict[int, str] = {}
+    for f, k in zip(files, numbers):
+        if k in seen:
+            return "frame_numbering", f"frame number {k} appears twice ({seen[k]!r} and {f.name!r})"
+        seen[k] = f.name
+    ordered = sorted(seen)
+    gaps = [(a, b) for a, b in zip(ordered, ordered[1:]) if b != a + 1]
+    if gaps:
+        missing = sum(b - a - 1 for a, b in gaps)
+        a, b = gaps[0]
+        return "frame_gap", f"{missing} frame number(s) missing, first gap after {a} (next is {b})"
+    return None
+
+
+def probe_frames(folder: Path) -> ProbeResult:
+    """Hash and decode every frame of a frame-folder take; fps comes from the capture log, not from here."""
+    try:
+        files = list_frame_files(folder)
+        size = sum(f.stat().st_size for f in files)
+        digest = take_sha256(folder)
+    except OSError as e:
+        return ProbeResult(0, "", FRAMES_CONTAINER, error_code="unreadable", error=f"cannot be read ({e.strerror or e})")
+    if not files:
+        return ProbeResult(size, digest, FRAMES_CONTAINER, 0, error_code="not_a_take", error="folder holds no PNG/JPEG frames")
+    shape: tuple[int, int] | None = None
+    mixed: str | None = None
+    damaged: list[str] = []
+    for i, f in enumerate(files):
+        try:
+            img = read_frame(f)
+            cut = _cut_short(f)
+        except (FrameReadError, OSError):
+            damaged.append(f.name)
+            continue
+        if cut:
+            damaged.append(f.name)
+        hw = (int(img.shape[1]), int(img.shape[0]))
+        if shape is None:
+            shape = hw
+        elif hw != shape and mixed is None:
+            mixed = f"frame {i} ({f.name}) is {hw[0]}x{hw[1]}, earlier frames {shape[0]}x{shape[1]}"
+    n = len(files)
+    w, h = shape if shape else (None, None)
+    base = dict(size_bytes=size, sha256=digest, container=FRAMES_CONTAINER, n_frames=n, header_frames=n,
+                width=w, height=h, damaged_frames=len(damaged))
+    if damaged:
+        return ProbeResult(**base, error_code="corrupt",
+                           error=f"{len(damaged)} of {n} frame files do not decode or are cut short (first: {damaged[0]!r})")
+    if mixed:
+        return ProbeResult(**base, error_code="mixed_frame_sizes", error=mixed)
+    numbering = numbering_problem(files)
+    if numbering:
+        return ProbeResult(**base, error_code=numbering[0], error=numbering[1])
+    return ProbeResult(**base)
+
+
+def probe_take(path: Path) -> ProbeResult:
+    """Either kind of take: a frame folder or a video file."""
+    cv2.setNumThreads(1)
+    return probe_frames(path) if path.is_dir() else probe_video(path)

@@ -1,19 +1,20 @@
-"""The ingest stage's I/O: find files, read the log and consent, probe in parallel, write outputs."""
+"""The ingest stage's I/O: find entries, read the log and consent, probe in supervised workers, write outputs."""
 
 from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import cv2
 import pandas as pd
 from tqdm import tqdm
 
-from pipeline import paths
+from pipeline import paths, vocab
 from pipeline.ingest.build import Inputs, assemble
-from pipeline.ingest.probe import ProbeResult, probe_video
+from pipeline.ingest.source import raw_source
+from pipeline.ingest.discover import BAD, Entry, allowed_roots, classify, discover
+from pipeline.ingest.pool import CRASH, OK, TIMEOUT, Outcome, run_supervised
+from pipeline.ingest.probe import ProbeResult, probe_take
 from pipeline.ingest.schema import LOG_REQUIRED, CaptureLogError, read_consent, read_csv_rows, validate_log_rows
 from pipeline.params import Params
 from pipeline.utils import io
@@ -21,55 +22,25 @@ from pipeline.utils import io
 log = logging.getLogger(__name__)
 
 
-def display_path(rel: str) -> str:
-    """A relative path as text that survives JSON and Parquet, even if its bytes are not UTF-8."""
-    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+def _bad_probe(entry: Entry) -> ProbeResult:
+    return ProbeResult(entry.size_bytes or 0, "", error_code=entry.code, error=entry.reason)
 
 
-def discover(raw: Path) -> dict[str, Path]:
-    """Every file under the takes folder (hidden ones too: nothing is skipped unseen)."""
-    takes = raw / paths.TAKES_SUBDIR
-    found: dict[str, Path] = {}
-    if not takes.is_dir():
-        return found
-    for dirpath, dirnames, filenames in os.walk(takes):
-        dirnames.sort()
-        for name in sorted(filenames):
-            full = Path(dirpath) / name
-            found[display_path(full.relative_to(raw).as_posix())] = full
-    return found
+def _failed_probe(outcome: Outcome, entry: Entry) -> ProbeResult:
+    """A worker that died, hung or raised on this entry: the entry is quarantined, the stage goes on."""
+    code = {CRASH: "decoder_crash", TIMEOUT: "decoder_timeout"}.get(outcome.status, "probe_error")
+    what = {CRASH: "the decoder crashed on it", TIMEOUT: "the decoder hung on it"}.get(outcome.status, "probing failed")
+    return ProbeResult(entry.size_bytes or 0, "", error_code=code, error=f"{what} ({outcome.detail})")
 
 
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-        return True
-    except ValueError:
-        return False
-
-
-def _probe(path: Path) -> ProbeResult:
-    cv2.setNumThreads(1)
-    return probe_video(path)
-
-
-def probe_all(targets: dict[str, Path], raw: Path, workers: int) -> dict[str, ProbeResult]:
-    """Probe every safe target; a symlink that leads out of the raw folder is refused unopened."""
-    probes: dict[str, ProbeResult] = {}
-    safe = {}
-    for rel, full in targets.items():
-        if _inside(full, raw):
-            safe[rel] = full
-        else:
-            probes[rel] = ProbeResult(full.lstat().st_size, "", error_code="path_escape",
-                                      error="is a link that resolves outside the raw folder; not opened")
-    items = sorted(safe.items())
-    if workers > 1 and len(items) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(tqdm(pool.map(_probe, [f for _, f in items], chunksize=4), total=len(items), desc="probe", unit="file"))
-    else:
-        results = [probe_video(f) for _, f in tqdm(items, desc="probe", unit="file")]
-    probes.update({rel: res for (rel, _), res in zip(items, results)})
+def probe_all(entries: dict[str, Entry], workers: int, timeout_s: float) -> dict[str, ProbeResult]:
+    """Probe every take entry in supervised workers; bad entries get their reason without being opened."""
+    probes = {rel: _bad_probe(e) for rel, e in entries.items() if e.kind == BAD}
+    items = sorted((rel, e) for rel, e in entries.items() if e.kind != BAD)
+    outcomes = run_supervised(probe_take, [e.path for _, e in items], workers, timeout_s)
+    for out in tqdm(outcomes, total=len(items), desc="probe", unit="take"):
+        rel, entry = items[out.index]
+        probes[rel] = out.value if out.status == OK else _failed_probe(out, entry)
     return probes
 
 
@@ -83,14 +54,19 @@ def ingest(params: Params, raw: Path | None = None) -> tuple[pd.DataFrame, dict]
     consent, bad_consent = read_consent(raw / paths.SUBJECTS_NAME)
     disk = discover(raw)
     targets = dict(disk)
-    for r in rows:
+    roots = allowed_roots(raw)
+    for r in rows:  # a log path outside takes/ (or through a link) is classified the same way
         rel = r.values.get("file")
-        if rel and rel not in targets and (raw / rel).is_file():
-            targets[rel] = raw / rel
-    log.info("%s: %d log rows, %d files under %s/", raw, len(rows), len(disk), paths.TAKES_SUBDIR)
-    probes = probe_all(targets, raw, params.ingest.workers)
-    inp = Inputs(rows=rows, consent=consent, bad_consent=bad_consent, disk_files=sorted(disk), probes=probes, log_name=log_path.name)
-    return assemble(inp, params.ingest.bounds, params.ingest.fps_tolerance)
+        if rel and rel not in targets and os.path.lexists(raw / rel):
+            targets[rel] = classify(raw / rel, roots)
+    log.info("%s: %d log rows, %d entries under %s/", raw, len(rows), len(disk), paths.TAKES_SUBDIR)
+    probes = probe_all(targets, params.ingest.workers, params.ingest.probe_timeout_s)
+    unwalked = sum(e.hidden_entries for e in disk.values())
+    inp = Inputs(rows=rows, consent=consent, bad_consent=bad_consent, disk_files=sorted(disk), probes=probes,
+                 log_name=log_path.name, entries_not_walked=unwalked, mode_fields=tuple(params.ingest.mode_fields))
+    manifest, report = assemble(inp, params.ingest.bounds, params.ingest.fps_tolerance)
+    manifest[vocab.SOURCE_COLUMN] = report["source"] = raw_source(raw)  # the release says "simulated" only from this
+    return manifest, report
 
 
 def run(params: Params, raw: Path | None = None, manifest_path: Path = paths.MANIFEST, report_path: Path = paths.INGEST_REPORT) -> dict:
