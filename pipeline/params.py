@@ -79,6 +79,7 @@ class IngestParams(_Strict):
     workers: Annotated[int, Field(ge=1)]
     bounds: Bounds
     fps_tolerance: Annotated[float, Field(ge=0)]
+    probe_timeout_s: Annotated[float, Field(gt=0)]
     mode_fields: Annotated[list[str], Field(min_length=1)]  # capture-log columns that define a mode (pipeline/modes.py)
 
 
