@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pipeline import paths
+from pipeline import paths, vocab
 from pipeline.capture.expressions import ACTION_UNITS, au_vector, intensity_curve
 from pipeline.capture.face_model import five_points, features_from_aus, sample_identity, with_gain
 from pipeline.capture.render import ILLUMINATIONS, HeadRenderer
@@ -198,6 +198,8 @@ def simulate(p: CaptureParams, out_dir: Path) -> dict:
         capture_log = pd.DataFrame(log_rows, columns=LOG_COLUMNS).sort_values("take_id", kind="stable")
         io.write_csv(tmp / paths.CAPTURE_LOG_NAME, capture_log)
         io.write_csv(tmp / paths.SUBJECTS_NAME, subjects)
+        # ingest records source=simulator from this marker; the release says "simulated" only then
+        io.write_text(tmp / vocab.SIMULATOR_MARKER, "Rendered by the mvfer capture simulator: synthetic faces, no real person.\n")
         io.write_csv(truth_dir / "takes.csv", pd.DataFrame(truth_rows).sort_values("take_id", kind="stable"))
     wall = time.perf_counter() - t0
     return {
