@@ -41,6 +41,7 @@ FRAMES_QC: Path = INTERIM / "frames_qc.parquet"
 ALIGN_TAKES: Path = INTERIM / "align_takes.parquet"
 ALIGN_REPORT: Path = REPORTS / "align.json"
 ALIGN_ACCURACY_REPORT: Path = REPORTS / "align_accuracy.json"
+MEDIA: Path = DATA / "media"                 # browser-playable proxies, <take_id>.mp4 (stage media)
 ALIGN_TMP: Path = INTERIM / ".tmp" / "align"  # the align stage's temporary files, never inside ALIGNED
 LABELS: Path = PROCESSED / "labels.parquet"          # written by the QA stage
 REANNOTATION_QUEUE: Path = PROCESSED / "reannotation_queue.csv"

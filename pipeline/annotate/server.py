@@ -4,6 +4,10 @@ Label Studio lives in its own virtual environment (`make labelstudio`, `.venv-ls
 never move the pipeline's. The token comes from the environment ($LABEL_STUDIO_API_KEY); the
 server is started in its own process group and stopped by that group's id, never by name.
 A migrated database is kept as a template per Label Studio version, so a start takes seconds.
+
+Secrets: the template holds no user and no token; every start makes $LABEL_STUDIO_API_KEY the only
+valid API token (older tokens are deleted, JWTs blacklisted); the data folder is 0700 and every file
+in it 0600; a generated password is returned to the caller (printed once), never logged or stored.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from pipeline.errors import PipelineError
@@ -31,6 +37,7 @@ PASSWORD_ENV = "LABEL_STUDIO_PASSWORD"
 DEFAULT_USER = "admin@mvfer.local"
 LS_VENV = paths.ROOT / ".venv-ls"
 DB_NAME = "label_studio.sqlite3"
+TEMPLATE_KIND = "nouser"  # template file name part: templates built before this had a throwaway superuser
 
 
 class LabelStudioError(PipelineError, RuntimeError):
@@ -45,6 +52,11 @@ class ServerInfo:
     data_dir: str
     media_root: str
     version: str
+    password: str | None = field(default=None, repr=False, compare=False)  # generated now; never written to disk
+
+    def public(self) -> dict:
+        """What server.json keeps: everything but the password."""
+        return {k: v for k, v in asdict(self).items() if k != "password"}
 
 
 def executable(venv: Path = LS_VENV) -> Path:
@@ -80,11 +92,20 @@ def port_is_free(port: int) -> bool:
             return False
 
 
-def _env(data_dir: Path, media_root: Path, token: str, user: str, password: str) -> dict[str, str]:
+def private_dir(path: Path) -> Path:
+    """Create `path` (and missing parents) and make it 0700: it holds databases and credentials."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def _env(data_dir: Path, media_root: Path, token: str | None, user: str | None, password: str | None) -> dict[str, str]:
+    """The server's environment; no user/token variables at all when building the template."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "DJANGO_"))}
+    if user and password and token:
+        env.update({"LABEL_STUDIO_USERNAME": user, "LABEL_STUDIO_PASSWORD": password, "LABEL_STUDIO_USER_TOKEN": token})
     env.update({
         "HOME": str(data_dir / "home"), "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir), "DJANGO_DB": "sqlite",
-        "LABEL_STUDIO_USERNAME": user, "LABEL_STUDIO_PASSWORD": password, "LABEL_STUDIO_USER_TOKEN": token,
         "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true", "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
         "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(media_root),
         "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": "", "COLLECT_ANALYTICS": "false", "LATEST_VERSION_CHECK": "false",
@@ -144,37 +165,76 @@ def _kill_group(pid: int, grace: float = 15.0) -> None:
         pass
 
 
-def _launch(data_dir: Path, media_root: Path, port: int, token: str, user: str, password: str, venv: Path) -> subprocess.Popen:
-    (data_dir / "home").mkdir(parents=True, exist_ok=True)
+def _launch(data_dir: Path, media_root: Path, port: int, token: str | None, user: str | None, password: str | None,
+            venv: Path) -> subprocess.Popen:
+    private_dir(data_dir / "home")
     log_file = data_dir / "server.log"
-    with open(log_file, "ab") as out:
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as out:
         return subprocess.Popen(
             [str(executable(venv)), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)],
             env=_env(data_dir, media_root, token, user, password), stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, cwd=data_dir,
+            stdin=subprocess.DEVNULL, start_new_session=True, cwd=data_dir, umask=0o077,
         )
+
+
+def _db_user_id(db: Path, email: str) -> int | None:
+    with sqlite3.connect(db) as c:
+        row = c.execute("SELECT id FROM htx_user WHERE email = ?", (email,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def set_only_token(db: Path, email: str, token: str) -> None:
+    """Make `token` the one valid API token, owned by `email`: every other token is deleted and every
+    issued JWT refresh token blacklisted (Label Studio sets the env token only when it creates the user)."""
+    uid = _db_user_id(db, email)
+    if uid is None:
+        raise LabelStudioError(f"{db}: no user {email!r} to own the API token")
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    with sqlite3.connect(db) as c:
+        c.execute("DELETE FROM authtoken_token")
+        c.execute("INSERT INTO authtoken_token (key, created, user_id) VALUES (?, ?, ?)", (token, now, uid))
+        c.execute("INSERT INTO token_blacklist_blacklistedtoken (blacklisted_at, token_id) "
+                  "SELECT ?, id FROM token_blacklist_outstandingtoken WHERE id NOT IN "
+                  "(SELECT token_id FROM token_blacklist_blacklistedtoken)", (now,))
+
+
+def _strip_credentials(db: Path) -> None:
+    """The template keeps the schema and Label Studio's own rows, but no user, session or token."""
+    with sqlite3.connect(db) as c:
+        for table in ("authtoken_token", "token_blacklist_blacklistedtoken", "token_blacklist_outstandingtoken",
+                      "django_session", "organizations_organizationmember", "organization", "htx_user_groups",
+                      "htx_user_user_permissions", "users_userproducttour", "htx_user"):
+            c.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+        users = c.execute("SELECT count(*) FROM htx_user").fetchone()[0]
+        tokens = c.execute("SELECT count(*) FROM authtoken_token").fetchone()[0]
+    if users or tokens:
+        raise LabelStudioError(f"{db}: the template still holds {users} user(s) and {tokens} token(s)")
 
 
 def template_db(venv: Path = LS_VENV, cache: Path | None = None, timeout: float = 180) -> Path:
     """A migrated database for this Label Studio version, built once (about 25 s)."""
     ver = version(venv)
-    cache = cache or paths.LABEL_STUDIO_HOME / "templates"
-    target = cache / f"{ver}-{DB_NAME}"
+    if cache is None:
+        private_dir(paths.LABEL_STUDIO_HOME)
+    cache = private_dir(cache or paths.LABEL_STUDIO_HOME / "templates")
+    target = cache / f"{ver}-{TEMPLATE_KIND}-{DB_NAME}"
     if target.exists():
         return target
     work = cache / f"build-{ver}-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    private_dir(work)
     port = free_port()
     log.info("building a migrated Label Studio %s database template (once per version)", ver)
-    proc = _launch(work, work, port, secrets.token_hex(20), f"template-{secrets.token_hex(4)}@mvfer.local", secrets.token_hex(12), venv)
+    proc = _launch(work, work, port, None, None, None, venv)  # no user, no token: nothing to leak
     try:
         _wait(proc, f"http://127.0.0.1:{port}", timeout, work / "server.log")
     finally:
         _kill_group(proc.pid)
-    # The throwaway user of the build stays in the template; its random token and password were never kept.
+    _strip_credentials(work / DB_NAME)
     tmp = target.with_suffix(".tmp")
-    shutil.copy2(work / DB_NAME, tmp)
+    shutil.copyfile(work / DB_NAME, tmp)
+    tmp.chmod(0o600)
     os.replace(tmp, target)
     shutil.rmtree(work, ignore_errors=True)
     return target
@@ -188,20 +248,31 @@ def start(data_dir: Path, media_root: Path, port: int | None = None, token: str 
         raise LabelStudioError(f"set ${TOKEN_ENV} to the API token to use (e.g. `export {TOKEN_ENV}=$(python -c "
                                "'import secrets; print(secrets.token_hex(20))')`); it is never stored in params or git")
     user = os.environ.get(USER_ENV, DEFAULT_USER)
-    password = os.environ.get(PASSWORD_ENV) or secrets.token_urlsafe(12)
     port = port or free_port()
     if not port_is_free(port):
         raise LabelStudioError(f"port {port} on 127.0.0.1 is busy; choose another or stop what holds it")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    if not (data_dir / DB_NAME).exists():
-        shutil.copy2(template_db(venv), data_dir / DB_NAME)
+    private_dir(data_dir)
+    db = data_dir / DB_NAME
+    if not db.exists():
+        tmp = db.with_suffix(".tmp")
+        shutil.copyfile(template_db(venv), tmp)
+        tmp.chmod(0o600)
+        os.replace(tmp, db)
+    db.chmod(0o600)
+    existing = _db_user_id(db, user) is not None
+    generated = None if existing or os.environ.get(PASSWORD_ENV) else secrets.token_urlsafe(12)
+    password = os.environ.get(PASSWORD_ENV) or generated or secrets.token_urlsafe(12)  # unused when the user exists
+    if existing:
+        set_only_token(db, user, token)  # before the server answers: the old token never works again
     proc = _launch(data_dir, media_root, port, token, user, password, venv)
     url = f"http://127.0.0.1:{port}"
     _wait(proc, url, timeout, data_dir / "server.log")
-    info = ServerInfo(proc.pid, port, url, str(data_dir), str(media_root), version(venv))
-    (data_dir / "server.json").write_text(json.dumps(asdict(info)))
-    log.info("Label Studio %s at %s (pid %d); log in as %s%s", info.version, url, proc.pid, user,
-             "" if os.environ.get(PASSWORD_ENV) else f" with password {password} (set ${PASSWORD_ENV} to choose one)")
+    set_only_token(db, user, token)  # also after a first start (Label Studio created the user just now)
+    info = ServerInfo(proc.pid, port, url, str(data_dir), str(media_root), version(venv), password=generated)
+    io_fd = os.open(data_dir / "server.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(io_fd, "w") as f:
+        json.dump(info.public(), f)
+    log.info("Label Studio %s at %s (pid %d); log in as %s", info.version, url, proc.pid, user)
     return info
 
 

@@ -37,6 +37,22 @@ class ReleaseError(PipelineError, ValueError):
     """The release cannot be built as asked; one line naming the file or setting."""
 
 
+def licence_refusal(manifest: pd.DataFrame, redistribution: bool) -> str | None:
+    """Why a public release of imported data is refused, or None.
+
+    The public DFER datasets (Oulu-CASIA, CK+, DFEW, FERV39k, MAFW, AFEW) are licensed for research
+    and forbid redistribution; only params stating the right (import.licence.redistribution) lift it.
+    """
+    if redistribution or "dataset" not in manifest:
+        return None
+    imported = manifest.loc[(manifest["status"] == "accepted") & manifest["dataset"].notna() & (manifest["dataset"] != ""), "dataset"]
+    if imported.empty:
+        return None
+    names = ", ".join(sorted(set(imported)))
+    return (f"{len(imported)} accepted takes come from an imported dataset ({names}) whose licence does not grant "
+            "redistribution: a public release is refused (set import.licence.redistribution: true only if the licence allows it)")
+
+
 @dataclass(frozen=True)
 class Selection:
     takes: pd.DataFrame                 # released takes with their metadata

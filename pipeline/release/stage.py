@@ -88,6 +88,9 @@ def run(params: Params, version: str | None = None, out_root: Path = paths.RELEA
     build.clean_leftovers(out_root, tmp_root)
     raw = paths.resolve(params.ingest.raw_dir)
     manifest = pd.read_parquet(paths.MANIFEST)
+    refusal = build.licence_refusal(manifest, params.import_.licence.redistribution)
+    if refusal:
+        raise build.ReleaseError(f"{paths.MANIFEST.name}: {refusal}")
     align_takes = pd.read_parquet(paths.ALIGN_TAKES)
     labels_all = pd.read_parquet(paths.LABELS) if paths.LABELS.exists() else None
     sel = build.select_takes(manifest, read_ledger(raw / paths.SUBJECTS_NAME), align_takes)

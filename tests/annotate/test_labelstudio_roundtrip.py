@@ -1,121 +1,158 @@
-"""A real Label Studio on loopback: push (idempotent), two annotators, pull, QA, stop by process group."""
+"""A real Label Studio on loopback: push (idempotent, overlap, gold, proxies), annotators, pull, QA;
+secrets (no template user, 0600/0700, token rotation, refused token, password never logged)."""
 
 from __future__ import annotations
 
 import json
 import os
 import secrets
+import sqlite3
+import stat
+import urllib.error
+import urllib.request
 from pathlib import Path
 
-import numpy as np
+import av
 import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
 from pipeline import paths
 from pipeline.annotate import server
-from pipeline.annotate.sync import REANNOTATION_SUFFIX, client, pull, push, push_reannotation
-from pipeline.ingest.run import ingest
+from pipeline.annotate.accounts import add_annotator, check_token
+from pipeline.annotate.sync import REANNOTATION_SUFFIX, PushOptions, client, load_gold, marks_result, pull, push, push_reannotation
 from pipeline.params import Params
 from pipeline.qa import stage as qa_stage
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not (server.LS_VENV / "bin" / "label-studio").exists(), reason="Label Studio not installed (make labelstudio)"),
-]
+pytestmark = pytest.mark.integration
 
 
-TOKENS: dict[Path, str] = {}
-
-
-def ls_token(data_dir: Path) -> str:
-    return TOKENS[data_dir]
-
-
-@pytest.fixture(scope="module")
-def live(tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory):
-    token = secrets.token_hex(20)
-    data_dir = tmp_path_factory.mktemp("ls")
-    TOKENS[data_dir] = token
-    info = server.start(data_dir, tiny_raw.parent, token=token)
+def _get(url: str, token: str) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Token {token}"})
     try:
-        yield info, client(info.url, token), data_dir
-    finally:
-        server.stop(data_dir)
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, b""
 
 
-def _result(label: str, onset: int, apex: int) -> list[dict]:
-    return [{"from_name": "expression", "to_name": "video", "type": "choices", "value": {"choices": [label]}},
-            {"from_name": "onset_frame", "to_name": "video", "type": "number", "value": {"number": onset}},
-            {"from_name": "apex_frame", "to_name": "video", "type": "number", "value": {"number": apex}}]
+def _mode(p: Path) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
 
 
-def test_server_binds_loopback_only(live) -> None:
-    info, _, _ = live
-    assert info.url.startswith("http://127.0.0.1:")
-    assert server.status(Path(info.data_dir)) is not None
-
-
-def test_round_trip(live, tiny_raw: Path, params: Params, tmp_path: Path, monkeypatch) -> None:
-    info, ls, data_dir = live
-    manifest, _ = ingest(params, tiny_raw)
-    first = push(ls, "mvfer-test", manifest, tiny_raw, tiny_raw.parent)
-    assert first["imported"] == 16
-    again = push(ls, "mvfer-test", manifest, tiny_raw, tiny_raw.parent)
+def test_round_trip(live, tiny_raw: Path, tiny_manifest: pd.DataFrame, media_root: Path, params: Params, tmp_path: Path, monkeypatch) -> None:
+    info, ls, data_dir, token = live
+    manifest = tiny_manifest
+    n_frames = dict(zip(manifest["take_id"], manifest["n_frames"].astype(int)))
+    gold = load_gold(tiny_raw / "_truth" / "takes.csv")
+    opts = PushOptions(overlap=3, gold_fraction=0.25, seed=0)
+    first = push(ls, "mvfer-test", manifest, media_root / "media", media_root, opts, gold=gold)
+    assert first["imported"] == 16 and 0 < first["gold"] < 16
+    again = push(ls, "mvfer-test", manifest, media_root / "media", media_root, opts, gold=gold)
     assert again["imported"] == 0 and again["already_present"] == 16  # idempotent
     pid = first["project_id"]
-    tasks = list(ls.tasks.list(project=pid, fields="all"))
-    assert tasks[0].data["video"].startswith("/data/local-files/?d=raw/takes/")
-    import urllib.request
+    project = ls.projects.get(id=pid)
+    assert project.maximum_annotations == 3 and project.overlap_cohort_percentage == 100
+    assert "Invalid page" not in (data_dir / "server.log").read_text(errors="replace")
 
-    req = urllib.request.Request(info.url + tasks[0].data["video"], headers={"Authorization": f"Token {ls_token(data_dir)}"})
-    with urllib.request.urlopen(req, timeout=10) as r:  # the media is served from the registered storage
-        assert r.status == 200 and r.read(12)[4:8] == b"ftyp"
+    tasks = list(ls.tasks.list(project=pid, fields="all", page_size=100).items)
+    status, body = _get(info.url + tasks[0].data["video"], token)  # the proxy is served, and it decodes
+    assert status == 200
+    (tmp_path / "served.mp4").write_bytes(body)
+    with av.open(str(tmp_path / "served.mp4")) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+        assert sum(1 for _ in c.decode(video=0)) == n_frames[tasks[0].data["take_id"]]
 
-    other = ls.users.create(username="annotator2", email="annotator2@mvfer.local", password=secrets.token_urlsafe(10))
-    rng = np.random.default_rng(0)
+    uids = []
+    for email in ("ann2@mvfer.local", "ann3@mvfer.local"):
+        add_annotator(ls, data_dir / server.DB_NAME, email)
+        uids.append(next(u.id for u in ls.users.list() if u.email == email))
     a_labels, b_labels = {}, {}
-    for t in tasks:
-        take, prompted = t.data["take_id"], t.data["prompted_expression"]
-        a_labels[take] = prompted
-        b_labels[take] = prompted if rng.random() < 0.75 else ("fear" if prompted != "fear" else "anger")
-        ls.annotations.create(id=t.id, result=_result(a_labels[take], 1, 5), lead_time=20.0)
-        ls.annotations.create(id=t.id, result=_result(b_labels[take], 2, 6), completed_by=other.id, lead_time=15.0)
-    ls.annotations.create(id=tasks[0].id, result=[], was_cancelled=True, completed_by=other.id)
+    prompted = manifest.set_index("take_id")["prompted_expression"]
+    for k, t in enumerate(sorted(tasks, key=lambda t: t.data["take_id"])):
+        take = t.data["take_id"]
+        a_labels[take] = prompted[take]
+        b_labels[take] = prompted[take] if k % 4 else ("fear" if prompted[take] != "fear" else "anger")
+        unmarked = k == 0  # both leave the first take without marks: QA must queue it
+        ls.annotations.create(id=t.id, result=marks_result(a_labels[take], None if unmarked else 1, None if unmarked else 5),
+                              completed_by=uids[0], lead_time=20.0)
+        ls.annotations.create(id=t.id, result=marks_result(b_labels[take], None if unmarked else 2, None if unmarked else 6),
+                              completed_by=uids[1], lead_time=15.0)
+    ls.annotations.create(id=tasks[1].id, result=[], was_cancelled=True, completed_by=uids[1])
 
-    monkeypatch.setattr(paths, "REANNOTATION_QUEUE", tmp_path / "queue.csv")
-    monkeypatch.setattr(paths, "QA_MARKDOWN", tmp_path / "qa.md")
-    monkeypatch.setattr(paths, "PLOTS", tmp_path / "plots")
+    for name in ("REANNOTATION_QUEUE", "QA_MARKDOWN", "PLOTS"):
+        monkeypatch.setattr(paths, name, tmp_path / name.lower())
     snapshot = tmp_path / "snapshot.json"
-    summary = pull(ls, "mvfer-test", set(manifest["take_id"]), exports_dir=tmp_path / "exports", snapshot=snapshot)
-    assert summary["tasks"] == 16 and summary["annotations_usable"] == 32
-    assert summary["excluded"].get("cancelled_or_skipped") == 1
+    summary = pull(ls, "mvfer-test", set(manifest["take_id"]), exports_dir=tmp_path / "exports", snapshot=snapshot, n_frames=n_frames)
+    n_gold = first["gold"]
+    assert summary["tasks"] == 16 and summary["annotations_usable"] == 32 + n_gold and summary["gold_annotations"] == n_gold
+    assert summary["excluded"].get("cancelled_or_skipped") == 1 and summary["mark_problems"] == {"missing": 2}
     assert len(list((tmp_path / "exports").glob("export-*.json"))) == 1
-    assert json.loads(snapshot.read_text())[0]["annotations"]
 
     manifest_path = tmp_path / "manifest.parquet"
     manifest.to_parquet(manifest_path, index=False)
-    p = params.model_copy(update={"qa": params.qa.model_copy(update={"truth": str(tiny_raw / "_truth" / "takes.csv")})})
+    p = params.model_copy(update={"qa": params.qa.model_copy(update={"truth": str(tiny_raw / "_truth" / "takes.csv"), "reannotation_snapshot": ""})})
     rep = qa_stage.run(p, snapshot=snapshot, manifest_path=manifest_path, labels_path=tmp_path / "labels.parquet", report_path=tmp_path / "qa.json")
+    assert rep["gold_annotations"] == n_gold and rep["annotation_checks"]["mark_problems"] == {"missing": 2}
     takes = sorted(a_labels)
     expected = cohen_kappa_score([a_labels[t] for t in takes], [b_labels[t] for t in takes])
     [pair] = rep["agreement"]["cohen_kappa_pairwise"].values()
     assert pair["items"] == 16 and pair["kappa"] == pytest.approx(expected, abs=1e-4)
-    labels = pd.read_parquet(tmp_path / "labels.parquet")
-    assert (labels["n_annotations"] == 2).all()
-    assert labels["onset_frame"].between(1, 2).all() and labels["apex_frame"].between(5, 6).all()
+    labels = pd.read_parquet(tmp_path / "labels.parquet").set_index("take_id")
+    marked = labels.drop(index=takes[0])
+    assert marked["onset_frame"].between(1, 2).all() and marked["apex_frame"].between(5, 6).all()
+    assert labels.loc[takes[0], "status"] == "reannotate" and "no onset/apex mark in 2 of 2" in labels.loc[takes[0], "reasons"]
 
-    queue = labels[labels["status"] == "reannotate"][["take_id"]]
-    if len(queue):
-        r = push_reannotation(ls, "mvfer-test", queue, manifest, tiny_raw, tiny_raw.parent)
-        assert r["imported"] == len(queue)
-        names = {pr.title for pr in ls.projects.list()}
-        assert "mvfer-test" + REANNOTATION_SUFFIX in names
+    queue = labels[labels["status"] == "reannotate"].reset_index()[["take_id"]]
+    r = push_reannotation(ls, "mvfer-test", queue, manifest, media_root / "media", media_root, opts)
+    assert r["imported"] == len(queue) >= 1 and r["gold"] == 0
+    assert "mvfer-test" + REANNOTATION_SUFFIX in {pr.title for pr in ls.projects.list()}
 
 
-def test_stop_ends_the_process_group(tiny_raw: Path, tmp_path: Path) -> None:
+def test_secrets_on_disk_and_token_rotation(media_root: Path, tmp_path: Path, monkeypatch, caplog) -> None:
+    monkeypatch.delenv(server.PASSWORD_ENV, raising=False)
+    data_dir = tmp_path / "ls"
+    old, new = secrets.token_hex(20), secrets.token_hex(20)
+    caplog.set_level("DEBUG")
+    info = server.start(data_dir, media_root, token=old)
+    try:
+        assert info.password and info.password not in caplog.text  # generated, returned once, never logged
+        assert info.password not in (data_dir / "server.log").read_text(errors="replace")
+        saved = json.loads((data_dir / "server.json").read_text())
+        assert "password" not in saved and old not in json.dumps(saved)
+        assert _mode(data_dir) == 0o700
+        for f in (data_dir / server.DB_NAME, data_dir / "server.json", data_dir / "server.log"):
+            assert _mode(f) == 0o600, f
+        ls = client(info.url, old)
+        check_token(ls, info.url)
+        pw = add_annotator(ls, data_dir / server.DB_NAME, "someone@mvfer.local")
+        assert len(pw) >= 12
+        with sqlite3.connect(data_dir / server.DB_NAME) as c:  # the annotator got no API token
+            assert c.execute("SELECT count(*) FROM authtoken_token").fetchone()[0] == 1
+    finally:
+        server.stop(data_dir)
+
+    template = server.template_db()
+    assert _mode(template) == 0o600 and _mode(template.parent) == 0o700
+    with sqlite3.connect(template) as c:  # nothing in the template can log in
+        assert c.execute("SELECT count(*) FROM htx_user").fetchone()[0] == 0
+        assert c.execute("SELECT count(*) FROM authtoken_token").fetchone()[0] == 0
+
+    info = server.start(data_dir, media_root, token=new)  # restart with a new token: it, and only it, works
+    try:
+        assert info.password is None  # the user exists: no new password
+        assert _get(info.url + "/api/projects/", new)[0] == 200
+        assert _get(info.url + "/api/projects/", old)[0] == 401
+        with pytest.raises(server.LabelStudioError, match=r"refused the token in \$LABEL_STUDIO_API_KEY \(401\): export the token"):
+            check_token(client(info.url, old), info.url)
+    finally:
+        server.stop(data_dir)
+
+
+def test_stop_ends_the_process_group(media_root: Path, tmp_path: Path) -> None:
     data_dir = tmp_path / "ls2"
-    info = server.start(data_dir, tiny_raw.parent, token=secrets.token_hex(20))
+    info = server.start(data_dir, media_root, token=secrets.token_hex(20))
+    assert info.url.startswith("http://127.0.0.1:") and server.status(data_dir) is not None
     assert server.stop(data_dir)
     with pytest.raises(ProcessLookupError):
         os.killpg(info.pid, 0)
