@@ -127,12 +127,12 @@ def assemble(inp: Inputs, bounds: Bounds, fps_tolerance: float) -> tuple[pd.Data
 
     for path in sorted(set(inp.disk_files) - set(refs)):
         probe = inp.probes.get(path)
-        problems = [Problem("orphan_file", f"{path}: no capture log row refers to this file")]
+        # What the entry itself is (a FIFO, a loop, damaged) comes first: it is the reason people act on.
+        problems = [Problem(probe.error_code, f"{path}: {probe.error}")] if probe is not None and probe.error_code else []
+        problems.append(Problem("orphan_file", f"{path}: no capture log row refers to this entry"))
         name = path.rsplit("/", 1)[-1]
         if not PORTABLE_NAME_RE.match(name):
             problems.append(Problem("non_portable_name", f"file name {name!r} is not in the portable set [A-Za-z0-9._-]"))
-        if probe is not None and probe.error_code:
-            problems.append(Problem(probe.error_code, f"{path}: {probe.error}"))
         records.append({"path": path, "log_line": None, "_problems": problems} | _record(probe))
 
     _mark_duplicate_content(records)

@@ -9,6 +9,7 @@ is reported as a timeout, and a fresh worker takes the next task.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import multiprocessing as mp
 import time
@@ -35,6 +36,7 @@ class Outcome:
 
 def _serve(fn: Callable[[Any], Any], conn: Connection) -> None:
     """Worker loop: receive (index, item), send back (index, status, value)."""
+    faulthandler.disable()  # a crash is reported by the parent (task and exit code), not as a stack dump
     while True:
         try:
             msg = conn.recv()

@@ -1,9 +1,17 @@
 """Ingest against a corpus of bad inputs the test builds itself: each ends quarantined with its own
-reason, and every file and every log row is accounted for."""
+reason, and every file and every log row is accounted for.
+
+Tests run as root, which reads any file whatever its mode: an unreadable file and an unlistable folder
+are simulated by making the one reading call fail with PermissionError (as it would for a normal user).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import cv2
@@ -11,8 +19,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import pipeline.ingest.discover as discover_mod
+import pipeline.ingest.probe as probe_mod
+import pipeline.ingest.run as run_mod
 from pipeline.ingest.run import ingest
 from pipeline.params import Params
+from pipeline.utils.frames import iter_frames
 
 # take_id (or path, for files without a log row) -> the reason code it must carry
 EXPECTED: dict[str, str] = {
@@ -31,8 +43,23 @@ EXPECTED: dict[str, str] = {
     "takes/stray.mp4": "orphan_file",          # a file with no log row
     "takes/pf00003-cam_r30.mp4": "orphan_file",  # its row now points elsewhere
     "takes/link.mp4": "path_escape",           # symlink leading out of the raw folder
+    "pf06666-cam_c": "corrupt",                # bytes flipped inside the video data (the decoder would conceal them)
+    "pf00007-cam_r30": "checksum_mismatch",    # the log's sha256 column disagrees with the bytes
+    "pf05001-cam_c": "frame_gap",              # frame folder with frame 4 missing
+    "pf05002-cam_c": "frame_numbering",        # frame folder with frame number 3 twice
+    "pf05003-cam_c": "mixed_frame_sizes",      # frame folder with one frame of another size
+    "pf05004-cam_c": "corrupt",                # frame folder with one PNG cut short
+    "takes/pipe.mp4": "special_file",          # a FIFO: opening it would block forever
+    "takes/loop.mp4": "link_loop",             # a symlink to itself
+    "takes/dangling.mp4": "dangling_link",     # a symlink to nothing
+    "takes/linkdir": "linked_folder",          # a symlink to a folder of two files
+    "takes/bad\\xff.mp4": "undecodable_name",  # a file name that is not UTF-8
+    "takes/emptydir": "empty_folder",
+    "takes/locked": "unreadable",              # a folder that cannot be listed (simulated)
+    "takes/secret.mp4": "unreadable",          # a file that cannot be read (simulated)
 }
-UNTOUCHED = ["pf00002-cam_c", "pf00004-cam_r30", "pf00005-cam_r30", "pf00006-cam_c", "pf00006-cam_r30", "pf00007-cam_c", "pf00007-cam_r30"]
+UNTOUCHED = ["pf00002-cam_c", "pf00004-cam_r30", "pf00005-cam_r30", "pf00006-cam_c", "pf00006-cam_r30", "pf00007-cam_c"]
+FRAME_TAKES_OK = ["pf05000-cam_c", "pf05005-cam_c"]   # a frame folder, and a link to one inside the raw folder
 
 
 def _write_video(path: Path, fps: float, n: int = 8, size: int = 96) -> None:
@@ -82,13 +109,108 @@ def build_corpus(raw: Path) -> None:
 
     shutil.copy(takes / "pf00006-cam_r30.mp4", takes / "stray.mp4")
     (takes / "link.mp4").symlink_to(raw.parent / "outside.mp4")
+    _add_stream_damage_and_checksums(raw)
+    _add_frame_folders(raw)
+    _add_odd_entries(raw)
 
 
-@pytest.fixture
-def corpus(raw_copy: Path, params: Params) -> tuple[pd.DataFrame, dict, Path]:
-    build_corpus(raw_copy)
-    manifest, report = ingest(params, raw_copy)
-    return manifest, report, raw_copy
+def _flip_bytes(data: bytes, start: int, n: int = 16) -> bytes:
+    out = bytearray(data)
+    rng = np.random.default_rng(0)
+    for k in rng.integers(start, len(out) - 64, n):
+        out[k] ^= 0xFF
+    return bytes(out)
+
+
+def _add_stream_damage_and_checksums(raw: Path) -> None:
+    takes = raw / "takes"
+    data = (takes / "pf00006-cam_c.mp4").read_bytes()
+    (takes / "pf06666-cam_c.mp4").write_bytes(_flip_bytes(data, data.index(b"mdat") + 64))
+    log = pd.read_csv(raw / "capture_log.csv", dtype=str, keep_default_na=False)
+    base = log[log["take_id"] == "pf00006-cam_c"].iloc[0].copy()
+    rows = []
+    for take_id, file in [("pf06666-cam_c", "takes/pf06666-cam_c.mp4")] + [
+            (f"pf0500{i}-cam_c", f"takes/pf0500{i}-cam_c") for i in range(6)]:
+        r = base.copy()
+        r["take_id"], r["file"] = take_id, file
+        rows.append(r)
+    log = pd.concat([log, pd.DataFrame(rows)], ignore_index=True)
+    log["sha256"] = ""
+    good = hashlib.sha256((takes / "pf00007-cam_c.mp4").read_bytes()).hexdigest()
+    log.loc[log["take_id"] == "pf00007-cam_c", "sha256"] = good.upper()       # case does not matter
+    log.loc[log["take_id"] == "pf00007-cam_r30", "sha256"] = "0" * 64
+    log.to_csv(raw / "capture_log.csv", index=False)
+
+
+def _write_frames(folder: Path, names: list[str], frames: list[np.ndarray]) -> None:
+    folder.mkdir(parents=True)
+    for name, img in zip(names, frames):
+        ok, buf = cv2.imencode(Path(name).suffix, img)
+        (folder / name).write_bytes(buf.tobytes())
+
+
+def _add_frame_folders(raw: Path) -> None:
+    takes = raw / "takes"
+    frames = list(iter_frames(takes / "pf00006-cam_r30.mp4"))     # 8 frames, 96x96
+    frames = frames + [frames[-1]]
+    names = [f"frame_{i:03d}.png" for i in range(len(frames))]
+    _write_frames(takes / "pf05000-cam_c", names, frames)
+    _write_frames(takes / "pf05001-cam_c", names[:4] + [f"frame_{i:03d}.png" for i in range(5, 10)], frames)
+    _write_frames(takes / "pf05002-cam_c", names[:-1] + ["frame_3.jpg"], frames)
+    _write_frames(takes / "pf05003-cam_c", names, frames[:-1] + [cv2.resize(frames[-1], (64, 64))])
+    _write_frames(takes / "pf05004-cam_c", names, frames)
+    cut = takes / "pf05004-cam_c" / names[5]
+    cut.write_bytes(cut.read_bytes()[:-40])
+    _write_frames(raw / "store" / "pf05005", [f"{i}.jpg" for i in range(len(frames))], frames[::-1])
+    (takes / "pf05005-cam_c").symlink_to(raw / "store" / "pf05005")
+
+
+def _add_odd_entries(raw: Path) -> None:
+    takes = raw / "takes"
+    os.mkfifo(takes / "pipe.mp4")
+    (takes / "loop.mp4").symlink_to(takes / "loop.mp4")
+    (takes / "dangling.mp4").symlink_to(takes / "nothing-here.mp4")
+    (raw / "store" / "misc").mkdir(parents=True)
+    (raw / "store" / "misc" / "a.txt").write_text("a")
+    (raw / "store" / "misc" / "b.mp4").write_bytes(b"b")
+    (takes / "linkdir").symlink_to(raw / "store" / "misc")
+    with open(os.path.join(os.fsencode(takes), b"bad\xff.mp4"), "wb") as f:
+        f.write((takes / "pf00006-cam_c.mp4").read_bytes())
+    (takes / "emptydir").mkdir()
+    (takes / "locked").mkdir()
+    for i in range(3):
+        (takes / "locked" / f"x{i}.mp4").write_bytes(b"x")
+    shutil.copy(takes / "pf00006-cam_c.mp4", takes / "secret.mp4")
+
+
+def _deny(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Root reads everything: make the one listing call and the one hashing call fail as for a normal user."""
+    real_list, real_hash = discover_mod._list_dir, probe_mod.sha256_file
+
+    def list_dir(path: Path):
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_list(path)
+
+    def sha256_file(path: Path) -> str:
+        if Path(path).name == "secret.mp4":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_hash(path)
+
+    monkeypatch.setattr(discover_mod, "_list_dir", list_dir)
+    monkeypatch.setattr(probe_mod, "sha256_file", sha256_file)
+
+
+@pytest.fixture(scope="module")
+def corpus(tiny_raw: Path, params: Params, tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, dict, Path]:
+    """Built and ingested once for the module (the tests only read it)."""
+    raw = tmp_path_factory.mktemp("corpus") / "raw"
+    shutil.copytree(tiny_raw, raw)
+    build_corpus(raw)
+    with pytest.MonkeyPatch.context() as mp:
+        _deny(mp)
+        manifest, report = ingest(params, raw)
+    return manifest, report, raw
 
 
 def _entry(manifest: pd.DataFrame, key: str) -> pd.Series:
@@ -116,10 +238,35 @@ def test_good_takes_are_accepted_with_probed_metadata(corpus) -> None:
         assert len(e["sha256"]) == 64
 
 
+def test_frame_folder_takes_are_accepted_with_the_logs_fps(corpus) -> None:
+    manifest, _, raw = corpus
+    for take in FRAME_TAKES_OK:
+        e = _entry(manifest, take)
+        assert e["status"] == "accepted", e["reason"]
+        assert e["path"] == f"takes/{take}"
+        assert e["n_frames"] == 9 and e["width"] == 96 and e["height"] == 96
+        assert e["fps"] == 10 and pd.isna(e["file_fps"])
+        assert e["duration_s"] == pytest.approx(0.9)
+    assert _entry(manifest, "pf05000-cam_c")["sha256"] != _entry(manifest, "pf05005-cam_c")["sha256"]
+
+
+def test_entries_inside_a_linked_folder_are_counted(corpus) -> None:
+    manifest, report, _ = corpus
+    assert report["accounting"]["entries_inside_linked_folders"] == 2
+    assert "2 entries" in _entry(manifest, "takes/linkdir")["reason"]
+    assert "cannot be listed" in _entry(manifest, "takes/locked")["reason"]
+
+
+def test_stream_damage_is_counted_per_frame(corpus) -> None:
+    manifest, _, _ = corpus
+    reason = _entry(manifest, "pf06666-cam_c")["reason"]
+    assert "damaged stream" in reason and "frames" in reason
+
+
 def test_nothing_is_lost_and_the_counts_add_up(corpus) -> None:
     manifest, report, raw = corpus
     log_rows = len(pd.read_csv(raw / "capture_log.csv"))
-    files = sorted(p.relative_to(raw).as_posix() for p in (raw / "takes").iterdir())
+    files = sorted(discover_mod.display_path(p.relative_to(raw).as_posix()) for p in (raw / "takes").iterdir())
     assert report["log_rows"] == log_rows == int(manifest["log_line"].notna().sum())
     listed = manifest["path"].dropna().tolist()
     for f in files:
@@ -128,7 +275,7 @@ def test_nothing_is_lost_and_the_counts_add_up(corpus) -> None:
     assert report["manifest_rows"] == log_rows + report["orphan_files"]
     assert report["accounting"]["adds_up"] is True
     assert len(report["quarantined_items"]) == report["quarantined"]
-    assert report["accepted"] == len(UNTOUCHED)
+    assert report["accepted"] == len(UNTOUCHED) + len(FRAME_TAKES_OK)
 
 
 def test_reasons_name_the_file_line_and_field(corpus) -> None:
@@ -151,3 +298,35 @@ def test_manifest_round_trips_through_parquet(corpus, tmp_path: Path) -> None:
     back = pd.read_parquet(tmp_path / "m.parquet")
     assert "takes/pf00003-cäm_c.mp4" in set(back["path"])
     assert len(back) == len(manifest)
+
+
+def test_the_entrys_own_problem_is_its_primary_reason(corpus) -> None:
+    manifest, report, _ = corpus
+    assert _entry(manifest, "takes/pipe.mp4")["reason_code"] == "special_file"
+    assert report["primary_reason_counts"]["link_loop"] == 1
+
+
+_real_probe_take = run_mod.probe_take
+
+
+def _crashing_probe(path: Path):
+    """A decoder that segfaults on one take and hangs on another (runs in a forked worker)."""
+    if path.name == "pf00006-cam_c.mp4":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if path.name == "pf00007-cam_c.mp4":
+        time.sleep(120)
+    return _real_probe_take(path)
+
+
+def test_a_decoder_crash_or_hang_quarantines_only_its_take(raw_copy: Path, params: Params, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(run_mod, "probe_take", _crashing_probe)
+    fast = params.model_copy(update={"ingest": params.ingest.model_copy(update={"probe_timeout_s": 2.0, "workers": 2})})
+    started = time.monotonic()
+    manifest, report = ingest(fast, raw_copy)
+    assert time.monotonic() - started < 60
+    crashed, hung = _entry(manifest, "pf00006-cam_c"), _entry(manifest, "pf00007-cam_c")
+    assert crashed["reason_code"] == "decoder_crash" and "crashed" in crashed["reason"]
+    assert hung["reason_code"] == "decoder_timeout" and "hung" in hung["reason"]
+    others = manifest[~manifest["take_id"].isin(["pf00006-cam_c", "pf00007-cam_c"])]
+    assert (others["status"] == "accepted").all(), others["reason"].dropna().tolist()
+    assert report["accounting"]["adds_up"] is True
