@@ -109,7 +109,8 @@ def _annotate_simulate(args: argparse.Namespace) -> int:
     from pipeline.qa.simulate import run
 
     n = run(params())
-    log.info("simulated annotators labelled %d tasks -> %s", n, paths.ANNOTATIONS_SIM)
+    log.info("simulated annotators labelled %d tasks -> %s; re-annotation round: %d queued tasks by annotators %s -> %s",
+             n["round1_tasks"], paths.ANNOTATIONS_SIM, n["round2_tasks"], ", ".join(n["round2_annotators"]), paths.ANNOTATIONS_SIM_ROUND2)
     return 0
 
 

@@ -181,6 +181,7 @@ class AnnotateParams(_Strict):
     seed: int
 
 
+    round2_annotators_per_task: Annotated[int, Field(ge=0)]  # the re-annotation queue, answered by unflagged annotators; 0: no round
 class QAThresholds(_Strict):
     alpha_acceptable: float
     alpha_good: float
@@ -210,6 +211,7 @@ class ReleaseParams(_Strict):
     url: str
     previous: str | None = Field(description="folder of the previous release the CHANGELOG compares with; null: none")
 
+    reannotation_snapshot: str  # export of the re-annotation queue's project, merged with `snapshot`; "" for none
 
 class ImportLicence(_Strict):
     """The dataset's own licence terms: stated, they stand in for per-subject consent (research only)."""

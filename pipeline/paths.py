@@ -53,6 +53,7 @@ ANNOTATION_SNAPSHOT: Path = ANNOTATIONS / "snapshot.json"
 ANNOTATIONS_SIM: Path = INTERIM / "annotations_sim.json"
 LABEL_STUDIO_HOME: Path = ROOT / ".labelstudio"
 RELEASE: Path = ROOT / "release"
+ANNOTATIONS_SIM_ROUND2: Path = INTERIM / "annotations_sim_round2.json"  # the re-annotation queue, answered
 RELEASE_REPORT: Path = REPORTS / "release.json"
 RELEASE_TMP: Path = INTERIM / ".tmp" / "release"  # the release build, renamed into RELEASE when complete
 WITHDRAWAL_LOG: Path = ROOT / "privacy" / "withdrawals.jsonl"  # git-tracked audit trail; names no one

@@ -12,6 +12,7 @@ The paper's full equations are not available to us; this is our reading (see REA
 The seven gate blocks are one fused matrix (7H rows, ordered i, f, g, o, i^m, f^m, g^m so the first
 4H match `torch.nn.LSTM`'s layout): one matmul per step. With the mode input gate forced to zero
 and m_0 = 0 the cell is exactly a standard LSTM, which the tests check against `torch.nn.LSTM`.
+The recurrence itself runs as one fused autograd function (pipeline/models/mv_scan.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import math
 
 import torch
 from torch import nn
+
+from pipeline.models.mv_scan import mv_lstm_scan, project, read_padded, to_scan_order
 
 
 class MVLSTM(nn.Module):
@@ -51,31 +54,11 @@ class MVLSTM(nn.Module):
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """x: (B, T, D). Returns outputs (B, T, H), zero after each sequence's end, and the final
         (h, c, m) at each sequence's last valid step."""
-        B, T, _ = x.shape
+        B = x.shape[0]
         H = self.hidden_size
         if state is None:
             zeros = x.new_zeros(B, H)
-            h, c, m = zeros, zeros, zeros
-        else:
-            h, c, m = state
-        if lengths is None:
-            lengths = torch.full((B,), T, dtype=torch.long, device=x.device)
-        valid = (torch.arange(T, device=x.device)[None, :] < lengths.to(x.device)[:, None]).to(x.dtype)
-        x_proj = torch.matmul(x, self.weight_ih.T) + self.bias  # all input projections in one matmul
-        outputs = []
-        for t in range(T):
-            gates = x_proj[:, t] + h @ self.weight_hh.T
-            i, f, g, o, im, fm, gm = gates.chunk(7, dim=1)
-            i, f, o = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o)
-            g, gm = torch.tanh(g), torch.tanh(gm)
-            im = torch.zeros_like(im) if self.force_mode_gate_zero else torch.sigmoid(im)
-            fm = torch.sigmoid(fm)
-            c_new = f * c + i * g
-            m_new = fm * m + im * gm
-            h_new = o * torch.tanh(c_new - m_new)
-            v = valid[:, t : t + 1]
-            h = v * h_new + (1 - v) * h
-            c = v * c_new + (1 - v) * c
-            m = v * m_new + (1 - v) * m
-            outputs.append(h_new * v)
-        return torch.stack(outputs, dim=1), (h, c, m)
+            state = (zeros, zeros, zeros)
+        xp = project(x, to_scan_order(self.weight_ih, H), to_scan_order(self.bias, H))  # all steps, one matmul
+        hs, cs, ms = mv_lstm_scan(xp, to_scan_order(self.weight_hh, H), state, self.force_mode_gate_zero)
+        return read_padded(hs, cs, ms, lengths)

@@ -4,6 +4,10 @@ Annotators of known reliability label each accepted take, so QA can run on a fre
 its findings can be checked against the simulator's truth: a careful one, a noisy one, one who
 confuses fear and surprise, a spammer. Some annotations are cancelled (skipped), some tasks keep
 drafts, and a share of tasks are gold: an expert's annotation marked `ground_truth`.
+
+A second round answers QA's re-annotation queue as a lab would after `annotate push --queue`: the
+first round is assessed exactly as the QA stage assesses it, and the queued takes go to the
+annotators QA did not flag, `round2_annotators_per_task` each, in a companion project's export.
 """
 
 from __future__ import annotations
@@ -44,6 +48,34 @@ def _result(label: str, onset: int, apex: int, flags: list[str]) -> list[dict]:
     return res
 
 
+def _annotation(rng: np.random.Generator, ann_id: int, prof: AnnotatorProfile, true_label: str, prompted: str,
+                onset: int, apex: int, n: int, clock: datetime, cancel_rate: float, classes: list[str]) -> dict:
+    """One annotator's answer to one task, as Label Studio stores it."""
+    cancelled = rng.random() < cancel_rate
+    spam = prof.kind == "spammer"
+    label = _label(rng, true_label, prof, classes)
+    flags = [str(rng.choice(["blurred", "occluded"]))] if spam and rng.random() < 0.3 else []
+    if not spam and label != prompted and rng.random() < 0.5:
+        flags.append("not_as_prompted")
+    lead = float(rng.lognormal(np.log(prof.mean_lead_time_s), 0.3))
+    return {"id": ann_id, "completed_by": prof.id,
+            "result": [] if cancelled else _result(label, _frame(rng, onset, prof.frame_sigma, n, spam), _frame(rng, apex, prof.frame_sigma, n, spam), flags),
+            "was_cancelled": cancelled, "ground_truth": False, "lead_time": round(lead, 2),
+            "created_at": clock.isoformat(), "updated_at": clock.isoformat()}
+
+
+def _task(task_id: int, row, annotations: list[dict], drafts: list[dict], n: int) -> dict:
+    return {"id": task_id,
+            "data": {"video": f"/data/local-files/?d=takes/{row.take_id}.mp4", "take_id": row.take_id,
+                     "prompted_expression": row.prompted_expression, "fps": float(row.fps)},
+            "annotations": annotations, "drafts": drafts,
+            "predictions": [{"model_version": "prompted", "result": _result(row.prompted_expression, 0, n - 1, [])[:1]}]}
+
+
+def _onset_apex(t: pd.Series, n: int) -> tuple[int, int]:
+    return (int(t["onset_frame"]) if t["onset_frame"] >= 0 else 0), (int(t["apex_frame"]) if t["apex_frame"] >= 0 else n - 1)
+
+
 def simulate_export(takes: pd.DataFrame, truth: pd.DataFrame, p: QASimParams, classes: list[str]) -> list[dict]:
     """Tasks with annotations, as Label Studio's full JSON export lays them out.
 
@@ -58,8 +90,7 @@ def simulate_export(takes: pd.DataFrame, truth: pd.DataFrame, p: QASimParams, cl
         t = truth.loc[row.take_id]
         true_label = t["expression"]
         n = int(row.n_frames)
-        onset = int(t["onset_frame"]) if t["onset_frame"] >= 0 else 0
-        apex = int(t["apex_frame"]) if t["apex_frame"] >= 0 else n - 1
+        onset, apex = _onset_apex(t, n)
         chosen = rng.choice(len(p.annotators), size=min(p.annotators_per_task, len(p.annotators)), replace=False)
         annotations = []
         gold = rng.random() < p.gold_fraction
@@ -69,35 +100,63 @@ def simulate_export(takes: pd.DataFrame, truth: pd.DataFrame, p: QASimParams, cl
                                 "created_at": clock.isoformat(), "updated_at": clock.isoformat()})
             ann_id += 1
         for k in sorted(chosen):
-            prof = p.annotators[k]
             clock += timedelta(seconds=float(rng.uniform(5, 90)))
-            cancelled = rng.random() < p.cancel_rate
-            spam = prof.kind == "spammer"
-            label = _label(rng, true_label, prof, classes)
-            flags = [str(rng.choice(["blurred", "occluded"]))] if spam and rng.random() < 0.3 else []
-            if not spam and label != row.prompted_expression and rng.random() < 0.5:
-                flags.append("not_as_prompted")
-            lead = float(rng.lognormal(np.log(prof.mean_lead_time_s), 0.3))
-            annotations.append({
-                "id": ann_id, "completed_by": prof.id,
-                "result": [] if cancelled else _result(label, _frame(rng, onset, prof.frame_sigma, n, spam), _frame(rng, apex, prof.frame_sigma, n, spam), flags),
-                "was_cancelled": cancelled, "ground_truth": False, "lead_time": round(lead, 2),
-                "created_at": clock.isoformat(), "updated_at": clock.isoformat(),
-            })
+            annotations.append(_annotation(rng, ann_id, p.annotators[k], true_label, row.prompted_expression, onset, apex, n,
+                                           clock, p.cancel_rate, classes))
             ann_id += 1
         drafts = [{"id": task_id, "user": p.annotators[0].id, "result": []}] if rng.random() < p.draft_rate else []
-        tasks.append({
-            "id": task_id,
-            "data": {"video": f"/data/local-files/?d=takes/{row.take_id}.mp4", "take_id": row.take_id,
-                     "prompted_expression": row.prompted_expression, "fps": float(row.fps)},
-            "annotations": annotations, "drafts": drafts,
-            "predictions": [{"model_version": "prompted", "result": _result(row.prompted_expression, 0, n - 1, [])[:1]}],
-        })
+        tasks.append(_task(task_id, row, annotations, drafts, n))
     return tasks
 
 
-def run(params: Params, manifest_path: Path | None = None, out: Path | None = None) -> int:
-    """The annotate_sim stage: write the simulated export atomically; returns the task count."""
+def round1_verdicts(tasks: list[dict], takes: pd.DataFrame, config, th) -> tuple[list[str], set[str]]:
+    """The first round as the QA stage judges it: (queued take ids, flagged annotator ids)."""
+    from pipeline.qa.aggregate import dawid_skene, majority_vote, vote_counts
+    from pipeline.qa.export import UNSURE, parse_export
+    from pipeline.qa.stage import annotator_table, item_table
+
+    classes = [c for c in config.expressions if c != UNSURE]
+    r_all = parse_export(tasks, config, set(takes["take_id"])).ratings
+    gold = r_all[r_all["ground_truth"]].drop_duplicates("take_id").rename(columns={"label": "gold_label"})
+    r = r_all[(~r_all["ground_truth"]) & (r_all["label"] != UNSURE)].reset_index(drop=True)
+    items, annotators = sorted(r["take_id"].unique()), sorted(r["annotator"].unique())
+    ann_index = {a: i for i, a in enumerate(annotators)}
+    counts = vote_counts(r["take_id"].map({t: i for i, t in enumerate(items)}).to_numpy(), r["annotator"].map(ann_index).to_numpy(),
+                         r["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(), len(items), len(annotators), len(classes))
+    ds = dawid_skene(counts)
+    consensus = pd.Series([classes[int(k)] for k in ds["posterior"].argmax(1)], index=items)
+    labels = item_table(r, gold, takes, classes, items, majority_vote(counts), ds, th)
+    ann = annotator_table(r, gold, consensus, ds, ann_index, classes, th)
+    return sorted(labels.loc[labels["status"] == "reannotate", "take_id"]), set(ann.loc[ann["flagged"], "annotator"].astype(str))
+
+
+def simulate_round2(takes: pd.DataFrame, truth: pd.DataFrame, p: QASimParams, classes: list[str], queue: list[str],
+                    flagged: set[str], first_annotation_id: int) -> list[dict]:
+    """The re-annotation queue answered by the annotators QA trusts: a companion project's export."""
+    rng = np.random.default_rng([p.seed, 2])
+    trusted = [a for a in p.annotators if str(a.id) not in flagged]
+    truth = truth.set_index("take_id")
+    rows = takes.set_index("take_id")
+    tasks, ann_id, clock = [], first_annotation_id, T0 + timedelta(days=14)
+    for task_id, take in enumerate(queue, start=1):
+        row = rows.loc[take]
+        row = pd.Series({**row.to_dict(), "take_id": take})
+        t = truth.loc[take]
+        n = int(row.n_frames)
+        onset, apex = _onset_apex(t, n)
+        chosen = rng.choice(len(trusted), size=min(p.round2_annotators_per_task, len(trusted)), replace=False) if trusted else []
+        annotations = []
+        for k in sorted(chosen):
+            clock += timedelta(seconds=float(rng.uniform(5, 90)))
+            annotations.append(_annotation(rng, ann_id, trusted[k], t["expression"], row.prompted_expression, onset, apex, n,
+                                           clock, p.cancel_rate, classes))
+            ann_id += 1
+        tasks.append(_task(task_id, row, annotations, [], n))
+    return tasks
+
+
+def run(params: Params, manifest_path: Path | None = None, out: Path | None = None, out_round2: Path | None = None) -> dict:
+    """The annotate_sim stage: both rounds' exports, written atomically; returns their task counts."""
     import json
 
     from pipeline import paths
@@ -106,8 +165,29 @@ def run(params: Params, manifest_path: Path | None = None, out: Path | None = No
 
     manifest = pd.read_parquet(manifest_path or paths.MANIFEST)
     takes = manifest[manifest["status"] == "accepted"]
-    truth = pd.read_csv(paths.resolve(params.qa.truth))
-    classes = [c for c in LabelConfig.load(paths.LABEL_CONFIG).expressions if c not in (UNSURE, "neutral")]
-    tasks = simulate_export(takes, truth, params.annotate_sim, classes)
+    truth = with_dataset_truth(pd.read_csv(paths.resolve(params.qa.truth)), takes)
+    config = LabelConfig.load(paths.LABEL_CONFIG)
+    classes = [c for c in config.expressions if c not in (UNSURE, "neutral")]
+    p = params.annotate_sim
+    tasks = simulate_export(takes, truth, p, classes)
+    queue, flagged = round1_verdicts(tasks, takes, config, params.qa.thresholds) if p.round2_annotators_per_task else ([], set())
+    last_id = max((a["id"] for t in tasks for a in t["annotations"]), default=0)
+    round2 = simulate_round2(takes, truth, p, classes, queue, flagged, last_id + 1)
     io.write_text(out or paths.ANNOTATIONS_SIM, json.dumps(tasks, indent=1))
-    return len(tasks)
+    io.write_text(out_round2 or paths.ANNOTATIONS_SIM_ROUND2, json.dumps(round2, indent=1))
+    return {"round1_tasks": len(tasks), "round2_tasks": len(round2), "round2_annotators": sorted(str(a.id) for a in p.annotators if str(a.id) not in flagged)}
+
+
+def with_dataset_truth(truth: pd.DataFrame, takes: pd.DataFrame) -> pd.DataFrame:
+    """Truth rows for takes the simulator did not render (imported datasets): their own label, no onset/apex.
+
+    Why: the simulated annotators then label imported takes too, so `dvc repro` runs through QA on
+    a dataset that was imported rather than rendered; split.labels: dataset keeps those labels apart.
+    """
+    missing = takes[~takes["take_id"].isin(truth["take_id"])]
+    if missing.empty:
+        return truth
+    label = missing["dataset_label"] if "dataset_label" in missing else missing["prompted_expression"]
+    extra = pd.DataFrame({"take_id": missing["take_id"].to_numpy(), "expression": label.to_numpy(),
+                          "onset_frame": -1, "apex_frame": -1})
+    return pd.concat([truth, extra], ignore_index=True)

@@ -19,7 +19,7 @@ from pipeline.params import Params
 from pipeline.qa import agreement as ag
 from pipeline.qa import checks
 from pipeline.qa.aggregate import dawid_skene, majority_vote, spammer_score, top_confusion, vote_counts
-from pipeline.qa.export import UNSURE, LabelConfig, load_export, parse_export
+from pipeline.qa.export import UNSURE, LabelConfig, Parsed, load_export, parse_export
 from pipeline.qa.ratings import latest_per_annotator
 from pipeline.utils import io
 
@@ -135,16 +135,36 @@ def truth_figures(labels: pd.DataFrame, r: pd.DataFrame, truth_path: Path) -> di
         return None
     t = truth.loc[lab["take_id"]].to_numpy()
     rr = r[r["take_id"].isin(truth.index)]
+    ok = labels[(labels["status"] == "accepted") & labels["take_id"].isin(truth.index)]
     return {"items": len(lab),
+            "accepted_items": len(ok),
+            "accepted_label_accuracy": round(float((ok["label"].to_numpy() == truth.loc[ok["take_id"]].to_numpy()).mean()), 4) if len(ok) else None,
             "dawid_skene_accuracy": round(float((lab["label"].to_numpy() == t).mean()), 4),
             "majority_vote_accuracy": round(float((lab["label_majority"].to_numpy() == t).mean()), 4),
             "annotator_accuracy": {who: round(float((g["label"].to_numpy() == truth.loc[g["take_id"]].to_numpy()).mean()), 4)
                                    for who, g in rr.groupby("annotator")}}
 
 
+def load_round(path: Path) -> list[dict]:
+    """A re-annotation round's export; unlike a snapshot it may hold no task (an empty queue)."""
+    return [] if path.exists() and path.read_text(encoding="utf-8").strip() == "[]" else load_export(path)
+
+
+def merge_rounds(first: Parsed, second: Parsed) -> Parsed:
+    """One snapshot from two rounds: the same takes with every round's annotations (the same annotators)."""
+    merged = Parsed(ratings=pd.concat([first.ratings, second.ratings], ignore_index=True),
+                    excluded=first.excluded + second.excluded, tasks=first.tasks, tasks_without_annotation=first.tasks_without_annotation)
+    for reason, where in [*first.examples.items(), *second.examples.items()]:
+        merged.examples.setdefault(reason, []).extend(where)
+    return merged
+
+
 def run(params: Params, snapshot: Path | None = None, manifest_path: Path = paths.MANIFEST,
-        labels_path: Path = paths.LABELS, report_path: Path = paths.QA_REPORT) -> dict:
+        labels_path: Path = paths.LABELS, report_path: Path = paths.QA_REPORT, reannotation: Path | None = None) -> dict:
+    """QA of `snapshot` merged with the `reannotation` round (both from params when no snapshot is given)."""
     th = params.qa.thresholds
+    if snapshot is None and params.qa.reannotation_snapshot:
+        reannotation = paths.resolve(params.qa.reannotation_snapshot)
     snapshot = Path(snapshot) if snapshot else paths.resolve(params.qa.snapshot)
     config = LabelConfig.load(paths.LABEL_CONFIG)
     classes = [c for c in config.expressions if c != UNSURE]
@@ -152,6 +172,10 @@ def run(params: Params, snapshot: Path | None = None, manifest_path: Path = path
     takes = manifest[manifest["status"] == "accepted"]
     n_frames = dict(zip(takes["take_id"], takes["n_frames"].astype(int)))
     parsed = parse_export(load_export(snapshot), config, set(takes["take_id"]), n_frames)
+    rounds = {"snapshot": len(parsed.ratings)}
+    if reannotation is not None:
+        parsed = merge_rounds(parsed, parse_export(load_round(Path(reannotation)), config, set(takes["take_id"])))
+        rounds["reannotation"] = len(parsed.ratings) - rounds["snapshot"]
     r_all, superseded = latest_per_annotator(parsed.ratings)
     if superseded:
         parsed.excluded["superseded_by_the_same_annotators_later_rating"] += superseded
@@ -206,7 +230,9 @@ def run(params: Params, snapshot: Path | None = None, manifest_path: Path = path
         "annotators": ann.to_dict(orient="records"),
         "annotators_flagged": ann.loc[ann["flagged"], ["annotator", "reasons"]].to_dict(orient="records"),
         "annotation_checks": checks.summary(r, parsed.mark_problems, parsed.predictions, th.min_lead_time_s),
+        "annotations_per_round": rounds,
         "labels": {"accepted": int((labels["status"] == "accepted").sum()), "reannotate": int((labels["status"] == "reannotate").sum()),
+                   "accepted_share": round(float((labels["status"] == "accepted").mean()), 4) if len(labels) else None,
                    "differs_from_prompt": int(labels["flags"].fillna("").str.contains("label_differs_from_prompt").sum())},
         "against_truth": truth_figures(labels, r, paths.resolve(params.qa.truth)),
     }

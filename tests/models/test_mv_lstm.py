@@ -98,9 +98,10 @@ def test_a_tiny_training_run_learns_a_separable_toy_problem(variant: str) -> Non
     x[:, T // 2 :, 0] += np.where(y == 1, 2.0, -2.0)[:, None]
     ids = [f"t{i}" for i in range(n)]
     modes = np.array(["a" if i % 2 else "b" for i in range(n)])
-    data = {"take_ids": np.array(ids), "features": x, "lengths": np.full(n, T), "labels": y, "modes": modes}
+    data = {"take_ids": np.array(ids), "features": x.reshape(n * T, 4), "offsets": np.arange(n + 1) * T,
+            "lengths": np.full(n, T), "labels": y, "modes": modes}  # the ragged layout of the features file
     fold = {"train": ids[:80], "val": ids[80:]}
     p = TrainParams(variants=[variant], seeds=[0], hidden=16, epochs=40, patience=10, batch_size=16, lr=0.01,
-                    weight_decay=0.0, dropout=0.0, mode_loss_weight=0.3, adversarial_weight=0.1)
+                    weight_decay=0.0, dropout=0.0, mode_loss_weight=0.3, adversarial_weight=0.1, workers=1)
     ckpt, history, _ = fit(variant, data, fold, p, seed=0, n_classes=2)
     assert ckpt["val_acc"] >= 0.95, history[-1]
