@@ -167,6 +167,7 @@ class QASimParams(_Strict):
     gold_fraction: Annotated[float, Field(ge=0, le=1)]
     cancel_rate: Annotated[float, Field(ge=0, le=1)]
     draft_rate: Annotated[float, Field(ge=0, le=1)]
+    round2_annotators_per_task: Annotated[int, Field(ge=0)]  # the re-annotation queue, answered by unflagged annotators; 0: no round
 
 
 class AnnotateParams(_Strict):
@@ -181,7 +182,6 @@ class AnnotateParams(_Strict):
     seed: int
 
 
-    round2_annotators_per_task: Annotated[int, Field(ge=0)]  # the re-annotation queue, answered by unflagged annotators; 0: no round
 class QAThresholds(_Strict):
     alpha_acceptable: float
     alpha_good: float
@@ -197,6 +197,7 @@ class QAThresholds(_Strict):
 
 class QAParams(_Strict):
     snapshot: str
+    reannotation_snapshot: str  # export of the re-annotation queue's project, merged with `snapshot`; "" for none
     truth: str
     thresholds: QAThresholds
 
@@ -211,7 +212,6 @@ class ReleaseParams(_Strict):
     url: str
     previous: str | None = Field(description="folder of the previous release the CHANGELOG compares with; null: none")
 
-    reannotation_snapshot: str  # export of the re-annotation queue's project, merged with `snapshot`; "" for none
 
 class ImportLicence(_Strict):
     """The dataset's own licence terms: stated, they stand in for per-subject consent (research only)."""
