@@ -219,6 +219,18 @@ def _release_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _consent_withdraw(args: argparse.Namespace) -> int:
+    from pipeline.privacy.withdraw import withdraw
+
+    rec = withdraw(args.subject, params(), use_label_studio=not args.no_label_studio)
+    for line in rec["unreachable"]:
+        log.warning("not reached: %s", line)
+    sys.stdout.write(f"withdrawn: {rec['takes']} takes removed from the outputs, {rec['releases_amended']} release(s) amended, "
+                     f"{rec['dvc_cache_objects_removed']} DVC cache object(s) removed, {rec['models_marked_for_retraining']} "
+                     f"model(s) marked for retraining; record appended to {paths.WITHDRAWAL_LOG.name}; now run `dvc repro`\n")
+    return 0
+
+
 def _release_verify(args: argparse.Namespace) -> int:
     from pipeline.release.verify import verify
 
@@ -282,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
             a.add_argument("--order", choices=["sequential", "uncertainty"], help="serving order (default: annotate.order); "
                                                                                  "uncertainty: least confident guesses first")
         a.set_defaults(func=func)
+    con = sub.add_parser("consent", help="the consent ledger (subjects.csv)")
+    con_sub = con.add_subparsers(dest="consent_command", required=True)
+    cw = con_sub.add_parser("withdraw", help="withdraw a subject: mark the ledger, remove them from every output, "
+                                             "release, DVC cache and Label Studio; report what cannot be reached")
+    cw.add_argument("subject", help="the pseudonymous subject id, as in subjects.csv")
+    cw.add_argument("--no-label-studio", action="store_true", help="do not contact a Label Studio server")
+    cw.set_defaults(func=_consent_withdraw)
     rel = sub.add_parser("release", help="versioned dataset releases")
     rel_sub = rel.add_subparsers(dest="release_command", required=True)
     rb = rel_sub.add_parser("build", help="build release/<name>-<version>/ and its archive (params: release)")

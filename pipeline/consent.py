@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
 from pipeline import vocab
 
 _TRUE = frozenset({"true", "1", "yes", "y", "t"})
@@ -121,3 +123,50 @@ def read_ledger(path: Path) -> Ledger:
     from pipeline.ingest.schema import read_csv_rows
 
     return parse_rows(read_csv_rows(path, vocab.SUBJECTS_REQUIRED), path)
+
+
+# --- redaction: a withdrawn subject's takes stay counted, never identified ------------------------
+REDACTED_REASON = "take of a subject who withdrew consent; identifiers removed"
+IDENTIFYING_COLUMNS = ("take_id", "path", "sha256", "subject_id", "recorded_at", "source_path", "file")
+
+
+def redact_manifest(df: pd.DataFrame, ids: set[str] = frozenset()) -> tuple[pd.DataFrame, set[str]]:
+    """Blank the identifying fields of rows quarantined as `consent_withdrawn` (or naming one of
+    `ids`), keeping status, codes and log line so the counts still add up. Returns the frame and the
+    take ids it removed."""
+    codes = df["reason_codes"].fillna("") if "reason_codes" in df else df.get("reason_code", "").fillna("")
+    hit = codes.astype(str).str.split(",").map(lambda cs: CONSENT_WITHDRAWN in cs)
+    for col in ("take_id", "subject_id"):
+        if ids and col in df:
+            hit |= df[col].isin(ids)
+    gone = {str(t) for t in df.loc[hit, "take_id"].dropna()} if "take_id" in df else set()
+    if not hit.any():
+        return df, gone
+    df = df.copy()
+    for col in IDENTIFYING_COLUMNS:
+        if col in df:
+            df[col] = df[col].astype(object)
+            df.loc[hit, col] = None
+    if "reason" in df:
+        df.loc[hit, "reason"] = REDACTED_REASON
+    if "status" in df:
+        df.loc[hit, "status"] = vocab.QUARANTINED
+    if "reason_code" in df:
+        df.loc[hit, "reason_code"] = CONSENT_WITHDRAWN
+    return df, gone
+
+
+def redact_report(report: dict, gone: set[str]) -> dict:
+    """The ingest report's quarantined items, with the same fields blanked as in the manifest."""
+    items = []
+    for it in report.get("quarantined_items", []):
+        if it.get("take_id") in gone or it.get("reason_code") == CONSENT_WITHDRAWN:
+            it = it | {"take_id": None, "path": None, "reason_code": CONSENT_WITHDRAWN, "reason": REDACTED_REASON}
+        items.append(it)
+    return report | {"quarantined_items": items} if "quarantined_items" in report else report
+
+
+def redact_withdrawn(df: pd.DataFrame, report: dict) -> tuple[pd.DataFrame, dict]:
+    """Ingest's last step: withdrawn subjects' takes are counted in the manifest and report, never named."""
+    df, gone = redact_manifest(df)
+    return df, redact_report(report, gone)

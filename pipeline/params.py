@@ -94,6 +94,7 @@ class AlignParams(_Strict):
     detector: Literal["mtcnn", "insightface"]
     insightface_pack: str
     min_face_px: Annotated[int, Field(ge=8)]
+    precision: Literal["float32", "float64"]  # mtcnn only; insightface runs onnxruntime's float32
     crop_size: Annotated[int, Field(ge=32)]
     keyframe_every: Annotated[int, Field(ge=1)]
     max_fb_error: Annotated[float, Field(gt=0)]

@@ -39,6 +39,8 @@ def align_config(params: Params, provenance_hash: str = "") -> AlignConfig:
     options: dict[str, object] = {"min_face_px": a.min_face_px}
     if a.detector == "insightface":
         options["pack"] = a.insightface_pack
+    else:
+        options["precision"] = a.precision
     return AlignConfig(
         detector=a.detector,
         detector_options=tuple(sorted(options.items())),

@@ -192,16 +192,22 @@ class MTCNN:
         factor: float = 0.709,
         device: str | None = None,
         weights_dir: Path | None = None,
+        precision: str = "float32",
     ) -> None:
         self.min_face_px = int(min_face_px)
         self.thresholds = tuple(float(t) for t in thresholds)
         self.factor = float(factor)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if precision not in ("float32", "float64"):
+            raise ValueError(f"MTCNN precision must be float32 or float64, got {precision!r}")
+        # float64 leaves CPU-dependent rounding ~1e-13 px instead of ~1e-5 px: snapped to the
+        # 1/64-pixel grid, the points then agree across instruction sets (see pipeline/align/tracking.py)
+        self.dtype = torch.float64 if precision == "float64" else torch.float32
         wdir = Path(weights_dir) if weights_dir else find_weights_dir()
         self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
         for net, fname in zip((self.pnet, self.rnet, self.onet), _WEIGHT_FILES):
             net.load_state_dict(torch.load(wdir / fname, map_location="cpu", weights_only=True))
-            net.to(self.device).eval()
+            net.to(self.device, dtype=self.dtype).eval()
         log.debug("MTCNN weights loaded from %s on %s", wdir, self.device)
 
     @torch.inference_mode()
@@ -209,7 +215,7 @@ class MTCNN:
         if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
             raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {image_rgb.shape} {image_rgb.dtype}")
         h, w = image_rgb.shape[:2]
-        img = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(self.device).permute(2, 0, 1).float()
+        img = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(self.device).permute(2, 0, 1).to(self.dtype)
         t1, t2, t3 = self.thresholds
 
         found = []

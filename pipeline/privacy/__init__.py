@@ -1,0 +1,1 @@
+"""Withdrawal of consent: find every artifact that holds a subject and remove or rebuild it."""

@@ -1,0 +1,172 @@
+"""Find and clean every pipeline output that holds a withdrawn subject (releases and the DVC cache
+have their own modules).
+
+A file named after a take is deleted; tables drop the rows that mention an id (the manifest and the
+ingest report are redacted instead, so their counts still add up); JSON drops the entries; text
+drops the lines; a binary file or array archive that mentions an id is deleted, to be rebuilt by
+`dvc repro`. Returns counts per output folder, never names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import consent, paths
+from pipeline.privacy import scrub
+from pipeline.utils import io
+
+log = logging.getLogger(__name__)
+_TEXT = {".md", ".txt", ".jsonl", ".log", ".xml", ".html", ".yaml", ".yml", ".tsv"}
+
+
+def output_roots() -> list[Path]:
+    """Everything the pipeline writes, except `release/` (see privacy/releases.py) and the raw input."""
+    roots = [paths.INTERIM, paths.ALIGNED, paths.PROCESSED, paths.MODELS, paths.REPORTS, paths.ANNOTATIONS]
+    media = getattr(paths, "MEDIA", None)
+    return roots + ([media] if media else [])
+
+
+def _category(p: Path) -> str:
+    for root in sorted(output_roots(), key=lambda r: len(r.parts), reverse=True):
+        if p.is_relative_to(root):
+            return root.relative_to(paths.ROOT).as_posix()
+    return p.parent.name
+
+
+def doomed_files(ids: set[str]) -> list[Path]:
+    """Files that will be deleted because their path names an id (their DVC cache objects go too)."""
+    out = []
+    for root in output_roots():
+        if root.is_dir():
+            out += [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()
+                    and scrub.mentions(p.relative_to(root).as_posix(), ids)]
+    return sorted(out)
+
+
+def _clean_file(p: Path, ids: set[str]) -> str | None:
+    """What was done to one file: 'deleted', 'rewritten', or None."""
+    if p == paths.MANIFEST:
+        df, gone = consent.redact_manifest(pd.read_parquet(p), ids)
+        if gone:
+            io.write_parquet(p, df)
+        return "rewritten" if gone else None
+    if p == paths.INGEST_REPORT:
+        report = json.loads(p.read_text())
+        gone = {str(it.get("take_id")) for it in report.get("quarantined_items", []) if scrub.mentions(str(it.get("take_id")), ids)}
+        new = consent.redact_report(report, gone)
+        new, n = scrub.json_value(new, ids)
+        if new != report:
+            io.write_json(p, new)
+        return "rewritten" if new != report else None
+    suffix = p.suffix.lower()
+    if suffix == ".parquet":
+        df, n = scrub.frame(pd.read_parquet(p), ids)
+        if n:
+            io.write_parquet(p, df)
+        return "rewritten" if n else None
+    if suffix == ".csv":
+        try:
+            df, n = scrub.frame(pd.read_csv(p, dtype=str, keep_default_na=False), ids)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+            return _clean_text(p, ids)
+        if n:
+            io.write_csv(p, df)
+        return "rewritten" if n else None
+    if suffix == ".json":
+        try:
+            obj = json.loads(p.read_text())
+        except (ValueError, UnicodeDecodeError):
+            return _clean_bytes(p, ids)
+        new, n = scrub.json_value(obj, ids)
+        if n:
+            io.write_json(p, new)
+        return "rewritten" if n else None
+    if suffix in _TEXT:
+        return _clean_text(p, ids)
+    if suffix == ".npz":
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                hit = scrub.arrays_mention({k: z[k] for k in z.files}, ids)
+        except Exception:  # noqa: BLE001 - an unreadable archive is searched as bytes instead
+            return _clean_bytes(p, ids)
+        if hit:
+            p.unlink()
+            return "deleted"
+        return None
+    return _clean_bytes(p, ids)
+
+
+def _clean_text(p: Path, ids: set[str]) -> str | None:
+    try:
+        text = p.read_text()
+    except UnicodeDecodeError:
+        return _clean_bytes(p, ids)
+    new, n = scrub.lines(text, ids)
+    if n:
+        io.write_text(p, new)
+    return "rewritten" if n else None
+
+
+def _clean_bytes(p: Path, ids: set[str]) -> str | None:
+    if scrub.mentions_bytes(p.read_bytes(), ids):
+        p.unlink()
+        return "deleted"
+    return None
+
+
+def clean_outputs(ids: set[str]) -> dict[str, dict[str, int]]:
+    """Clean every output file; counts of files deleted/rewritten per output folder."""
+    counts: dict[str, Counter] = {}
+    for root in output_roots():
+        if not root.exists():
+            continue
+        files = [root] if root.is_file() else sorted(q for q in root.rglob("*") if q.is_file() and not q.is_symlink())
+        for p in files:
+            if not p.exists():
+                continue
+            rel = p.relative_to(paths.ROOT).as_posix()
+            try:
+                action = "deleted" if scrub.mentions(rel, ids) else _clean_file(p, ids)
+                if action == "deleted" and p.exists():
+                    p.unlink()
+            except OSError as e:
+                log.error("%s: could not be cleaned (%s)", rel, e.strerror)
+                action = "failed"
+            if action:
+                counts.setdefault(_category(p), Counter())[action] += 1
+    return {k: dict(sorted(v.items())) for k, v in sorted(counts.items())}
+
+
+def models_to_retrain(ids: set[str]) -> list[str]:
+    """Checkpoints whose fold trained (train or val) on any of the takes: relative paths, no names."""
+    from pipeline import vocab
+
+    hit: set[tuple[str, int]] = set()
+    for f in sorted(paths.SPLITS.glob("*.json")) if paths.SPLITS.is_dir() else []:
+        split = json.loads(f.read_text())
+        for fold in split.get("folds", []):
+            if any(t in ids for s in vocab.TRAINING_SPLITS for t in fold.get(s, [])):
+                hit.add((f.stem, int(fold.get("fold", 0))))
+    out = []
+    if paths.MODELS.is_dir():
+        for p in sorted(paths.MODELS.rglob("*.pt")):
+            rel = p.relative_to(paths.MODELS)
+            if any(rel.parts[0] == proto and p.name.startswith(f"fold{k}_") for proto, k in hit):
+                out.append(rel.as_posix())
+    return out
+
+
+def mark_for_retraining(checkpoints: list[str]) -> None:
+    """models/RETRAIN.json lists the checkpoints trained on withdrawn data until `dvc repro train` replaces them."""
+    if not checkpoints:
+        return
+    f = paths.MODELS / "RETRAIN.json"
+    old = json.loads(f.read_text()).get("checkpoints", []) if f.is_file() else []
+    io.write_json(f, {"reason": "trained on takes of a subject who withdrew consent: retrain (dvc repro train)",
+                      "checkpoints": sorted(set(old) | set(checkpoints))})

@@ -1,0 +1,24 @@
+"""Delete a withdrawn subject's tasks (with their annotations) from a Label Studio server."""
+
+from __future__ import annotations
+
+import logging
+
+from pipeline.privacy import scrub
+
+log = logging.getLogger(__name__)
+
+
+def delete_tasks(ls, ids: set[str]) -> int:
+    """Every task, in every project, whose data mentions an id is deleted through the SDK."""
+    from pipeline.annotate.sync import project_tasks
+
+    n = 0
+    for project in ls.projects.list():
+        for task in project_tasks(ls, project.id):
+            data = task.data or {}
+            if scrub.mentions(" ".join(str(v) for v in data.values()), ids):
+                ls.tasks.delete(id=task.id)
+                n += 1
+    log.info("Label Studio: %d task(s) deleted", n)
+    return n
