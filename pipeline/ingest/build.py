@@ -40,6 +40,7 @@ class Inputs:
     probes: dict[str, ProbeResult]        # by relative path, for every file that exists and is safe
     log_name: str = "capture_log.csv"
     entries_not_walked: int = 0           # entries inside linked folders, counted but not taken in
+    folders_not_listed: int = 0           # folders that could not be listed: their entries are unknown
     mode_fields: tuple[str, ...] = DEFAULT_FIELDS   # ingest.mode_fields: the mode is computed once, here
 
 
@@ -214,7 +215,8 @@ def _report(df: pd.DataFrame, inp: Inputs) -> dict:
         "accepted_by_mode": {k: int(v) for k, v in sorted(Counter(acc["mode"]).items())},
         "accepted_by_expression": {k: int(v) for k, v in sorted(Counter(acc["prompted_expression"]).items())},
         "accounting": {"log_rows_in_manifest": from_log, "files_in_manifest": len(files_listed), "adds_up": accounting_ok,
-                       "entries_inside_linked_folders": inp.entries_not_walked},
+                       "entries_inside_linked_folders": inp.entries_not_walked,
+                       "folders_not_listed": inp.folders_not_listed},
         "quarantined_items": [
             {"take_id": t, "path": p, "log_line": None if pd.isna(ln) else int(ln), "reason_code": c, "reason": r}
             for t, p, ln, c, r in zip(q["take_id"], q["path"], q["log_line"], q["reason_code"], q["reason"])

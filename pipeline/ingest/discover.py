@@ -156,7 +156,7 @@ def discover(raw: Path) -> dict[str, Entry]:
     """
     takes = raw / paths.TAKES_SUBDIR
     found: dict[str, Entry] = {}
-    if not takes.is_dir() or takes.is_symlink():
+    if not takes.is_dir():  # a linked takes/ is walked: each entry is then judged by where it resolves
         return found
     roots = allowed_roots(raw)
 

@@ -61,9 +61,10 @@ def ingest(params: Params, raw: Path | None = None) -> tuple[pd.DataFrame, dict]
             targets[rel] = classify(raw / rel, roots)
     log.info("%s: %d log rows, %d entries under %s/", raw, len(rows), len(disk), paths.TAKES_SUBDIR)
     probes = probe_all(targets, params.ingest.workers, params.ingest.probe_timeout_s)
-    unwalked = sum(e.hidden_entries for e in disk.values())
+    unwalked = sum(e.hidden_entries for e in targets.values())
+    unlisted = sum(1 for e in targets.values() if e.code == "unreadable" and "cannot be listed" in (e.reason or ""))
     inp = Inputs(rows=rows, consent=consent, bad_consent=bad_consent, disk_files=sorted(disk), probes=probes,
-                 log_name=log_path.name, entries_not_walked=unwalked, mode_fields=tuple(params.ingest.mode_fields))
+                 log_name=log_path.name, entries_not_walked=unwalked, folders_not_listed=unlisted, mode_fields=tuple(params.ingest.mode_fields))
     manifest, report = assemble(inp, params.ingest.bounds, params.ingest.fps_tolerance)
     manifest[vocab.SOURCE_COLUMN] = report["source"] = raw_source(raw)  # the release says "simulated" only from this
     return manifest, report

@@ -59,7 +59,8 @@ EXPECTED: dict[str, str] = {
     "takes/secret.mp4": "unreadable",          # a file that cannot be read (simulated)
 }
 UNTOUCHED = ["pf00002-cam_c", "pf00004-cam_r30", "pf00005-cam_r30", "pf00006-cam_c", "pf00006-cam_r30", "pf00007-cam_c"]
-FRAME_TAKES_OK = ["pf05000-cam_c", "pf05005-cam_c"]   # a frame folder, and a link to one inside the raw folder
+# a frame folder, a link to one inside the raw folder, and one outside takes/ named by the log
+FRAME_TAKES_OK = ["pf05000-cam_c", "pf05005-cam_c", "pf05006-cam_c"]
 
 
 def _write_video(path: Path, fps: float, n: int = 8, size: int = 96) -> None:
@@ -130,7 +131,7 @@ def _add_stream_damage_and_checksums(raw: Path) -> None:
     base = log[log["take_id"] == "pf00006-cam_c"].iloc[0].copy()
     rows = []
     for take_id, file in [("pf06666-cam_c", "takes/pf06666-cam_c.mp4")] + [
-            (f"pf0500{i}-cam_c", f"takes/pf0500{i}-cam_c") for i in range(6)]:
+            (f"pf0500{i}-cam_c", f"takes/pf0500{i}-cam_c") for i in range(6)] + [("pf05006-cam_c", "frames/pf05006")]:
         r = base.copy()
         r["take_id"], r["file"] = take_id, file
         rows.append(r)
@@ -163,6 +164,7 @@ def _add_frame_folders(raw: Path) -> None:
     cut.write_bytes(cut.read_bytes()[:-40])
     _write_frames(raw / "store" / "pf05005", [f"{i}.jpg" for i in range(len(frames))], frames[::-1])
     (takes / "pf05005-cam_c").symlink_to(raw / "store" / "pf05005")
+    _write_frames(raw / "frames" / "pf05006", [f"{i:02d}.png" for i in range(len(frames))], frames[1:] + frames[:1])
 
 
 def _add_odd_entries(raw: Path) -> None:
@@ -243,7 +245,7 @@ def test_frame_folder_takes_are_accepted_with_the_logs_fps(corpus) -> None:
     for take in FRAME_TAKES_OK:
         e = _entry(manifest, take)
         assert e["status"] == "accepted", e["reason"]
-        assert e["path"] == f"takes/{take}"
+        assert e["path"] in (f"takes/{take}", "frames/pf05006")
         assert e["n_frames"] == 9 and e["width"] == 96 and e["height"] == 96
         assert e["fps"] == 10 and pd.isna(e["file_fps"])
         assert e["duration_s"] == pytest.approx(0.9)
@@ -255,6 +257,7 @@ def test_entries_inside_a_linked_folder_are_counted(corpus) -> None:
     assert report["accounting"]["entries_inside_linked_folders"] == 2
     assert "2 entries" in _entry(manifest, "takes/linkdir")["reason"]
     assert "cannot be listed" in _entry(manifest, "takes/locked")["reason"]
+    assert report["accounting"]["folders_not_listed"] == 1
 
 
 def test_stream_damage_is_counted_per_frame(corpus) -> None:
@@ -330,3 +333,18 @@ def test_a_decoder_crash_or_hang_quarantines_only_its_take(raw_copy: Path, param
     others = manifest[~manifest["take_id"].isin(["pf00006-cam_c", "pf00007-cam_c"])]
     assert (others["status"] == "accepted").all(), others["reason"].dropna().tolist()
     assert report["accounting"]["adds_up"] is True
+
+
+def test_a_linked_takes_folder_is_walked_and_judged_by_where_it_leads(raw_copy: Path, params: Params) -> None:
+    (raw_copy / "takes").rename(raw_copy / "real_takes")
+    (raw_copy / "takes").symlink_to(raw_copy / "real_takes")
+    manifest, report = ingest(params, raw_copy)
+    assert report["accepted"] == 16 and report["orphan_files"] == 0     # inside the raw folder: fine
+
+    outside = raw_copy.parent / "elsewhere"
+    (raw_copy / "real_takes").rename(outside)
+    (raw_copy / "takes").unlink()
+    (raw_copy / "takes").symlink_to(outside)
+    manifest, report = ingest(params, raw_copy)
+    assert report["accepted"] == 0
+    assert set(manifest["reason_code"]) == {"path_escape"}, manifest["reason"].tolist()[:3]
