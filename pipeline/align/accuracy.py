@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline import vocab
 from pipeline.modes import mode_id, pose_id
 
 
@@ -43,7 +44,7 @@ def accuracy(manifest: pd.DataFrame, aligned: Path, truth_dir: Path) -> dict:
     """Figures overall, per pose, per illumination and per mode."""
     groups: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
     no_truth = 0
-    for row in manifest[manifest["status"] == "accepted"].itertuples(index=False):
+    for row in manifest[manifest["status"] == vocab.ACCEPTED].itertuples(index=False):
         tfile, afile = truth_dir / f"{row.take_id}.npz", aligned / f"{row.take_id}.npz"
         if not tfile.exists() or not afile.exists():
             no_truth += 1

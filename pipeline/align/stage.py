@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import paths
+from pipeline import paths, vocab
 from pipeline.align.executors import run_dask, run_local
 from pipeline.align.process import AlignConfig, process_take, summarise, take_key
 from pipeline.align.provenance import provenance, provenance_key
@@ -142,12 +142,12 @@ def collect(accepted: pd.DataFrame, out_dir: Path, thresholds: dict) -> tuple[pd
                 arrays = {k: z[k] for k in (*QC_FIELDS, "expected_frames")}
         except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as e:
             why = f"no aligned output ({type(e).__name__}); see the log"
-            takes.append(base | {"status": "flagged", "reason_codes": "align_failed", "reason": why, "sha256": None})
+            takes.append(base | {"status": vocab.FLAGGED, "reason_codes": "align_failed", "reason": why, "sha256": None})
             continue
         frames.append(_qc_frame(row.take_id, arrays))
         s = summarise(arrays)
         reasons = take_verdict(s, thresholds)
-        takes.append(base | s | {"status": "flagged" if reasons else "ok",
+        takes.append(base | s | {"status": vocab.FLAGGED if reasons else vocab.ALIGN_OK,
                                  "reason_codes": ",".join(c for c, _ in reasons) or None,
                                  "reason": "; ".join(m for _, m in reasons) or None,
                                  "sha256": io.npz_sha256(out)})
@@ -163,7 +163,7 @@ def run(params: Params, manifest_path: Path = paths.MANIFEST, out_dir: Path = pa
     a = params.align
     out_dir, tmp_dir = Path(out_dir), Path(tmp_dir or default_tmp_dir(out_dir))
     manifest = pd.read_parquet(manifest_path)
-    accepted = manifest[manifest["status"] == "accepted"].sort_values("take_id").reset_index(drop=True)
+    accepted = manifest[manifest["status"] == vocab.ACCEPTED].sort_values("take_id").reset_index(drop=True)
     raw = paths.resolve(params.ingest.raw_dir)
     _check_detector_available(params)
     prov = provenance(a.detector, a.insightface_pack)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import paths
+from pipeline import paths, vocab
 from pipeline.annotate.frames import player_frame
 from pipeline.annotate.guesses import Guesses
 from pipeline.params import AnnotateParams
@@ -183,7 +183,7 @@ def push(ls, title: str, manifest: pd.DataFrame, media_dir: Path, document_root:
     project = _project(ls, title, paths.LABEL_CONFIG.read_text(), project_settings(opts, version))
     _ensure_storage(ls, project.id, media_dir)
     have = existing_take_ids(ls, project.id)
-    accepted = manifest[manifest["status"] == "accepted"]
+    accepted = manifest[manifest["status"] == vocab.ACCEPTED]
     if only is not None:
         accepted = accepted[accepted["take_id"].isin(only)]
     new = order_takes(accepted[~accepted["take_id"].isin(have)], opts.order, guesses)

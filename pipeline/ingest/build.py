@@ -16,6 +16,7 @@ from pipeline.consent import Consent, Ledger
 from pipeline.ingest.schema import PORTABLE_NAME_RE, LogRow, Problem
 from pipeline.modes import DEFAULT_FIELDS, mode_of
 from pipeline.params import Bounds
+from pipeline.vocab import ACCEPTED, QUARANTINED
 
 MANIFEST_COLUMNS = [
     "take_id", "path", "sha256", "size_bytes", "subject_id", "session", "camera", "yaw", "pitch",
@@ -26,7 +27,6 @@ MANIFEST_COLUMNS = [
 # column is compared with the file's, not copied (the manifest's sha256 is the file's).
 _BASE_COLUMNS = MANIFEST_COLUMNS + ["file_fps", "reason_codes", "mode"]
 LOG_ONLY_COLUMNS = ("file",)
-ACCEPTED, QUARANTINED = "accepted", "quarantined"
 
 
 @dataclass(frozen=True)

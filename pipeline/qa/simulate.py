@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline import vocab
 from pipeline.params import AnnotatorProfile, Params, QASimParams
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=timezone.utc)
@@ -127,7 +128,7 @@ def round1_verdicts(tasks: list[dict], takes: pd.DataFrame, config, th) -> tuple
     consensus = pd.Series([classes[int(k)] for k in ds["posterior"].argmax(1)], index=items)
     labels = item_table(r, gold, takes, classes, items, majority_vote(counts), ds, th)
     ann = annotator_table(r, gold, consensus, ds, ann_index, classes, th)
-    return sorted(labels.loc[labels["status"] == "reannotate", "take_id"]), set(ann.loc[ann["flagged"], "annotator"].astype(str))
+    return sorted(labels.loc[labels["status"] == vocab.REANNOTATE, "take_id"]), set(ann.loc[ann["flagged"], "annotator"].astype(str))
 
 
 def simulate_round2(takes: pd.DataFrame, truth: pd.DataFrame, p: QASimParams, classes: list[str], queue: list[str],
@@ -164,7 +165,7 @@ def run(params: Params, manifest_path: Path | None = None, out: Path | None = No
     from pipeline.utils import io
 
     manifest = pd.read_parquet(manifest_path or paths.MANIFEST)
-    takes = manifest[manifest["status"] == "accepted"]
+    takes = manifest[manifest["status"] == vocab.ACCEPTED]
     truth = with_dataset_truth(pd.read_csv(paths.resolve(params.qa.truth)), takes)
     config = LabelConfig.load(paths.LABEL_CONFIG)
     classes = [c for c in config.expressions if c not in (UNSURE, "neutral")]

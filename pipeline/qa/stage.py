@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import paths
+from pipeline import paths, vocab
 from pipeline.params import Params
 from pipeline.qa import agreement as ag
 from pipeline.qa import checks
@@ -120,7 +120,7 @@ def item_table(r: pd.DataFrame, gold: pd.DataFrame, takes: pd.DataFrame, classes
                      "label_majority": classes[int(mv[0][item_pos[t]])] if t in item_pos else None,
                      "n_annotations": n, "agreement": round(agreement, 4) if agreement == agreement else None,
                      "onset_frame": onset, "apex_frame": apex, "flags": ",".join(sorted(set(flags))) or None,
-                     "status": "reannotate" if reasons else "accepted", "reasons": "; ".join(reasons) or None})
+                     "status": vocab.REANNOTATE if reasons else vocab.ACCEPTED, "reasons": "; ".join(reasons) or None})
     return pd.DataFrame(rows)
 
 
@@ -135,7 +135,7 @@ def truth_figures(labels: pd.DataFrame, r: pd.DataFrame, truth_path: Path) -> di
         return None
     t = truth.loc[lab["take_id"]].to_numpy()
     rr = r[r["take_id"].isin(truth.index)]
-    ok = labels[(labels["status"] == "accepted") & labels["take_id"].isin(truth.index)]
+    ok = labels[(labels["status"] == vocab.ACCEPTED) & labels["take_id"].isin(truth.index)]
     return {"items": len(lab),
             "accepted_items": len(ok),
             "accepted_label_accuracy": round(float((ok["label"].to_numpy() == truth.loc[ok["take_id"]].to_numpy()).mean()), 4) if len(ok) else None,
@@ -169,7 +169,7 @@ def run(params: Params, snapshot: Path | None = None, manifest_path: Path = path
     config = LabelConfig.load(paths.LABEL_CONFIG)
     classes = [c for c in config.expressions if c != UNSURE]
     manifest = pd.read_parquet(manifest_path)
-    takes = manifest[manifest["status"] == "accepted"]
+    takes = manifest[manifest["status"] == vocab.ACCEPTED]
     n_frames = dict(zip(takes["take_id"], takes["n_frames"].astype(int)))
     parsed = parse_export(load_export(snapshot), config, set(takes["take_id"]), n_frames)
     rounds = {"snapshot": len(parsed.ratings)}
@@ -231,8 +231,8 @@ def run(params: Params, snapshot: Path | None = None, manifest_path: Path = path
         "annotators_flagged": ann.loc[ann["flagged"], ["annotator", "reasons"]].to_dict(orient="records"),
         "annotation_checks": checks.summary(r, parsed.mark_problems, parsed.predictions, th.min_lead_time_s),
         "annotations_per_round": rounds,
-        "labels": {"accepted": int((labels["status"] == "accepted").sum()), "reannotate": int((labels["status"] == "reannotate").sum()),
-                   "accepted_share": round(float((labels["status"] == "accepted").mean()), 4) if len(labels) else None,
+        "labels": {"accepted": int((labels["status"] == vocab.ACCEPTED).sum()), "reannotate": int((labels["status"] == "reannotate").sum()),
+                   "accepted_share": round(float((labels["status"] == vocab.ACCEPTED).mean()), 4) if len(labels) else None,
                    "differs_from_prompt": int(labels["flags"].fillna("").str.contains("label_differs_from_prompt").sum())},
         "against_truth": truth_figures(labels, r, paths.resolve(params.qa.truth)),
     }

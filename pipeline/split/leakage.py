@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pipeline import vocab
 from pipeline.errors import PipelineError
 
-SPLITS = ("train", "val", "test", "test_seen", "test_unseen")
-TRAINING = ("train", "val")
+SPLITS = vocab.SPLITS
+TRAINING = vocab.TRAINING_SPLITS
 
 
 class SplitLeakageError(PipelineError, ValueError):
@@ -26,7 +27,7 @@ def subject_leaks(fold: dict, subject_of: pd.Series) -> list[str]:
     for split in _present(fold):
         for sid in sorted(set(subject_of.loc[fold[split]])):
             other = seen.get(sid)
-            if other is not None and {other, split} != {"test_seen", "test_unseen"}:
+            if other is not None and {other, split} != set(vocab.MODE_TEST_SPLITS):
                 out.append(f"subject {sid} is in both '{other}' and '{split}'")
             seen.setdefault(sid, split)
     return out
@@ -34,9 +35,9 @@ def subject_leaks(fold: dict, subject_of: pd.Series) -> list[str]:
 
 def mode_leaks(fold: dict, mode_of: pd.Series) -> list[str]:
     """A mode of the unseen test set that also appears in training or validation."""
-    if "test_unseen" not in fold:
+    if vocab.TEST_UNSEEN not in fold:
         return []
-    unseen = set(mode_of.loc[fold["test_unseen"]])
+    unseen = set(mode_of.loc[fold[vocab.TEST_UNSEEN]])
     out = []
     for split in TRAINING:
         bad = sorted(unseen & set(mode_of.loc[fold[split]]))
@@ -61,7 +62,7 @@ def class_gaps(fold: dict, label_of: pd.Series, classes: list[str]) -> list[str]
 def near_duplicates(fold: dict, hashes: dict[str, np.ndarray], max_bits: int, limit: int = 5) -> list[str]:
     """Near-identical frames (perceptual hash within max_bits) across training and test splits."""
     train_ids = [t for s in TRAINING for t in fold.get(s, []) if t in hashes]
-    test_ids = [t for s in ("test", "test_seen", "test_unseen") for t in fold.get(s, []) if t in hashes]
+    test_ids = [t for s in vocab.TEST_SPLITS for t in fold.get(s, []) if t in hashes]
     if not train_ids or not test_ids:
         return []
     A = np.stack([hashes[t] for t in train_ids])

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from pipeline import paths
+from pipeline import paths, vocab
 from pipeline.modes import mode_id
 from pipeline.params import Params
 from pipeline.split import protocols
@@ -46,17 +46,17 @@ def eligible_takes(manifest: pd.DataFrame, align_takes: pd.DataFrame, labels: pd
     The mode is the one ingest computed (manifest `mode`, from `ingest.mode_fields`); labels are QA's
     when given, else the dataset's own (`dataset`, kept apart from the prompted expression) or the prompt.
     """
-    acc = manifest[manifest["status"] == "accepted"].copy()
+    acc = manifest[manifest["status"] == vocab.ACCEPTED].copy()
     if "mode" not in acc:  # a manifest written before ingest stored the mode
         acc["mode"] = [mode_id(y, p, i) for y, p, i in zip(acc["yaw"], acc["pitch"], acc["illumination"])]
     if "official_fold" not in acc:
         acc["official_fold"] = None
     flagged = set(align_takes.loc[align_takes["status"] != "ok", "take_id"])
-    excluded = {"not_accepted_by_ingest": int((manifest["status"] != "accepted").sum()),
+    excluded = {"not_accepted_by_ingest": int((manifest["status"] != vocab.ACCEPTED).sum()),
                 "flagged_by_align": int(acc["take_id"].isin(flagged).sum())}
     acc = acc[~acc["take_id"].isin(flagged)]
     if labels is not None:
-        lab = labels[labels["status"] == "accepted"].set_index("take_id")["label"]
+        lab = labels[labels["status"] == vocab.ACCEPTED].set_index("take_id")["label"]
         excluded["no_accepted_label"] = int((~acc["take_id"].isin(lab.index)).sum())
         acc = acc[acc["take_id"].isin(lab.index)]
         acc["label"] = lab.loc[acc["take_id"]].to_numpy()
