@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from pipeline import paths
+from pipeline import paths, vocab
 from pipeline.learn.common import load_features, load_split
 from pipeline.learn.train import take_tensors, checkpoint_path, predict
 from pipeline.models import make_model
@@ -25,7 +25,7 @@ from pipeline.params import TrainParams
 from pipeline.utils import io
 
 log = logging.getLogger(__name__)
-TESTS = ("test_seen", "test_unseen")
+TESTS = vocab.MODE_TEST_SPLITS
 
 
 def load_model(path: Path, p: TrainParams) -> torch.nn.Module:

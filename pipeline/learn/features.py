@@ -17,14 +17,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pipeline import paths
+from pipeline import paths, vocab
 from pipeline.learn.common import device, feature_file, load_split, load_takes, seed_everything
 from pipeline.models.frame_cnn import FrameCNN
 from pipeline.params import FeaturesParams
 from pipeline.utils import io
 
 log = logging.getLogger(__name__)
-SPLIT_NAMES = ("train", "val", "test", "test_seen", "test_unseen")
+SPLIT_NAMES = vocab.SPLITS
 
 
 def load_frames(take_ids: list[str], size: int, aligned: Path) -> tuple[np.ndarray, np.ndarray]:
