@@ -133,7 +133,7 @@ class FeaturesParams(_Strict):
 
 
 class TrainParams(_Strict):
-    variants: list[Literal["lstm", "mv_lstm", "mv_lstm_sup"]]
+    variants: list[Literal["lstm", "mv_lstm", "mv_lstm_sup", "mv_lstm_att"]]
     seeds: list[int]
     hidden: Annotated[int, Field(ge=1)]
     epochs: Annotated[int, Field(ge=1)]

@@ -1,4 +1,6 @@
-"""Sequence classifiers by name: `lstm` (torch.nn.LSTM), `mv_lstm`, `mv_lstm_sup`.
+"""Sequence classifiers by name: `lstm` (torch.nn.LSTM), `mv_lstm`, `mv_lstm_sup`, `mv_lstm_att`.
+
+`mv_lstm_att` is our reading of the follow-up paper's attentive MV-LSTM (pipeline/models/mv_lstm_att.py).
 
 `mv_lstm_sup` adds our optional mode supervision (off in the paper): a head on the final mode cell
 m_T learns to predict the (seen) mode of a take, and a gradient-reversal head on h_T pushes mode
@@ -14,6 +16,14 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from pipeline.models.mv_lstm import MVLSTM
+from pipeline.models.mv_lstm_att import AttentiveMVLSTM
+
+RECURRENT: dict[str, Callable[[int, int], nn.Module]] = {
+    "lstm": lambda d, h: nn.LSTM(d, h, batch_first=True),
+    "mv_lstm": MVLSTM,
+    "mv_lstm_sup": MVLSTM,
+    "mv_lstm_att": AttentiveMVLSTM,
+}
 
 
 class _GradReverse(torch.autograd.Function):
@@ -40,7 +50,7 @@ class SequenceClassifier(nn.Module):
         super().__init__()
         self.variant = variant
         self.drop = nn.Dropout(dropout)
-        self.rnn: nn.Module = nn.LSTM(input_size, hidden, batch_first=True) if variant == "lstm" else MVLSTM(input_size, hidden)
+        self.rnn: nn.Module = RECURRENT[variant](input_size, hidden)
         self.head = nn.Linear(hidden, n_classes)
         self.supervised = variant == "mv_lstm_sup"
         self.adversarial_weight = adversarial_weight
@@ -70,7 +80,7 @@ class SequenceClassifier(nn.Module):
 
 
 VARIANTS: dict[str, Callable[..., SequenceClassifier]] = {
-    name: (lambda name=name, **kw: SequenceClassifier(name, **kw)) for name in ("lstm", "mv_lstm", "mv_lstm_sup")
+    name: (lambda name=name, **kw: SequenceClassifier(name, **kw)) for name in RECURRENT
 }
 
 

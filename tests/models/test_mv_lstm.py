@@ -59,7 +59,7 @@ def test_gates_are_one_fused_matrix() -> None:
     assert torch.all(mv.bias[5 * H : 6 * H] == 2.0)  # the mode forget gate starts open
 
 
-@pytest.mark.parametrize("variant", ["lstm", "mv_lstm", "mv_lstm_sup"])
+@pytest.mark.parametrize("variant", ["lstm", "mv_lstm", "mv_lstm_sup", "mv_lstm_att"])
 def test_padding_does_not_change_the_result(variant: str) -> None:
     torch.manual_seed(1)
     model = make_model(variant, input_size=D, hidden=H, n_classes=3, n_modes=2, dropout=0.0).eval()
@@ -82,11 +82,11 @@ def test_mv_lstm_outputs_are_zero_after_each_sequence_ends() -> None:
 
 
 def test_unknown_variant_lists_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="known: lstm, mv_lstm, mv_lstm_sup"):
+    with pytest.raises(ValueError, match="known: lstm, mv_lstm, mv_lstm_sup, mv_lstm_att"):
         make_model("gru", input_size=D, hidden=H, n_classes=2)
 
 
-@pytest.mark.parametrize("variant", ["lstm", "mv_lstm", "mv_lstm_sup"])
+@pytest.mark.parametrize("variant", ["lstm", "mv_lstm", "mv_lstm_sup", "mv_lstm_att"])
 def test_a_tiny_training_run_learns_a_separable_toy_problem(variant: str) -> None:
     """Class = the sign of a feature that appears only late in the sequence; static noise per
     sequence (a 'mode') is irrelevant."""
