@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pipeline.vocab import TEST, TEST_SEEN, TEST_UNSEEN, TRAIN, VAL
+
 
 def subject_groups(takes: pd.DataFrame, k: int, seed: int) -> list[list[str]]:
     """k groups of subjects with label counts as even as a greedy assignment makes them."""
@@ -57,8 +59,8 @@ def subject_kfold(takes: pd.DataFrame, k: int, val_subjects: int, seed: int) -> 
     """k subject-disjoint folds (Oulu-CASIA style): each group is the test set once."""
     folds = []
     for i, train, val, test in _rotate(subject_groups(takes, k, seed), val_subjects, seed):
-        folds.append({"fold": i, "subjects": {"train": train, "val": val, "test": test},
-                      "train": _ids(takes, train), "val": _ids(takes, val), "test": _ids(takes, test)})
+        folds.append({"fold": i, "subjects": {TRAIN: train, VAL: val, TEST: test},
+                      TRAIN: _ids(takes, train), VAL: _ids(takes, val), TEST: _ids(takes, test)})
     return {"protocol": "subject_kfold", "folds": folds}
 
 
@@ -75,10 +77,10 @@ def unseen_mode(takes: pd.DataFrame, seen_modes: list[str], k: int, val_subjects
     folds = []
     for i, train, val, test in _rotate(subject_groups(takes, k, seed), val_subjects, seed):
         folds.append({
-            "fold": i, "subjects": {"train": train, "val": val, "test": test},
+            "fold": i, "subjects": {TRAIN: train, VAL: val, TEST: test},
             "seen_modes": sorted(seen), "unseen_modes": sorted(unseen),
-            "train": _ids(takes, train, seen), "val": _ids(takes, val, seen),
-            "test_seen": _ids(takes, test, seen), "test_unseen": _ids(takes, test, unseen),
+            TRAIN: _ids(takes, train, seen), VAL: _ids(takes, val, seen),
+            TEST_SEEN: _ids(takes, test, seen), TEST_UNSEEN: _ids(takes, test, unseen),
         })
     return {"protocol": "unseen_mode", "folds": folds}
 
@@ -94,9 +96,9 @@ def leave_one_mode_out(takes: pd.DataFrame, test_subjects: int, val_subjects: in
     folds = []
     for i, mode in enumerate(sorted(takes["mode"].unique())):
         folds.append({
-            "fold": i, "held_out_mode": mode, "subjects": {"train": train, "val": val, "test": test},
-            "train": _ids(takes, train, exclude={mode}), "val": _ids(takes, val, exclude={mode}),
-            "test_seen": _ids(takes, test, exclude={mode}), "test_unseen": _ids(takes, test, {mode}),
+            "fold": i, "held_out_mode": mode, "subjects": {TRAIN: train, VAL: val, TEST: test},
+            TRAIN: _ids(takes, train, exclude={mode}), VAL: _ids(takes, val, exclude={mode}),
+            TEST_SEEN: _ids(takes, test, exclude={mode}), TEST_UNSEEN: _ids(takes, test, {mode}),
         })
     return {"protocol": "leave_one_mode_out", "folds": folds}
 
@@ -121,9 +123,9 @@ def official(takes: pd.DataFrame, val_fraction: float, seed: int) -> dict:
         val = _val_subjects(rest, n_val, seed, i) if n_val else []
         train = [s for s in rest if s not in set(val)]
         folds.append({
-            "fold": i, "official_test_set": name, "subjects": {"train": train, "val": val, "test": sorted(takes.loc[test_sel, "subject_id"].unique())},
-            "train": sorted(takes.loc[~test_sel & takes["subject_id"].isin(train), "take_id"]),
-            "val": sorted(takes.loc[~test_sel & takes["subject_id"].isin(val), "take_id"]),
-            "test": sorted(takes.loc[test_sel, "take_id"]),
+            "fold": i, "official_test_set": name, "subjects": {TRAIN: train, VAL: val, TEST: sorted(takes.loc[test_sel, "subject_id"].unique())},
+            TRAIN: sorted(takes.loc[~test_sel & takes["subject_id"].isin(train), "take_id"]),
+            VAL: sorted(takes.loc[~test_sel & takes["subject_id"].isin(val), "take_id"]),
+            TEST: sorted(takes.loc[test_sel, "take_id"]),
         })
     return {"protocol": "official", "folds": folds}
