@@ -71,8 +71,21 @@ def project_settings(opts: PushOptions, model_version: str | None) -> dict:
             "description": DESCRIPTION}
 
 
+def projects(ls) -> list:
+    """Every project, page by page, never asking for the page after the last one (which Label Studio
+    answers with an 'Invalid page' 404 and a logged traceback, as the SDK's own pager does)."""
+    out: list = []
+    page = 1
+    while True:
+        items = list(ls.projects.list(page=page, page_size=PAGE_SIZE).items or [])
+        out += items
+        if len(items) < PAGE_SIZE:
+            return out
+        page += 1
+
+
 def _project(ls, title: str, label_config: str, settings: dict):
-    for p in ls.projects.list():
+    for p in projects(ls):
         if p.title == title:
             ls.projects.update(id=p.id, label_config=label_config, **settings)
             return p
@@ -225,12 +238,12 @@ def _export(ls, project_id: int) -> list[dict]:
 def pull(ls, title: str, known_takes: set[str], exports_dir: Path = paths.ANNOTATION_EXPORTS,
          snapshot: Path = paths.ANNOTATION_SNAPSHOT, n_frames: dict[str, int] | None = None) -> dict:
     """Export the project (and its re-annotation companion), keep a timestamped copy, update the snapshot."""
-    projects = {p.title: p.id for p in ls.projects.list()}
-    if title not in projects:
-        raise ValueError(f"no Label Studio project titled {title!r}; known: {', '.join(sorted(projects)) or 'none'}")
-    tasks = _export(ls, projects[title])
-    if title + REANNOTATION_SUFFIX in projects:
-        tasks += _export(ls, projects[title + REANNOTATION_SUFFIX])
+    ids = {p.title: p.id for p in projects(ls)}
+    if title not in ids:
+        raise ValueError(f"no Label Studio project titled {title!r}; known: {', '.join(sorted(ids)) or 'none'}")
+    tasks = _export(ls, ids[title])
+    if title + REANNOTATION_SUFFIX in ids:
+        tasks += _export(ls, ids[title + REANNOTATION_SUFFIX])
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     text = json.dumps(tasks, indent=1, sort_keys=True)
     exported = exports_dir / f"export-{stamp}.json"
