@@ -118,14 +118,38 @@ def official(takes: pd.DataFrame, val_fraction: float, seed: int) -> dict:
     folds = []
     for i, name in enumerate(sorted(tests, key=lambda v: (len(v), v))):
         test_sel = takes["official_fold"] == name
-        rest = sorted(takes.loc[~test_sel, "subject_id"].unique())
-        n_val = int(round(val_fraction * len(rest)))
-        val = _val_subjects(rest, n_val, seed, i) if n_val else []
-        train = [s for s in rest if s not in set(val)]
-        folds.append({
-            "fold": i, "official_test_set": name, "subjects": {TRAIN: train, VAL: val, TEST: sorted(takes.loc[test_sel, "subject_id"].unique())},
-            TRAIN: sorted(takes.loc[~test_sel & takes["subject_id"].isin(train), "take_id"]),
-            VAL: sorted(takes.loc[~test_sel & takes["subject_id"].isin(val), "take_id"]),
-            TEST: sorted(takes.loc[test_sel, "take_id"]),
-        })
+        rest = takes.loc[~test_sel]
+        val = _official_val(rest, val_fraction, seed, i)
+        train = sorted(set(rest["subject_id"]) - set(val))
+        fold = {"fold": i, "official_test_set": name,
+                "subjects": {TRAIN: train, VAL: val, TEST: sorted(takes.loc[test_sel, "subject_id"].unique())},
+                TRAIN: sorted(rest.loc[rest["subject_id"].isin(train), "take_id"]),
+                VAL: sorted(rest.loc[rest["subject_id"].isin(val), "take_id"]),
+                TEST: sorted(takes.loc[test_sel, "take_id"])}
+        if not val:  # val_fraction 0: no validation split at all (an empty one would read as a leak)
+            del fold[VAL], fold["subjects"][VAL]
+        folds.append(fold)
     return {"protocol": "official", "folds": folds}
+
+
+def _official_val(rest: pd.DataFrame, fraction: float, seed: int, fold: int) -> list[str]:
+    """Training subjects held out for early stopping: about `fraction` of them, every class covered first."""
+    subjects = sorted(rest["subject_id"].unique())
+    n = int(round(fraction * len(subjects)))
+    if not n or len(subjects) < 2:
+        return []
+    rng = np.random.default_rng([seed, fold, 7])
+    order = [subjects[j] for j in rng.permutation(len(subjects))]
+    classes_of = rest.groupby("subject_id")["label"].agg(set)
+    val: list[str] = []
+    covered: set[str] = set()
+    for s in order:                    # one subject per class not yet covered, so val lacks no class
+        if classes_of[s] - covered and len(val) < len(subjects) - 1:
+            val.append(s)
+            covered |= classes_of[s]
+    for s in order:
+        if len(val) >= min(n, len(subjects) - 1):
+            break
+        if s not in val:
+            val.append(s)
+    return sorted(val)

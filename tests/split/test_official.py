@@ -31,6 +31,7 @@ def test_five_official_folds_test_exactly_the_official_test_sets() -> None:
         assert fold["test"] == expected_test
         assert sorted(fold["train"] + fold["val"]) == expected_train and not set(fold["train"]) & set(fold["val"])
         assert len(fold["val"]) == round(0.2 * len(expected_train))
+        assert set(takes.set_index("take_id").loc[fold["val"], "label"]) == set(CLASSES)
     hashes = {t: np.random.default_rng(i).integers(0, 2, 256).astype(bool) for i, t in enumerate(takes["take_id"])}
     assert check_protocol(split, takes, CLASSES, hashes, 4) == []
 
@@ -39,7 +40,7 @@ def test_train_test_official_split_is_one_fold() -> None:
     takes = _dfew_like(30).assign(official_fold=["test" if i % 3 == 0 else "train" for i in range(30)])
     split = official(takes, val_fraction=0.0, seed=0)
     assert len(split["folds"]) == 1 and split["folds"][0]["test"] == sorted(takes.loc[takes["official_fold"] == "test", "take_id"])
-    assert split["folds"][0]["val"] == [] and len(split["folds"][0]["train"]) == 20
+    assert "val" not in split["folds"][0] and len(split["folds"][0]["train"]) == 20
 
 
 def test_a_subject_in_two_official_sets_is_caught_as_a_leak() -> None:
@@ -64,3 +65,11 @@ def test_dataset_labels_come_from_the_manifest_and_stay_apart_from_the_prompt() 
     takes, excluded = eligible_takes(manifest, align, None, 1, "dataset")
     assert takes["label"].tolist() == ["happiness", "sadness"] and excluded["no_dataset_label"] == 1
     assert takes["mode"].tolist() == ["VL/Strong", "VL/Dark"]   # the mode ingest stored, not recomputed from yaw/pitch
+
+
+def test_a_small_validation_share_still_covers_every_class() -> None:
+    takes = _dfew_like()
+    split = official(takes, val_fraction=0.02, seed=3)   # 1 of 48 training clips asked for: 3 needed
+    for fold in split["folds"]:
+        assert set(takes.set_index("take_id").loc[fold["val"], "label"]) == set(CLASSES)
+    assert check_protocol(split, takes, CLASSES, {}, 4) == []
