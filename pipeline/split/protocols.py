@@ -140,7 +140,7 @@ def _official_val(rest: pd.DataFrame, fraction: float, seed: int, fold: int) -> 
         return []
     rng = np.random.default_rng([seed, fold, 7])
     order = [subjects[j] for j in rng.permutation(len(subjects))]
-    classes_of = rest.groupby("subject_id")["label"].agg(set)
+    classes_of = {sid: set(labels) for sid, labels in rest.groupby("subject_id")["label"]}
     val: list[str] = []
     covered: set[str] = set()
     for s in order:                    # one subject per class not yet covered, so val lacks no class
