@@ -77,6 +77,13 @@ def _align_accuracy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _media(args: argparse.Namespace) -> int:
+    from pipeline.media.stage import run
+
+    report = run(params())
+    return 1 if report["failed"] and not report["proxies"] else 0
+
+
 def _split(args: argparse.Namespace) -> int:
     from pipeline.split.stage import run
 
@@ -94,14 +101,14 @@ def _features(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from pipeline.learn.train import run
 
-    run(params().train, params().features.protocol)
+    run(params().train, params().features)
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from pipeline.learn.evaluate import run
 
-    run(params().train, params().features.protocol)
+    run(params().train, params().features)
     return 0
 
 
@@ -322,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     qa.set_defaults(func=_qa)
 
     for name, func, text in (
+        ("media", _media, "browser-playable H.264 proxies of accepted takes into data/media, incrementally (params: media)"),
         ("split", _split, "subject-independent and unseen-mode split protocols with leakage checks (params: split)"),
         ("features", _features, "train the per-frame CNN on training subjects and encode every frame (params: features)"),
         ("train", _train, "train every model variant x seed x fold (params: train)"),

@@ -106,6 +106,17 @@ class AlignParams(_Strict):
     thresholds: AlignThresholds
 
 
+class MediaParams(_Strict):
+    """Browser-playable proxies (stage media): H.264 in MP4 that Chromium and Firefox decode."""
+
+    crf: Annotated[int, Field(ge=0, le=51)]
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"]
+    keyframe_every: Annotated[int, Field(ge=1)]
+    min_height: Annotated[int, Field(ge=2, le=4320)]
+    passthrough_playable: bool
+    workers: Annotated[int, Field(ge=1)]
+
+
 class SplitParams(_Strict):
     seed: int
     labels: Literal["prompted", "qa", "dataset"]  # dataset: the imported dataset's own labels
@@ -129,7 +140,9 @@ class FeaturesParams(_Strict):
     epochs: Annotated[int, Field(ge=1)]
     batch_size: Annotated[int, Field(ge=1)]
     lr: Annotated[float, Field(gt=0)]
-    seed: int
+    backends: Annotated[list[Literal["cnn", "cnn_delta", "hog"]], Field(min_length=1)]  # pipeline/learn/backends
+    seeds: Annotated[list[int], Field(min_length=1)]  # feature extractors; sequence-model seeds cycle over them
+    workers: Annotated[int, Field(ge=1)]  # extractors fitted in parallel, one thread each
 
 
 class TrainParams(_Strict):
@@ -144,6 +157,7 @@ class TrainParams(_Strict):
     dropout: Annotated[float, Field(ge=0, lt=1)]
     mode_loss_weight: Annotated[float, Field(ge=0)]
     adversarial_weight: Annotated[float, Field(ge=0)]
+    workers: Annotated[int, Field(ge=1)]  # model fits in parallel, one thread each
 
 
 class AnnotatorProfile(_Strict):
@@ -242,6 +256,7 @@ class Params(_Strict):
     capture_verify: CaptureVerifyParams
     ingest: IngestParams
     align: AlignParams
+    media: MediaParams
     split: SplitParams
     features: FeaturesParams
     train: TrainParams

@@ -41,8 +41,10 @@ FRAMES_QC: Path = INTERIM / "frames_qc.parquet"
 ALIGN_TAKES: Path = INTERIM / "align_takes.parquet"
 ALIGN_REPORT: Path = REPORTS / "align.json"
 ALIGN_ACCURACY_REPORT: Path = REPORTS / "align_accuracy.json"
-MEDIA: Path = DATA / "media"                 # browser-playable proxies, <take_id>.mp4 (stage media)
 ALIGN_TMP: Path = INTERIM / ".tmp" / "align"  # the align stage's temporary files, never inside ALIGNED
+MEDIA: Path = DATA / "media"                 # browser-playable proxies, <take_id>.mp4 (stage media)
+MEDIA_TMP: Path = INTERIM / ".tmp" / "media"  # the media stage's temporary files, never inside MEDIA
+MEDIA_REPORT: Path = REPORTS / "media.json"
 LABELS: Path = PROCESSED / "labels.parquet"          # written by the QA stage
 REANNOTATION_QUEUE: Path = PROCESSED / "reannotation_queue.csv"
 QA_REPORT: Path = REPORTS / "qa.json"
@@ -62,6 +64,7 @@ SPLITS_REPORT: Path = REPORTS / "splits.json"
 FEATURES: Path = PROCESSED / "features"
 FEATURES_REPORT: Path = REPORTS / "features.json"
 METRICS: Path = REPORTS / "metrics.json"
+PREDICTIONS: Path = REPORTS / "predictions.csv"  # per take, for `annotate push --guesses`
 PLOTS: Path = REPORTS / "plots"
 
 # Layout of a raw capture folder, the same for the simulator and a real rig.

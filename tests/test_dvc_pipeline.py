@@ -54,8 +54,8 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params["align"]["workers"] = 1
     params["split"].update({"val_subjects": 1, "min_class_takes": 12, "subject_kfold_k": 3, "unseen_mode_folds": 3, "lomo_test_subjects": 2,
                             "seen_modes": ["yaw+0_pitch+0/frontal", "yaw+0_pitch+0/dim"]})
-    params["features"].update({"epochs": 2, "frames_per_take": 4})
-    params["train"].update({"variants": ["lstm", "mv_lstm"], "seeds": [0], "epochs": 3, "patience": 2})
+    params["features"].update({"epochs": 2, "frames_per_take": 4, "backends": ["cnn_delta"], "seeds": [0], "workers": 1})
+    params["train"].update({"variants": ["lstm", "mv_lstm"], "seeds": [0], "epochs": 3, "patience": 2, "workers": 1})
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], dest)
     _run(["dvc", "repro"], dest)
@@ -83,10 +83,13 @@ def test_repro_splits_trains_and_evaluates(clone: Path) -> None:
     qa = json.loads((clone / "reports" / "qa.json").read_text())
     assert qa["annotations_used"] > 0 and "krippendorff_alpha" in qa["agreement"]
     metrics = json.loads((clone / "reports" / "metrics.json").read_text())
-    assert set(metrics["models"]) == {"lstm", "mv_lstm"}
-    for m in metrics["models"].values():
+    assert set(metrics["backends"]["cnn_delta"]) == {"lstm", "mv_lstm"}
+    for m in metrics["backends"]["cnn_delta"].values():
         assert 0 <= m["test_unseen_accuracy_mean"] <= 1 and "per_mode_accuracy" in m
-    assert (clone / "models" / "unseen_mode" / "mv_lstm" / "fold0_seed0.pt").exists()
+    assert "p_value" in metrics["verdicts"]["cnn_delta"]["mv_lstm_vs_lstm"]
+    assert (clone / "models" / "unseen_mode" / "cnn_delta" / "mv_lstm" / "fold0_seed0.pt").exists()
+    guesses = (clone / "reports" / "predictions.csv").read_text().splitlines()
+    assert guesses[0] == "take_id,label,confidence,model_version" and len(guesses) > 1
     assert (clone / "reports" / "plots" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     shown = _run(["dvc", "metrics", "show", "--json"], clone).stdout
     assert "test_unseen_accuracy_mean" in shown
@@ -284,3 +287,49 @@ def test_publish_to_s3_on_a_local_moto_server(clone: Path, tmp_path: Path) -> No
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)
+
+
+def test_every_stage_reads_only_what_it_declares(clone: Path, tmp_path: Path) -> None:
+    """Each stage's command, run for real under strace, opens no repository file outside its deps and outs
+    (the C libraries' reads included: parquet, video and npz files are opened by C code)."""
+    from tests.dvc_deps import load_stages, parse_strace_opens, undeclared_reads
+
+    strace = shutil.which("strace")
+    assert strace, "strace not installed: `make test` installs it (Debian package strace)"
+    problems = {}
+    for stage in load_stages(clone):
+        log = tmp_path / f"{stage.name}.strace"
+        _run([strace, "-f", "-qq", "-e", "trace=open,openat", "-o", str(log), *stage.cmd.split()], clone)
+        bad = undeclared_reads(clone, stage, parse_strace_opens(log.read_text(), clone))
+        if bad:
+            problems[stage.name] = bad
+    assert not problems, f"stages read files their dvc.yaml deps do not declare: {problems}"
+
+
+def test_another_cpu_code_path_gives_the_same_release_bytes(clone: Path, tmp_path: Path) -> None:
+    """Align, split and release rebuilt with PyTorch's and oneDNN's portable kernels and MKL's compatible
+    mode instead of the machine's native ones (AVX2/AVX-512): the release archive has the same sha256."""
+    version = yaml.safe_load((clone / "params.yaml").read_text())["release"]["version"]
+    archive = clone / "release" / f"mvfer-sim-{version}.tar.gz"
+    _run(["dvc", "repro", "release"], clone)
+    native = _sha(archive)
+    saved = tmp_path / "aligned"
+    shutil.move(clone / "data" / "aligned", saved)  # every take is aligned again, on the other code path
+    env = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_CBWR": "COMPATIBLE"}
+    try:
+        for cmd in (["align", "run"], ["split"], ["release", "build"]):
+            _run_env([sys.executable, "-m", "pipeline", *cmd], clone, env)
+        other = _sha(archive)
+    finally:
+        shutil.rmtree(clone / "data" / "aligned", ignore_errors=True)
+        shutil.move(saved, clone / "data" / "aligned")
+    _run(["dvc", "repro", "release"], clone)  # leave the clone as dvc.lock says
+    assert other == native
+
+
+def _run_env(args: list[str], cwd: Path, extra: dict[str, str]) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "MVFER_ROOT"} | extra
+    res = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if res.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return res

@@ -38,10 +38,17 @@ def load_takes(split_dir: Path = paths.SPLITS) -> pd.DataFrame:
     return pd.read_parquet(split_dir / "takes.parquet").set_index("take_id")
 
 
-def feature_file(protocol: str, fold: int, root: Path = paths.FEATURES) -> Path:
-    return root / protocol / f"fold{fold}.npz"
+def feature_file(protocol: str, backend: str, seed: int, fold: int, root: Path = paths.FEATURES) -> Path:
+    """Features of one backend x extractor seed x fold."""
+    return root / protocol / backend / f"seed{seed}" / f"fold{fold}.npz"
 
 
-def load_features(protocol: str, fold: int, root: Path = paths.FEATURES) -> dict[str, np.ndarray]:
-    with np.load(feature_file(protocol, fold, root)) as z:
+def load_features(protocol: str, backend: str, seed: int, fold: int, root: Path = paths.FEATURES) -> dict[str, np.ndarray]:
+    """A feature file's arrays; ragged: `features` (frames, D) with `offsets` (takes + 1)."""
+    with np.load(feature_file(protocol, backend, seed, fold, root)) as z:
         return {k: z[k] for k in z.files}
+
+
+def feature_seed(seed: int, seeds: list[int], feature_seeds: list[int]) -> int:
+    """The feature extractor a sequence-model seed uses: seeds cycle over the extractor seeds."""
+    return feature_seeds[seeds.index(seed) % len(feature_seeds)]

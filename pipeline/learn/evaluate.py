@@ -1,10 +1,12 @@
-"""The evaluate stage: seen vs unseen modes, per model, mean and std over seeds.
+"""The evaluate stage: seen vs unseen modes, per feature backend and model, with a paired test.
 
-For each variant and seed, the predictions of the folds are pooled (each test subject is predicted
-exactly once), giving one accuracy and one macro-F1 per seed on `test_seen` and on `test_unseen`;
-the report gives their mean and std over seeds, the drop from seen to unseen, and per-mode
-accuracy. The claim under test: MV-LSTM's unseen-mode accuracy beats the LSTM's by more than the
-seed spread.
+For each backend, variant and seed the predictions of the folds are pooled (each test subject is
+predicted exactly once), giving one accuracy and one macro-F1 per seed on `test_seen` and on
+`test_unseen`; the report gives their mean and std over seeds, the drop from seen to unseen, and
+per-mode accuracy. The claim under test (MV-LSTM is more robust to unseen modes than an LSTM) is a
+paired comparison at equal features and seed: `pipeline.learn.verdict.paired_verdict` gives the
+gain with its interval, p-value and the design's minimum detectable difference. The report also
+says how many takes the QA labels cost, and from which (prompted) classes.
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from pipeline import paths, vocab
-from pipeline.learn.common import load_features, load_split
-from pipeline.learn.train import take_tensors, checkpoint_path, predict
+from pipeline.learn.common import feature_seed, load_features, load_split
+from pipeline.learn.train import checkpoint_path, predict, take_tensors
+from pipeline.learn.verdict import paired_verdict
 from pipeline.models import make_model
-from pipeline.params import TrainParams
+from pipeline.params import FeaturesParams, TrainParams
 from pipeline.utils import io
 
 log = logging.getLogger(__name__)
 TESTS = vocab.MODE_TEST_SPLITS
+BASELINE = "lstm"
 
 
 def load_model(path: Path, p: TrainParams) -> torch.nn.Module:
@@ -37,27 +41,30 @@ def load_model(path: Path, p: TrainParams) -> torch.nn.Module:
     return model.eval()
 
 
-def predictions(p: TrainParams, protocol: str, split_dir: Path = paths.SPLITS, features_root: Path = paths.FEATURES,
+def predictions(p: TrainParams, fp: FeaturesParams, split_dir: Path = paths.SPLITS, features_root: Path = paths.FEATURES,
                 models_root: Path = paths.MODELS) -> pd.DataFrame:
-    """One row per (variant, seed, test set, take): true and predicted class, mode."""
-    split = load_split(protocol, split_dir)
+    """One row per (backend, variant, seed, test set, take): true and predicted class, its probability, mode, subject."""
+    split = load_split(fp.protocol, split_dir)
     rows = []
     dev = torch.device("cpu")
-    for fold in split["folds"]:
-        data = load_features(protocol, fold["fold"], features_root)
-        index = {t: i for i, t in enumerate(data["take_ids"])}
-        for variant in p.variants:
+    for backend in fp.backends:
+        for fold in split["folds"]:
             for seed in p.seeds:
-                model = load_model(checkpoint_path(protocol, variant, fold["fold"], seed, models_root), p)
-                for test in TESTS:
-                    ids = fold.get(test, [])
-                    if not ids:
-                        continue
-                    x, lengths, y = take_tensors(data, ids, dev)
-                    pred, _ = predict(model, x, lengths)
-                    rows += [{"variant": variant, "seed": seed, "fold": fold["fold"], "test": test, "take_id": t,
-                              "mode": str(data["modes"][index[t]]), "y": int(yy), "pred": int(pp)}
-                             for t, yy, pp in zip(ids, y.numpy(), pred)]
+                fs = feature_seed(seed, p.seeds, fp.seeds)
+                data = load_features(fp.protocol, backend, fs, fold["fold"], features_root)
+                index = {t: i for i, t in enumerate(data["take_ids"])}
+                for variant in p.variants:
+                    model = load_model(checkpoint_path(fp.protocol, backend, variant, fold["fold"], seed, models_root), p)
+                    for test in TESTS:
+                        ids = fold.get(test, [])
+                        if not ids:
+                            continue
+                        x, lengths, y = take_tensors(data, ids, dev)
+                        pred, conf = predict(model, x, lengths)
+                        rows += [{"backend": backend, "variant": variant, "seed": seed, "feature_seed": fs, "fold": fold["fold"],
+                                  "test": test, "take_id": t, "subject_id": str(data["subjects"][index[t]]),
+                                  "mode": str(data["modes"][index[t]]), "y": int(yy), "pred": int(pp), "confidence": float(cc)}
+                                 for t, yy, pp, cc in zip(ids, y.numpy(), pred, conf)]
     return pd.DataFrame(rows)
 
 
@@ -86,33 +93,75 @@ def summarise(pred: pd.DataFrame, classes: list[str]) -> dict:
     return out
 
 
-def verdict(metrics: dict, baseline: str = "lstm", candidate: str = "mv_lstm") -> dict:
-    """Does the candidate beat the baseline on unseen modes by more than the seed spread?"""
-    if baseline not in metrics or candidate not in metrics:
-        return {"tested": False}
-    b, c = metrics[baseline], metrics[candidate]
-    gain = c["test_unseen_accuracy_mean"] - b["test_unseen_accuracy_mean"]
-    spread = max(c["test_unseen_accuracy_std"], b["test_unseen_accuracy_std"])
-    return {"tested": True, "baseline": baseline, "candidate": candidate, "unseen_gain": round(gain, 4),
-            "seed_spread": round(spread, 4), "claim_holds": bool(gain > spread)}
+def verdicts(pred: pd.DataFrame, baseline: str = BASELINE) -> dict:
+    """Each other variant against the baseline on unseen modes: paired by (feature seed, seed), same takes."""
+    unseen = pred[pred["test"] == "test_unseen"].sort_values("take_id")
+    if unseen.empty or baseline not in set(unseen["variant"]):
+        return {}
+
+    def correct(variant: str) -> dict:
+        g = unseen[unseen["variant"] == variant]
+        return {(int(fs), int(s)): (h["y"] == h["pred"]).to_numpy() for (fs, s), h in g.groupby(["feature_seed", "seed"])}
+
+    base = unseen[unseen["variant"] == baseline]
+    first = base[base["seed"] == base["seed"].iloc[0]]
+    out = {}
+    for cand in dict.fromkeys(unseen["variant"]):
+        if cand != baseline:
+            out[f"{cand}_vs_{baseline}"] = paired_verdict(correct(baseline), correct(cand), list(first["subject_id"]),
+                                                          baseline=baseline, candidate=cand)
+    return out
+
+
+def guesses(pred: pd.DataFrame, metrics: dict, classes: list[str], variant: str = BASELINE) -> pd.DataFrame:
+    """reports/predictions.csv for `annotate push --guesses`: one row per test take, from the baseline model
+    on the backend with the best seen accuracy, majority vote over seeds, confidence = share of seeds agreeing
+    times their mean probability."""
+    best = max(metrics, key=lambda b: metrics[b].get(variant, {}).get("test_seen_accuracy_mean", -1.0))
+    g = pred[(pred["backend"] == best) & (pred["variant"] == variant)]
+    rows = []
+    for take, h in g.groupby("take_id", sort=True):
+        votes = h.groupby("pred")["confidence"].agg(["size", "sum"]).sort_index()
+        top = int(votes.sort_values(["size", "sum"], ascending=False, kind="stable").index[0])  # ties: the more confident
+        agree = h[h["pred"] == top]
+        conf = len(agree) / len(h) * float(agree["confidence"].mean())
+        rows.append({"take_id": take, "label": classes[top], "confidence": round(conf, 4),
+                     "model_version": f"{variant}-{best}-{h['seed'].nunique()}seeds"})
+    return pd.DataFrame(rows, columns=["take_id", "label", "confidence", "model_version"])
+
+
+def qa_losses(labels_path: Path, manifest_path: Path) -> dict | None:
+    """Takes accepted by ingest that have no accepted QA label, counted by prompted expression."""
+    if not labels_path.exists() or not manifest_path.exists():
+        return None
+    labels = pd.read_parquet(labels_path)
+    manifest = pd.read_parquet(manifest_path)
+    accepted = manifest[manifest["status"] == "accepted"][["take_id", "prompted_expression"]]
+    merged = accepted.merge(labels[["take_id", "status"]], on="take_id", how="left")
+    lost = merged[merged["status"] != "accepted"]
+    by_class = lost["prompted_expression"].value_counts().sort_index()
+    total = accepted["prompted_expression"].value_counts()
+    return {"takes_with_ingest_accepted": len(accepted), "takes_without_accepted_label": len(lost),
+            "lost_by_prompted_expression": {c: int(n) for c, n in by_class.items()},
+            "lost_share_by_prompted_expression": {c: round(int(n) / int(total[c]), 4) for c, n in by_class.items()}}
 
 
 def _plot_confusions(pred: pd.DataFrame, classes: list[str], out: Path) -> None:
     from pipeline.utils.plots import plt, save
 
-    variants = list(dict.fromkeys(pred["variant"]))
-    fig, axes = plt.subplots(len(TESTS), len(variants), figsize=(3.6 * len(variants), 7), squeeze=False)
-    for j, v in enumerate(variants):
+    keys = list(dict.fromkeys(zip(pred["backend"], pred["variant"])))
+    fig, axes = plt.subplots(len(TESTS), len(keys), figsize=(3.2 * len(keys), 7), squeeze=False)
+    for j, (b, v) in enumerate(keys):
         for i, test in enumerate(TESTS):
-            h = pred[(pred["variant"] == v) & (pred["test"] == test)]
+            h = pred[(pred["backend"] == b) & (pred["variant"] == v) & (pred["test"] == test)]
             cm = confusion_matrix(h["y"], h["pred"], labels=range(len(classes)), normalize="true")
             ax = axes[i][j]
             ax.imshow(cm, vmin=0, vmax=1, cmap="Blues")
-            ax.set_title(f"{v}: {test}", fontsize=9)
+            ax.set_title(f"{b}/{v}: {test}", fontsize=8)
             ax.set_xticks(range(len(classes)), [c[:4] for c in classes], fontsize=7, rotation=90)
             ax.set_yticks(range(len(classes)), [c[:4] for c in classes], fontsize=7)
-            for (a, b), val in np.ndenumerate(cm):
-                ax.text(b, a, f"{val:.2f}", ha="center", va="center", fontsize=6, color="white" if val > 0.5 else "black")
+            for (a, c), val in np.ndenumerate(cm):
+                ax.text(c, a, f"{val:.2f}", ha="center", va="center", fontsize=5, color="white" if val > 0.5 else "black")
     save(fig, out)
 
 
@@ -120,34 +169,43 @@ def _plot_curves(curves: pd.DataFrame, out: Path) -> None:
     from pipeline.utils.plots import plt, save
 
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
-    for v, g in curves.groupby("variant", sort=False):
+    for (b, v), g in curves.groupby(["backend", "variant"], sort=False):
         mean = g.groupby("epoch")[["train_loss", "val_acc"]].mean()
-        ax[0].plot(mean.index, mean["train_loss"], label=v)
-        ax[1].plot(mean.index, mean["val_acc"], label=v)
+        ax[0].plot(mean.index, mean["train_loss"], label=f"{b}/{v}")
+        ax[1].plot(mean.index, mean["val_acc"], label=f"{b}/{v}")
     ax[0].set_title("training loss (mean over folds and seeds)")
     ax[1].set_title("validation accuracy")
     for a in ax:
         a.set_xlabel("epoch")
-        a.legend()
+        a.legend(fontsize=6)
     save(fig, out)
 
 
-def run(p: TrainParams, protocol: str, split_dir: Path = paths.SPLITS, features_root: Path = paths.FEATURES,
-        models_root: Path = paths.MODELS, metrics_path: Path = paths.METRICS, plots: Path = paths.PLOTS) -> dict:
-    split = load_split(protocol, split_dir)
+def run(p: TrainParams, fp: FeaturesParams, split_dir: Path = paths.SPLITS, features_root: Path = paths.FEATURES,
+        models_root: Path = paths.MODELS, metrics_path: Path = paths.METRICS, plots: Path = paths.PLOTS,
+        predictions_path: Path = paths.PREDICTIONS, labels_path: Path = paths.LABELS, manifest_path: Path = paths.MANIFEST) -> dict:
+    split = load_split(fp.protocol, split_dir)
     classes = split["classes"]
-    pred = predictions(p, protocol, split_dir, features_root, models_root)
-    metrics = summarise(pred, classes)
-    report = {"protocol": protocol, "labels": split.get("labels"), "classes": classes, "models": metrics,
-              "mv_lstm_vs_lstm": verdict(metrics), "mv_lstm_sup_vs_lstm": verdict(metrics, candidate="mv_lstm_sup")}
+    pred = predictions(p, fp, split_dir, features_root, models_root)
+    backends = list(dict.fromkeys(pred["backend"]))
+    metrics = {b: summarise(pred[pred["backend"] == b], classes) for b in backends}
+    report = {"protocol": fp.protocol, "labels": split.get("labels"), "classes": classes, "seeds": list(p.seeds),
+              "feature_seeds": list(fp.seeds), "backends": metrics,
+              "verdicts": {b: verdicts(pred[pred["backend"] == b]) for b in backends},
+              "qa_label_losses": qa_losses(labels_path, manifest_path)}
     io.write_json(metrics_path, report)
+    io.write_csv(predictions_path, guesses(pred, metrics, classes))
     named = pred.assign(actual=[classes[i] for i in pred["y"]], predicted=[classes[i] for i in pred["pred"]])
-    io.write_csv(plots / "confusion.csv", named[["variant", "seed", "test", "mode", "take_id", "actual", "predicted"]])
+    io.write_csv(plots / "confusion.csv", named[["backend", "variant", "seed", "test", "mode", "take_id", "actual", "predicted"]])
     _plot_confusions(pred, classes, plots / "confusion.png")
     curves = plots / "learning_curves.csv"
     if curves.exists():
         _plot_curves(pd.read_csv(curves), plots / "learning_curves.png")
-    for v, m in metrics.items():
-        log.info("%-12s seen %.3f +- %.3f   unseen %.3f +- %.3f   drop %.3f", v, m["test_seen_accuracy_mean"], m["test_seen_accuracy_std"],
-                 m["test_unseen_accuracy_mean"], m["test_unseen_accuracy_std"], m.get("drop_accuracy_mean", float("nan")))
+    for b, ms in metrics.items():
+        for v, m in ms.items():
+            log.info("%-9s %-12s seen %.3f +- %.3f   unseen %.3f +- %.3f   drop %.3f", b, v, m["test_seen_accuracy_mean"],
+                     m["test_seen_accuracy_std"], m["test_unseen_accuracy_mean"], m["test_unseen_accuracy_std"],
+                     m.get("drop_accuracy_mean", float("nan")))
+        for name, v in report["verdicts"][b].items():
+            log.info("%s %s: %s", b, name, v.get("sentence", ""))
     return report

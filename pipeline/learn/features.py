@@ -1,115 +1,155 @@
-"""The features stage: a small CNN per fold, trained on that fold's training subjects only.
+"""The features stage: per-frame features of every take, one set per backend x extractor seed x fold.
 
-Each fold's CNN sees only its training takes (the last `frames_per_take` found frames of each,
-labelled with the take's label), is checked on validation frames, and then encodes every frame of
-every take in the fold. Nothing about the test subjects reaches the weights.
+Each fold's backends learn from that fold's training takes only (the last `frames_per_take` found
+frames of each, labelled with the take's label), and the features are standardised with the
+training takes' statistics only: nothing about the test subjects reaches the weights or the
+scaling. Takes are streamed from `data/aligned` one at a time and stored ragged (every found and
+missing frame concatenated, with offsets), never padded to the longest take.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import time
+import zipfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from pipeline import paths, vocab
-from pipeline.learn.common import device, feature_file, load_split, load_takes, seed_everything
-from pipeline.models.frame_cnn import FrameCNN
+from pipeline.learn.backends import TrainingFrames, make_backend
+from pipeline.learn.common import feature_file, load_split, load_takes
 from pipeline.params import FeaturesParams
 from pipeline.utils import io
 
 log = logging.getLogger(__name__)
 SPLIT_NAMES = vocab.SPLITS
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
-def load_frames(take_ids: list[str], size: int, aligned: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Frames (N, T, 3, size, size) uint8 and validity (N, T), padded to the longest take."""
-    clips, valid = [], []
-    for t in take_ids:
-        with np.load(aligned / f"{t}.npz") as z:
-            frames, v = z["frames"], z["valid"]
-        clips.append(np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames]).transpose(0, 3, 1, 2))
-        valid.append(v)
-    T = max(len(v) for v in valid)
-    out = np.zeros((len(take_ids), T, 3, size, size), np.uint8)
-    mask = np.zeros((len(take_ids), T), bool)
-    for i, (c, v) in enumerate(zip(clips, valid)):
-        out[i, : len(c)], mask[i, : len(v)] = c, v
-    return out, mask
+@dataclass(frozen=True)
+class Take:
+    """One aligned take at the features' input size: frames (T, 3, S, S) uint8, found-face mask, reference."""
+
+    frames: np.ndarray
+    valid: np.ndarray
+    ref: np.ndarray
 
 
-def _to_input(x: np.ndarray | torch.Tensor, dev: torch.device) -> torch.Tensor:
-    return torch.as_tensor(x, device=dev).float().div_(255.0).sub_(0.5)
+def read_take(path: Path, size: int) -> Take:
+    """Frames resized to `size`, channel first; the reference is the first found frame (zeros if none)."""
+    with np.load(path) as z:
+        frames, valid = z["frames"], z["valid"].astype(bool)
+    small = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames]).transpose(0, 3, 1, 2)
+    found = np.flatnonzero(valid)
+    ref = small[found[0]] if len(found) else np.zeros_like(small[0])
+    return Take(np.ascontiguousarray(small), valid, ref)
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Small shifts and brightness/contrast jitter: regularises a CNN trained on ~1,000 frames."""
-    pad = 4
-    xp = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-    dx, dy = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,), generator=gen))
-    x = xp[..., dy : dy + x.shape[-2], dx : dx + x.shape[-1]]
-    gain = 1 + 0.2 * (torch.rand((x.shape[0], 1, 1, 1), generator=gen) - 0.5)
-    bias = 0.1 * (torch.rand((x.shape[0], 1, 1, 1), generator=gen) - 0.5)
-    return (x * gain.to(x.device) + bias.to(x.device)).clamp(-0.5, 0.5)
+def training_frames(aligned: Path, take_ids: list[str], labels: list[int], size: int, per_take: int) -> TrainingFrames:
+    """The last `per_take` found frames of each take with its label and its reference frame."""
+    xs, rs, ys = [], [], []
+    for t, y in zip(take_ids, labels):
+        take = read_take(aligned / f"{t}.npz", size)
+        idx = np.flatnonzero(take.valid)[-per_take:]
+        xs.append(take.frames[idx])
+        rs.append(np.repeat(take.ref[None], len(idx), axis=0))
+        ys.append(np.full(len(idx), y, dtype=np.int64))
+    if not xs:
+        empty = np.zeros((0, 3, size, size), np.uint8)
+        return TrainingFrames(empty, empty, np.zeros(0, np.int64))
+    return TrainingFrames(np.concatenate(xs), np.concatenate(rs), np.concatenate(ys))
 
 
-def training_frames(frames: np.ndarray, valid: np.ndarray, labels: np.ndarray, per_take: int) -> tuple[np.ndarray, np.ndarray]:
-    """The last `per_take` found frames of each take, with its label: where the expression is."""
-    xs, ys = [], []
-    for clip, v, y in zip(frames, valid, labels):
-        idx = np.flatnonzero(v)[-per_take:]
-        xs.append(clip[idx])
-        ys.append(np.full(len(idx), y))
-    return np.concatenate(xs), np.concatenate(ys)
+def standardise(feats: np.ndarray, valid: np.ndarray, train_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scale every frame by the mean and std of the training takes' found frames; missing frames are 0."""
+    ref = feats[train_rows & valid]
+    mean = ref.mean(axis=0) if len(ref) else np.zeros(feats.shape[1], np.float32)
+    std = ref.std(axis=0) if len(ref) else np.ones(feats.shape[1], np.float32)
+    std = np.where(std > 1e-6, std, 1.0)
+    out = ((feats - mean) / std).astype(np.float32)
+    out[~valid] = 0.0
+    return out, mean.astype(np.float32), std.astype(np.float32)
 
 
-def train_cnn(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, n_classes: int, p: FeaturesParams, seed: int) -> tuple[FrameCNN, dict]:
-    dev = device()
-    gen = seed_everything(seed)
-    model = FrameCNN(n_classes, p.feature_dim).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=p.epochs)
-    history = []
-    for epoch in range(p.epochs):
-        model.train()
-        order = torch.randperm(len(x), generator=gen)
-        total = 0.0
-        for s in range(0, len(x), p.batch_size):
-            b = order[s : s + p.batch_size].numpy()
-            xb = _augment(_to_input(x[b], dev), gen)
-            loss = F.cross_entropy(model(xb), torch.as_tensor(y[b], device=dev))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(b)
-        sched.step()
-        history.append({"epoch": epoch, "loss": total / len(x), "val_frame_acc": frame_accuracy(model, xv, yv)})
-    return model, {"history": history, "val_frame_acc": history[-1]["val_frame_acc"]}
+def lengths_of(valid: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per take: index of the last found frame + 1 (0 when no face was found)."""
+    out = np.zeros(len(offsets) - 1, np.int64)
+    for i in range(len(out)):
+        found = np.flatnonzero(valid[offsets[i] : offsets[i + 1]])
+        out[i] = found[-1] + 1 if len(found) else 0
+    return out
 
 
-@torch.inference_mode()
-def frame_accuracy(model: FrameCNN, x: np.ndarray, y: np.ndarray) -> float:
-    model.eval()
-    dev = next(model.parameters()).device
-    pred = torch.cat([model(_to_input(x[s : s + 256], dev)).argmax(1).cpu() for s in range(0, len(x), 256)])
-    return float((pred.numpy() == y).mean()) if len(y) else float("nan")
+def save_npz(dest: Path, arrays: dict[str, np.ndarray]) -> None:
+    """An .npz with fixed zip metadata (entry order, dates, modes): same arrays, same bytes."""
+    import io as _io
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in sorted(arrays):
+            buf = _io.BytesIO()
+            np.lib.format.write_array(buf, np.asarray(arrays[name]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, buf.getvalue())
 
 
-@torch.inference_mode()
-def encode(model: FrameCNN, frames: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """(N, T, D) features; frames with no face are zero."""
-    model.eval()
-    dev = next(model.parameters()).device
-    N, T = frames.shape[:2]
-    flat = frames.reshape(N * T, *frames.shape[2:])
-    feats = torch.cat([model.features(_to_input(flat[s : s + 256], dev)).cpu() for s in range(0, len(flat), 256)])
-    feats = feats.reshape(N, T, -1).numpy()
-    return feats * valid[..., None]
+@dataclass(frozen=True)
+class Job:
+    """One feature extractor: a backend and seed fitted on one fold's training takes, then every take encoded."""
+
+    params: FeaturesParams
+    backend: str
+    seed: int
+    fold: dict
+    labels: dict[str, int]
+    n_classes: int
+    aligned: Path
+    out: Path
+    meta: dict[str, dict[str, str]]  # take_id -> mode, subject_id
+
+
+def run_job(job: Job) -> dict:
+    """Fit, encode (streaming takes), standardise with training statistics, write the ragged .npz."""
+    import torch
+
+    torch.set_num_threads(1)
+    p, fold = job.params, job.fold
+    t0 = time.perf_counter()
+    train = training_frames(job.aligned, fold["train"], [job.labels[t] for t in fold["train"]], p.input_size, p.frames_per_take)
+    val = training_frames(job.aligned, fold["val"], [job.labels[t] for t in fold["val"]], p.input_size, p.frames_per_take)
+    backend = make_backend(job.backend, input_size=p.input_size, feature_dim=p.feature_dim, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr)
+    info = backend.fit(train, val, job.n_classes, job.seed + 1000 * fold["fold"])
+    fit_s = time.perf_counter() - t0
+    del train, val
+    ids = sorted({t for k in SPLIT_NAMES for t in fold.get(k, [])})
+    parts, valid, offsets = [], [], [0]
+    for t in ids:  # streamed: one take's frames in memory at a time
+        take = read_take(job.aligned / f"{t}.npz", p.input_size)
+        parts.append(backend.encode(take.frames, take.ref))
+        valid.append(take.valid)
+        offsets.append(offsets[-1] + len(take.valid))
+    valid_all, offs = np.concatenate(valid), np.asarray(offsets, np.int64)
+    pos = {t: i for i, t in enumerate(ids)}
+    in_train = np.zeros(len(valid_all), bool)
+    for t in fold["train"]:
+        in_train[offs[pos[t]] : offs[pos[t] + 1]] = True
+    x, mean, std = standardise(np.concatenate(parts), valid_all, in_train)
+    save_npz(job.out, {"take_ids": np.array(ids), "offsets": offs, "valid": valid_all, "lengths": lengths_of(valid_all, offs),
+                       "labels": np.array([job.labels[t] for t in ids], np.int64),
+                       "modes": np.array([job.meta[t]["mode"] for t in ids]), "subjects": np.array([job.meta[t]["subject_id"] for t in ids]),
+                       "features": x, "train_mean": mean, "train_std": std})
+    log.info("features fold %d %s seed %d: %s(fit %.1f s, all %.1f s)", fold["fold"], job.backend, job.seed,
+             f"val frame accuracy {info['val_frame_acc']:.3f} " if "val_frame_acc" in info else "", fit_s, time.perf_counter() - t0)
+    return {"fold": fold["fold"], "backend": job.backend, "seed": job.seed, "takes_encoded": len(ids), "frames_encoded": int(offs[-1]),
+            "train_takes": len(fold["train"]), "fit_seconds": round(fit_s, 1), "seconds": round(time.perf_counter() - t0, 1), **info}
 
 
 def run(p: FeaturesParams, split_dir: Path = paths.SPLITS, aligned: Path = paths.ALIGNED,
@@ -117,31 +157,18 @@ def run(p: FeaturesParams, split_dir: Path = paths.SPLITS, aligned: Path = paths
     split, takes = load_split(p.protocol, split_dir), load_takes(split_dir)
     classes = split["classes"]
     cls = {c: i for i, c in enumerate(classes)}
-    report = {"protocol": p.protocol, "classes": classes, "folds": []}
-    fold_ids = [sorted({t for k in SPLIT_NAMES for t in fold.get(k, [])}) for fold in split["folds"]]
-    every = sorted(set().union(*fold_ids))
-    all_frames, all_valid = load_frames(every, p.input_size, aligned)  # once: the folds share most takes
-    where = {t: i for i, t in enumerate(every)}
-    for fold, ids in zip(tqdm(split["folds"], desc="features", unit="fold"), fold_ids):
-        t0 = time.perf_counter()
-        rows = np.array([where[t] for t in ids])
-        frames, valid = all_frames[rows], all_valid[rows]
-        index = {t: i for i, t in enumerate(ids)}
-        labels = np.array([cls[takes.loc[t, "label"]] for t in ids])
-        tr = np.array([index[t] for t in fold["train"]])
-        va = np.array([index[t] for t in fold["val"]])
-        x, y = training_frames(frames[tr], valid[tr], labels[tr], p.frames_per_take)
-        xv, yv = training_frames(frames[va], valid[va], labels[va], p.frames_per_take)
-        model, info = train_cnn(x, y, xv, yv, len(classes), p, p.seed + 1000 * fold["fold"])
-        feats = encode(model, frames, valid)
-        out = feature_file(p.protocol, fold["fold"], out_root)
-        with io.atomic_path(out, suffix=".npz") as tmp, open(tmp, "wb") as f:
-            np.savez(f, take_ids=np.array(ids), features=feats.astype(np.float32), valid=valid,
-                     lengths=valid.shape[1] - np.argmax(valid[:, ::-1], axis=1) * valid.any(1),
-                     labels=labels, modes=np.array([takes.loc[t, "mode"] for t in ids]),
-                     subjects=np.array([takes.loc[t, "subject_id"] for t in ids]))
-        report["folds"].append({"fold": fold["fold"], "train_frames": len(x), "val_frame_acc": round(info["val_frame_acc"], 4),
-                                "takes_encoded": len(ids), "seconds": round(time.perf_counter() - t0, 1), "history": info["history"]})
-        log.info("features fold %d: CNN val frame accuracy %.3f on %d frames (%.1f s)", fold["fold"], info["val_frame_acc"], len(yv), time.perf_counter() - t0)
+    labels = {t: cls[c] for t, c in takes["label"].items() if c in cls}
+    meta = {t: {"mode": str(r["mode"]), "subject_id": str(r["subject_id"])} for t, r in takes[["mode", "subject_id"]].iterrows()}
+    t0 = time.perf_counter()
+    with io.atomic_dir(out_root) as tmp_root:
+        jobs = [Job(p, b, s, fold, labels, len(classes), aligned, feature_file(p.protocol, b, s, fold["fold"], tmp_root), meta)
+                for fold in split["folds"] for b in p.backends for s in p.seeds]
+        if p.workers == 1:
+            results = [run_job(j) for j in tqdm(jobs, desc="features", unit="extractor")]
+        else:
+            with ProcessPoolExecutor(p.workers, mp_context=mp.get_context("spawn")) as pool:
+                results = list(tqdm(pool.map(run_job, jobs), total=len(jobs), desc="features", unit="extractor"))
+    report = {"protocol": p.protocol, "classes": classes, "backends": list(p.backends), "seeds": list(p.seeds),
+              "seconds": round(time.perf_counter() - t0, 1), "extractors": results}
     io.write_json(report_path, report)
     return report

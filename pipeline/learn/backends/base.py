@@ -1,0 +1,32 @@
+"""What a feature backend is: fit on training frames, then encode one take at a time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TrainingFrames:
+    """Frames a backend may learn from, each with its take's reference (first found) frame.
+
+    frames, refs: (N, 3, S, S) uint8; labels: (N,) int. Built from training takes only.
+    """
+
+    frames: np.ndarray
+    refs: np.ndarray
+    labels: np.ndarray
+
+
+class Backend(Protocol):
+    name: str
+
+    def fit(self, train: TrainingFrames, val: TrainingFrames, n_classes: int, seed: int) -> dict:
+        """Learn from `train` (never from test subjects); returns a small report (e.g. val accuracy)."""
+        ...
+
+    def encode(self, frames: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        """(T, 3, S, S) uint8 frames of one take and its reference frame -> (T, D) float32."""
+        ...

@@ -1,0 +1,103 @@
+"""The features stage on a tiny synthetic experiment: ragged, training-only statistics, deterministic."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.learn import features
+from pipeline.learn.backends import make_backend
+from pipeline.learn.common import load_features, load_split
+from tests.learn.conftest import features_params
+
+
+@pytest.fixture(scope="module")
+def built(experiment: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("features")
+    features.run(features_params(), experiment / "splits", experiment / "aligned", out / "features", out / "features.json")
+    return out
+
+
+def test_features_are_ragged_per_backend_and_seed(built: Path, experiment: Path) -> None:
+    fold = load_split("unseen_mode", experiment / "splits")["folds"][0]
+    for backend in ("cnn", "cnn_delta"):
+        for seed in (0, 1):
+            d = load_features("unseen_mode", backend, seed, 0, built / "features")
+            lengths = np.diff(d["offsets"])
+            assert sorted(set(lengths)) == [6, 8]          # takes keep their own length, no padding
+            assert d["features"].shape == (int(d["offsets"][-1]), 8)
+            assert len(d["take_ids"]) == len({t for k in ("train", "val", "test_seen", "test_unseen") for t in fold[k]})
+            assert not d["features"][~d["valid"]].any()    # missing faces are zero
+            assert (d["lengths"] == lengths).all()         # the last frame of every take was found
+
+
+def test_standardised_with_training_statistics_only(built: Path, experiment: Path) -> None:
+    fold = load_split("unseen_mode", experiment / "splits")["folds"][0]
+    d = load_features("unseen_mode", "cnn", 0, 0, built / "features")
+    pos = {t: i for i, t in enumerate(d["take_ids"])}
+    train = np.zeros(len(d["valid"]), bool)
+    for t in fold["train"]:
+        train[d["offsets"][pos[t]] : d["offsets"][pos[t] + 1]] = True
+    x = d["features"][train & d["valid"]]
+    np.testing.assert_allclose(x.mean(0), 0, atol=1e-4)
+    live = x.std(0) > 1e-6  # a dead ReLU channel stays 0
+    np.testing.assert_allclose(x.std(0)[live], 1, atol=1e-3)
+    test = d["features"][~train & d["valid"]]
+    assert np.abs(test.mean(0)).max() > 1e-3  # the test takes were not used for the scaling
+
+
+def test_the_test_subjects_never_change_training_features(experiment: Path, tmp_path: Path) -> None:
+    """Changing every test take's frames leaves the training takes' features identical."""
+    exp = tmp_path / "exp"
+    shutil.copytree(experiment, exp)
+    fold = load_split("unseen_mode", exp / "splits")["folds"][0]
+    p = features_params(backends=["cnn_delta"], seeds=[0])
+    features.run(p, exp / "splits", exp / "aligned", tmp_path / "a", tmp_path / "a.json")
+    for t in fold["test_seen"] + fold["test_unseen"]:
+        z = dict(np.load(exp / "aligned" / f"{t}.npz"))
+        np.savez(exp / "aligned" / f"{t}.npz", frames=255 - z["frames"], valid=z["valid"])
+    features.run(p, exp / "splits", exp / "aligned", tmp_path / "b", tmp_path / "b.json")
+    a, b = (load_features("unseen_mode", "cnn_delta", 0, 0, tmp_path / r) for r in "ab")
+    pos = {t: i for i, t in enumerate(a["take_ids"])}
+    rows = np.concatenate([np.arange(a["offsets"][pos[t]], a["offsets"][pos[t] + 1]) for t in fold["train"]])
+    np.testing.assert_array_equal(a["features"][rows], b["features"][rows])
+    np.testing.assert_array_equal(a["train_mean"], b["train_mean"])
+
+
+def test_feature_files_are_byte_identical_when_rebuilt_with_any_number_of_workers(experiment: Path, tmp_path: Path) -> None:
+    for r, workers in (("a", 1), ("b", 2)):
+        p = features_params(backends=["cnn", "hog"], seeds=[0], workers=workers)
+        features.run(p, experiment / "splits", experiment / "aligned", tmp_path / r, tmp_path / f"{r}.json")
+    files = sorted(f.relative_to(tmp_path / "a") for f in (tmp_path / "a").rglob("*.npz"))
+    assert len(files) == 2
+    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+    assert not list((tmp_path / "a").rglob("*.tmp*"))
+
+
+def test_delta_cancels_what_is_constant_over_a_take() -> None:
+    """cnn_delta sees frame minus reference: a subject's constant appearance offset changes nothing."""
+    from pipeline.learn.backends import TrainingFrames
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(50, 150, (20, 3, 16, 16), dtype=np.uint8)
+    refs = rng.integers(50, 150, (20, 3, 16, 16), dtype=np.uint8)
+    data = TrainingFrames(frames, refs, np.arange(20) % 2)
+    for name, invariant in (("cnn_delta", True), ("cnn", False)):
+        b = make_backend(name, input_size=16, feature_dim=8, epochs=1, batch_size=8, lr=0.01)
+        b.fit(data, data, 2, seed=0)
+        plain = b.encode(frames[:4], refs[0])
+        shifted = b.encode(frames[:4] + 40, refs[0] + 40)
+        assert np.allclose(plain, shifted, atol=1e-5) == invariant
+
+
+def test_hog_backend_and_unknown_names() -> None:
+    b = make_backend("hog", input_size=56, feature_dim=8, epochs=1, batch_size=8, lr=0.01)
+    x = np.random.default_rng(0).integers(0, 255, (3, 3, 56, 56), dtype=np.uint8)
+    out = b.encode(x, x[0])
+    assert out.shape == (3, 324) and out.dtype == np.float32
+    assert not np.allclose(out[0], out[1])
+    with pytest.raises(ValueError, match="unknown feature backend 'sift'; known: cnn, cnn_delta, hog"):
+        make_backend("sift")
