@@ -249,6 +249,18 @@ class ImportParams(_Strict):
     pattern: PatternImport
     licence: ImportLicence
 
+    @model_validator(mode="after")
+    def _every_layout(self) -> "ImportParams":
+        layouts = ("oulu-casia", "ckplus", "dfew", "ferv39k", "mafw", "afew", "pattern")
+        missing = [f"fps.{k}" for k in layouts if k not in self.fps]
+        missing += [f"label_maps.{k}" for k in ("folder", "ckplus", "dfew", "ferv39k", "mafw") if k not in self.label_maps]
+        if missing:
+            raise ValueError(f"missing key(s) {', '.join(missing)}")
+        bad = [k for k, v in self.fps.items() if not v > 0]
+        if bad:
+            raise ValueError(f"fps.{bad[0]} must be > 0")
+        return self
+
 
 class Params(_Strict):
     rig: RigParams

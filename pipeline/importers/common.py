@@ -117,6 +117,9 @@ def check_source(src: Path, out: Path) -> None:
         raise ImportError_(f"{out}: the output must be outside the source tree {src} (the source is never written)")
     if o in s.parents:
         raise ImportError_(f"{out}: the output must not contain the source tree {src}")
+    if out.is_dir() and any(out.iterdir()) and not (out / IMPORT_INFO).is_file():
+        raise ImportError_(f"{out}: exists, is not empty and holds no {IMPORT_INFO}: not an earlier import, "
+                           "so nothing in it is overwritten (choose an empty or new folder)")
 
 
 def _link_or_copy(src: Path, dest: Path, copy: bool) -> None:
@@ -154,6 +157,18 @@ def place_take(take: Take, takes_dir: Path, copy: bool) -> str:
         os.symlink(take.source.resolve(), tmp, target_is_directory=take.source.is_dir())
     os.replace(tmp, dest)
     return f"{paths.TAKES_SUBDIR}/{name}"
+
+
+def _remove_stale(takes_dir: Path, placed: set[str]) -> None:
+    """Takes an earlier import of this folder placed and this one did not: our own links, removed."""
+    for entry in sorted(takes_dir.iterdir()):
+        if f"{paths.TAKES_SUBDIR}/{entry.name}" in placed:
+            continue
+        log.info("removing %s: placed by an earlier import, not by this one", entry)
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _num(x: float | None) -> str:
@@ -208,6 +223,7 @@ def write_rig(result: ImportResult, src: Path, out: Path, *, copy: bool, licence
         else:
             kept.append(t)
     files = {t.take_id: place_take(t, takes_dir, copy) for t in tqdm(kept, desc="import", unit="take")}
+    _remove_stale(takes_dir, set(files.values()))
     field_names = sorted({k for t in kept for k in t.fields})
     columns = LOG_COLUMNS + EXTRA_COLUMNS + [f for f in field_names if f not in LOG_COLUMNS + EXTRA_COLUMNS]
     io.write_text(out / paths.CAPTURE_LOG_NAME, _csv_text(log_rows(kept, files, src, result.layout, field_names), columns))

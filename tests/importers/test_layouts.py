@@ -133,3 +133,23 @@ def test_refusals_are_one_line_errors(tmp_path: Path, sim_takes: list[SimTake], 
     with pytest.raises(ImportError_, match="source folder not found"):
         run_import("oulu-casia", tmp_path / "nope", tmp_path / "raw", p.import_, p.rig.expressions)
     assert not (src / "raw").exists()
+
+
+def test_an_earlier_import_is_replaced_but_a_foreign_folder_is_never_overwritten(tmp_path: Path, sim_takes: list[SimTake],
+                                                                                 params: Params) -> None:
+    p = import_params(params)
+    src, out = tmp_path / "oulu", tmp_path / "raw"
+    trees.oulu_casia(src, sim_takes, defects=False)
+    _import("oulu-casia", src, out, p)
+    gone = src / "OriginalImg" / "VL" / "Weak"
+    for f in sorted(gone.rglob("*"), reverse=True):
+        f.rmdir() if f.is_dir() else f.unlink()
+    gone.rmdir()
+    report = _import("oulu-casia", src, out, p)
+    assert sorted(x.name for x in (out / "takes").iterdir()) == sorted(_log(out)["take_id"]) and report["takes"] == 8
+    rig = tmp_path / "rig"
+    rig.mkdir()
+    (rig / "capture_log.csv").write_text("a lab's own log\n")
+    with pytest.raises(ImportError_, match="holds no import.json"):
+        run_import("oulu-casia", src, rig, p.import_, p.rig.expressions)
+    assert (rig / "capture_log.csv").read_text() == "a lab's own log\n"

@@ -63,3 +63,17 @@ def test_mode_fields_default_gives_the_old_names_and_others_give_their_values() 
     assert mode_of({"imaging": "NI", "light": "Dark", "yaw": 0.0}, ["imaging", "light"]) == "NI/Dark"
     assert mode_of({"yaw": None, "pitch": "", "illumination": "unknown"}) == "unknown_pose/unknown"
     assert mode_of({"light": ""}, ["light"]) == "unknown"
+
+
+def test_import_params_name_a_missing_layout_key() -> None:
+    import yaml
+    from pydantic import ValidationError
+
+    from pipeline import paths
+    from pipeline.params import Params
+
+    raw = yaml.safe_load(paths.PARAMS_FILE.read_text())
+    del raw["import"]["fps"]["dfew"]
+    del raw["import"]["label_maps"]["ckplus"]
+    with pytest.raises(ValidationError, match="missing key\\(s\\) fps.dfew, label_maps.ckplus"):
+        Params.model_validate(raw)
