@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.importers import afew, ckplus, dfew, ferv39k, mafw, oulu_casia, pattern
-from pipeline.importers.common import ImportError_, ImportResult, check_source, write_rig
+from pipeline.importers.common import DatasetImportError, ImportResult, check_source, write_rig
 from pipeline.params import ImportParams
 
 
@@ -30,7 +30,7 @@ def get(layout: str) -> Callable[[Path, ImportParams, list[str]], ImportResult]:
     try:
         return IMPORTERS[layout]
     except KeyError:
-        raise ImportError_(f"unknown layout {layout!r}; known: {', '.join(sorted(IMPORTERS))}") from None
+        raise DatasetImportError(f"unknown layout {layout!r}; known: {', '.join(sorted(IMPORTERS))}") from None
 
 
 def run_import(layout: str, src: Path, out: Path, cfg: ImportParams, expressions: list[str]) -> dict:

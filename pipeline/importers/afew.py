@@ -34,8 +34,9 @@ def scan(src: Path, cfg: ImportParams, expressions: list[str]) -> ImportResult:
     res.notes.append(IN_THE_WILD_NOTE.replace("the official folds", "the official Train/Val split"))
     takes = []
     for t in res.takes:
-        split = t.fields.pop("split").lower()
+        split = t.fields["split"].lower()
         official = "test" if split == "val" else split
-        takes.append(replace(t, subject_id=t.take_id, fps=video_fps(t.source, t.fps), official_fold=official))
+        fields = {k: v for k, v in t.fields.items() if k != "split"}
+        takes.append(replace(t, subject_id=t.take_id, fps=video_fps(t.source, t.fps), official_fold=official, fields=fields))
     res.takes = takes
     return res

@@ -39,7 +39,7 @@ IMPORT_REPORT = "import_report.json"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-class ImportError_(PipelineError, ValueError):
+class DatasetImportError(PipelineError, ValueError):
     """An import that cannot start (source missing, output inside the source, ...); one line."""
 
 
@@ -111,14 +111,14 @@ def check_label(result: ImportResult, where: str, label: str | None, raw: str, a
 def check_source(src: Path, out: Path) -> None:
     """Refuse an import that could write into the source, before anything is written."""
     if not src.is_dir():
-        raise ImportError_(f"{src}: source folder not found")
+        raise DatasetImportError(f"{src}: source folder not found")
     s, o = src.resolve(), out.resolve()
     if o == s or s in o.parents:
-        raise ImportError_(f"{out}: the output must be outside the source tree {src} (the source is never written)")
+        raise DatasetImportError(f"{out}: the output must be outside the source tree {src} (the source is never written)")
     if o in s.parents:
-        raise ImportError_(f"{out}: the output must not contain the source tree {src}")
+        raise DatasetImportError(f"{out}: the output must not contain the source tree {src}")
     if out.is_dir() and any(out.iterdir()) and not (out / IMPORT_INFO).is_file():
-        raise ImportError_(f"{out}: exists, is not empty and holds no {IMPORT_INFO}: not an earlier import, "
+        raise DatasetImportError(f"{out}: exists, is not empty and holds no {IMPORT_INFO}: not an earlier import, "
                            "so nothing in it is overwritten (choose an empty or new folder)")
 
 
@@ -152,7 +152,7 @@ def place_take(take: Take, takes_dir: Path, copy: bool) -> str:
             _link_or_copy(take.source, tmp, copy)
     except OSError as e:
         if copy or e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-            raise ImportError_(f"{take.source}: cannot place into {takes_dir} ({e.strerror})") from None
+            raise DatasetImportError(f"{take.source}: cannot place into {takes_dir} ({e.strerror})") from None
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         os.symlink(take.source.resolve(), tmp, target_is_directory=take.source.is_dir())
     os.replace(tmp, dest)

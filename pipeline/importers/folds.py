@@ -7,8 +7,6 @@ a set whose train list is not the complement of its test list is reported in the
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pipeline.importers.common import ImportResult
 
 

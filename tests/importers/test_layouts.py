@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from pipeline.importers import run_import
-from pipeline.importers.common import ImportError_
+from pipeline.importers.common import DatasetImportError
 from pipeline.ingest.run import ingest
 from pipeline.params import Params
 from tests.importers import trees
@@ -126,11 +126,11 @@ def test_refusals_are_one_line_errors(tmp_path: Path, sim_takes: list[SimTake], 
     src = tmp_path / "oulu"
     trees.oulu_casia(src, sim_takes, defects=False)
     p = import_params(params)
-    with pytest.raises(ImportError_, match="known: afew, ckplus, dfew, ferv39k, mafw, oulu-casia, pattern"):
+    with pytest.raises(DatasetImportError, match="known: afew, ckplus, dfew, ferv39k, mafw, oulu-casia, pattern"):
         run_import("oulu", src, tmp_path / "raw", p.import_, p.rig.expressions)
-    with pytest.raises(ImportError_, match="outside the source tree"):
+    with pytest.raises(DatasetImportError, match="outside the source tree"):
         run_import("oulu-casia", src, src / "raw", p.import_, p.rig.expressions)
-    with pytest.raises(ImportError_, match="source folder not found"):
+    with pytest.raises(DatasetImportError, match="source folder not found"):
         run_import("oulu-casia", tmp_path / "nope", tmp_path / "raw", p.import_, p.rig.expressions)
     assert not (src / "raw").exists()
 
@@ -150,6 +150,6 @@ def test_an_earlier_import_is_replaced_but_a_foreign_folder_is_never_overwritten
     rig = tmp_path / "rig"
     rig.mkdir()
     (rig / "capture_log.csv").write_text("a lab's own log\n")
-    with pytest.raises(ImportError_, match="holds no import.json"):
+    with pytest.raises(DatasetImportError, match="holds no import.json"):
         run_import("oulu-casia", src, rig, p.import_, p.rig.expressions)
     assert (rig / "capture_log.csv").read_text() == "a lab's own log\n"
