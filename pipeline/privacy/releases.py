@@ -94,7 +94,7 @@ def _mentions_tree(d: Path, ids: set[str]) -> bool:
 
 def purge_releases(out_root: Path, tmp_root: Path, ids: set[str], date: str, default_epoch: int) -> dict:
     """Purge every release folder and archive under `out_root`; counts per outcome (no names)."""
-    out = {"releases_amended": 0, "release_takes_removed": 0, "archives_rebuilt": 0}
+    out = {"releases_amended": 0, "release_takes_removed": 0, "archives_rebuilt": 0, "archives_unreadable": 0}
     if not out_root.is_dir():
         return out
     build.clean_leftovers(out_root, tmp_root)
@@ -109,8 +109,14 @@ def purge_releases(out_root: Path, tmp_root: Path, ids: set[str], date: str, def
                 continue
             shutil.copytree(folder, work, symlinks=True)
         else:
-            with tarfile.open(archive, "r:gz") as tar:
-                tar.extractall(tmp_root, filter="data")
+            try:
+                with tarfile.open(archive, "r:gz") as tar:
+                    tar.extractall(tmp_root, filter="data")
+            except (tarfile.TarError, OSError, EOFError) as e:
+                log.error("%s: cannot be read to purge it (%s)", archive.name, type(e).__name__)
+                out["archives_unreadable"] += 1
+                shutil.rmtree(tmp_root, ignore_errors=True)
+                continue
             if not work.is_dir() or not _mentions_tree(work, ids):
                 shutil.rmtree(tmp_root)
                 continue

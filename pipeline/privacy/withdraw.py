@@ -104,6 +104,9 @@ def withdraw(subject: str, params: Params, ls=None, use_label_studio: bool = Tru
 
     unreachable = [f"DVC remote '{r}': copies pushed there are not reached; after `dvc repro` and `dvc push`, run "
                    f"`dvc gc --cloud -r {r}`" for r in dvc_cache.remotes(paths.ROOT / ".dvc")]
+    if rel["archives_unreadable"]:
+        unreachable.append(f"{rel['archives_unreadable']} release archive(s) under release/ could not be read to purge them: "
+                           "delete them by hand")
     unreachable.append(f"published releases ({params.release.url}) and copies users downloaded: ask for deletion, "
                        "publish the amended release")
     if raw_files:

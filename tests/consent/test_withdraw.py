@@ -173,3 +173,13 @@ def test_ingest_counts_a_withdrawn_subjects_takes_without_naming_them() -> None:
     out, rep = redact_withdrawn(df, report)
     assert "sub-a" not in out.to_csv() + json.dumps(rep) and "a-1" not in out.to_csv() + json.dumps(rep)
     assert list(out["status"]) == [vocab.QUARANTINED, vocab.ACCEPTED] and out["take_id"][1] == "b-1" and rep["quarantined"] == 1
+
+
+def test_an_unreadable_release_archive_is_reported_not_fatal(tmp_path: Path) -> None:
+    from pipeline.privacy.releases import purge_releases
+
+    out = tmp_path / "release"
+    out.mkdir()
+    (out / "ds-0.1.0.tar.gz").write_bytes(b"\x1f\x8b damaged")
+    res = purge_releases(out, tmp_path / "tmp", {"sub-a"}, "2026-11-25", 0)
+    assert res["archives_unreadable"] == 1 and res["releases_amended"] == 0 and not (tmp_path / "tmp").exists()
