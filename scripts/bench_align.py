@@ -4,6 +4,7 @@ Prints figures; asserts nothing. Needs `dvc repro ingest` first. Each measuremen
 child process (outputs to a temp folder), so peak RSS is that run's own.
 
     python scripts/bench_align.py [--takes N]
+    python scripts/bench_align.py --long 10000   # peak memory of one take of that many frames vs a short one
 """
 
 from __future__ import annotations
@@ -101,10 +102,70 @@ def stretch_gain(manifest: pd.DataFrame, raw: Path, n_takes: int) -> tuple[int, 
     return frames, plain, stretched
 
 
+def _long_video(files: list[str], n_frames: int, dest: Path) -> tuple[int, ...]:
+    """One mp4 of `n_frames` frames made by playing the given takes one after another, looping."""
+    writer = None
+    written = 0
+    while written < n_frames:
+        for f in files:
+            cap = cv2.VideoCapture(f)
+            while written < n_frames:
+                ok, bgr = cap.read()
+                if not ok:
+                    break
+                if writer is None:
+                    writer = cv2.VideoWriter(str(dest), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (bgr.shape[1], bgr.shape[0]))
+                writer.write(bgr)
+                written += 1
+            cap.release()
+    writer.release()
+    return bgr.shape
+
+
+def _take_job(args: tuple[str, int, mp.Queue]) -> None:
+    video, n_frames, q = args
+    logging.basicConfig(level="WARNING")
+    from pipeline.align import stage
+    from pipeline.align.process import process_take, take_key
+    from pipeline.align.provenance import provenance, provenance_key
+
+    p = params()
+    cfg = stage.align_config(p, provenance_key(provenance(p.align.detector, p.align.insightface_pack)))
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        r = process_take({"take_id": "long", "video": video, "expected_frames": n_frames, "key": take_key("x", cfg),
+                          "out": str(Path(tmp) / "out" / "long.npz"), "cfg": cfg, "tmp_dir": str(Path(tmp) / "tmp")})
+        secs = time.perf_counter() - t
+        size = (Path(tmp) / "out" / "long.npz").stat().st_size
+    q.put((r["decoded_frames"], secs, _peak_mib(), size))
+
+
+def long_take(files: list[str], n_frames: int) -> None:
+    """Peak RSS of aligning one take of `n_frames` frames against one of 16: streaming keeps it flat."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (16, n_frames):
+            video = Path(tmp) / f"take{n}.mp4"
+            shape = _long_video(files, n, video)
+            q: mp.Queue = mp.get_context("spawn").Queue()
+            proc = mp.get_context("spawn").Process(target=_take_job, args=((str(video), n, q),))
+            proc.start()
+            frames, secs, peak, size = q.get()
+            proc.join()
+            raw = frames * shape[0] * shape[1] * 3 / 2**20
+            print(f"one take of {frames} frames: {frames / secs:6.1f} frames/s, peak RSS {peak:.0f} MiB "
+                  f"(its decoded frames alone: {raw:.0f} MiB; output {size / 2**20:.1f} MiB)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--takes", type=int, default=0, help="limit to the first N accepted takes (0: all)")
+    ap.add_argument("--long", type=int, default=0, help="only measure one take of this many frames (e.g. 10000)")
     args = ap.parse_args()
+    if args.long:
+        m = pd.read_parquet(paths.MANIFEST)
+        raw = paths.resolve(params().ingest.raw_dir)
+        long_take([str(raw / f) for f in m[m["status"] == "accepted"]["path"].head(50)], args.long)
+        return
     manifest = pd.read_parquet(paths.MANIFEST)
     acc = manifest[manifest["status"] == "accepted"]
     n = args.takes or len(acc)
