@@ -119,7 +119,7 @@ def check_source(src: Path, out: Path) -> None:
         raise DatasetImportError(f"{out}: the output must not contain the source tree {src}")
     if out.is_dir() and any(out.iterdir()) and not (out / IMPORT_INFO).is_file():
         raise DatasetImportError(f"{out}: exists, is not empty and holds no {IMPORT_INFO}: not an earlier import, "
-                           "so nothing in it is overwritten (choose an empty or new folder)")
+                                 "so nothing in it is overwritten (choose an empty or new folder)")
 
 
 def _link_or_copy(src: Path, dest: Path, copy: bool) -> None:
@@ -151,9 +151,9 @@ def place_take(take: Take, takes_dir: Path, copy: bool) -> str:
         else:
             _link_or_copy(take.source, tmp, copy)
     except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         if copy or e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
             raise DatasetImportError(f"{take.source}: cannot place into {takes_dir} ({e.strerror})") from None
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         os.symlink(take.source.resolve(), tmp, target_is_directory=take.source.is_dir())
     os.replace(tmp, dest)
     return f"{paths.TAKES_SUBDIR}/{name}"
@@ -222,7 +222,13 @@ def write_rig(result: ImportResult, src: Path, out: Path, *, copy: bool, licence
             result.exclude(rel(t.source, src), "duplicate_take_id", f"{rel(t.source, src)}: take id {t.take_id} is produced by {dup[t.take_id]} source paths")
         else:
             kept.append(t)
-    files = {t.take_id: place_take(t, takes_dir, copy) for t in tqdm(kept, desc="import", unit="take")}
+    files: dict[str, str] = {}
+    for t in tqdm(kept, desc="import", unit="take"):
+        try:
+            files[t.take_id] = place_take(t, takes_dir, copy)
+        except DatasetImportError as e:  # one unreadable source take never stops the import
+            result.exclude(rel(t.source, src), "cannot_place", str(e))
+    kept = [t for t in kept if t.take_id in files]
     _remove_stale(takes_dir, set(files.values()))
     field_names = sorted({k for t in kept for k in t.fields})
     columns = LOG_COLUMNS + EXTRA_COLUMNS + [f for f in field_names if f not in LOG_COLUMNS + EXTRA_COLUMNS]

@@ -153,3 +153,23 @@ def test_an_earlier_import_is_replaced_but_a_foreign_folder_is_never_overwritten
     with pytest.raises(DatasetImportError, match="holds no import.json"):
         run_import("oulu-casia", src, rig, p.import_, p.rig.expressions)
     assert (rig / "capture_log.csv").read_text() == "a lab's own log\n"
+
+
+def test_a_take_that_cannot_be_placed_is_excluded_and_the_others_go_on(tmp_path: Path, sim_takes: list[SimTake], params: Params,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.importers import common
+
+    src, out = tmp_path / "oulu", tmp_path / "raw"
+    trees.oulu_casia(src, sim_takes, defects=False)
+    real = common._link_or_copy
+
+    def flaky(s: Path, d: Path, copy: bool) -> None:   # root reads every file: simulate one unreadable frame
+        if "P002/Surprise" in s.as_posix() and "Dark" in s.as_posix():
+            raise PermissionError(13, "Permission denied")
+        real(s, d, copy)
+
+    monkeypatch.setattr(common, "_link_or_copy", flaky)
+    report = _import("oulu-casia", src, out, import_params(params))
+    assert report["takes"] == 11 and report["excluded_by_reason"] == {"cannot_place": 1}
+    assert "Permission denied" in report["excluded_items"][0]["reason"]
+    assert not list((out / "takes").glob(".*"))   # no temp left behind
