@@ -71,8 +71,11 @@ class AttentiveMVLSTM(nn.Module):
         flat = x.transpose(0, 1).reshape(T * B, D)  # time-major, as the scan wants
         dynamic = self.attention(flat) * flat
         static = flat - dynamic
-        w = to_scan_order(self.weight_ih, H)  # rows: task (i, f, g) | mode (g^m, i^m, f^m) | output o
-        xp = torch.cat((dynamic @ w[: 3 * H].T, static @ w[3 * H : 6 * H].T, flat @ w[6 * H :].T), 1)
+        w = self.weight_ih  # parameter order: task (i, f, g) | output o | mode (i^m, f^m, g^m)
+        task = (dynamic @ w[: 3 * H].T).view(T * B, 3, 1, H)
+        mode = (static @ w[4 * H :].T).view(T * B, 3, 1, H)
+        pairs = torch.cat((task, mode), 2).view(T * B, 6 * H)  # scan order pairs: (i, i^m), (f, f^m), (g, g^m)
+        xp = torch.cat((flat @ w[3 * H : 4 * H].T, pairs), 1)  # the output gate sees the whole input
         xp = (xp + to_scan_order(self.bias, H)).view(T, B, 7 * H)
         hs, cs, ms = mv_lstm_scan(xp, to_scan_order(self.weight_hh, H), state)
         return read_padded(hs, cs, ms, lengths)

@@ -4,14 +4,16 @@ Why: a Python loop of autograd ops per time step made the MV-LSTM 4-14x slower t
 `torch.nn.LSTM` (whose CPU kernel is fused). Here autograd sees one node for the whole sequence:
 
 - the caller computes the input projections of every step at once (one matmul);
+- on CPU in float32 the matmuls go through oneDNN, as torch.nn.LSTM's do (`linear`);
 - the forward loop does only `h @ W_hh^T` plus in-place elementwise updates into preallocated
   buffers, without recording a graph;
 - the backward loop does only `dgates @ W_hh` plus elementwise products whose factors (gate
   derivatives) are computed for all steps at once; the weight gradient is one matmul over all steps.
 
-Gate blocks here are in the *scan order* (i, f, g, g^m, i^m, f^m, o): the task-cell gates, the two
-tanh blocks and the mode-cell gates are then each one contiguous slice. `to_scan_order` reorders a
-(7H, ...) matrix from the parameter order (i, f, g, o, i^m, f^m, g^m) of `MVLSTM`.
+Gate blocks here are in the *scan order* (o, i, i^m, f, f^m, g, g^m): the sigmoid gates and the
+tanh blocks are each one contiguous slice, and task/mode gates sit in pairs so both cells update
+in one operation. `to_scan_order` reorders a (7H, ...) matrix from the parameter order
+(i, f, g, o, i^m, f^m, g^m) of `MVLSTM`.
 
 No masking happens here: a step depends only on earlier steps, so the caller runs every sequence
 over the padded length and reads each one's outputs and final state up to its own length.
@@ -22,8 +24,51 @@ from __future__ import annotations
 
 import torch
 
-# parameter block order (i, f, g, o, i^m, f^m, g^m) -> scan order (i, f, g, g^m, i^m, f^m, o)
-_SCAN_ORDER = (0, 1, 2, 6, 4, 5, 3)
+try:  # oneDNN's GEMM, the library behind torch.nn.LSTM on CPU (and inductor's CPU linear)
+    _ONEDNN_LINEAR = torch.ops.mkldnn._linear_pointwise if torch.backends.mkldnn.is_available() else None
+except (AttributeError, RuntimeError):  # a build without oneDNN
+    _ONEDNN_LINEAR = None
+
+
+def use_onednn(*tensors: torch.Tensor) -> bool:
+    """oneDNN for float32 on CPU: there MKL's sgemm ran at half its speed on an AMD EPYC host (see README)."""
+    return _ONEDNN_LINEAR is not None and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ weight.T (+ bias); no autograd of its own (used inside autograd functions)."""
+    if use_onednn(x, weight):
+        return _ONEDNN_LINEAR(x, weight, bias, "none", [], "")
+    return x @ weight.T if bias is None else torch.addmm(bias, x, weight.T)
+
+
+def linear_add(other: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """other + x @ weight.T, with `other` a full matrix."""
+    if use_onednn(other, x, weight):
+        return _ONEDNN_LINEAR.binary(x, other, weight, None, "add")
+    return torch.addmm(other, x, weight.T)
+
+
+class _Linear(torch.autograd.Function):
+    """x @ weight.T + bias with the same GEMM choice in backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:  # noqa: D102
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):  # noqa: D102
+        x, weight = ctx.saved_tensors
+        dx = linear(dy, weight.T) if ctx.needs_input_grad[0] else None
+        dw = linear(dy.T, x.T) if ctx.needs_input_grad[1] else None
+        db = dy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return dx, dw, db
+
+
+# parameter block order (i, f, g, o, i^m, f^m, g^m) -> scan order (o, i, i^m, f, f^m, g, g^m)
+_SCAN_ORDER = (3, 0, 4, 1, 5, 2, 6)
 
 
 def to_scan_order(weight: torch.Tensor, hidden: int) -> torch.Tensor:
@@ -33,86 +78,80 @@ def to_scan_order(weight: torch.Tensor, hidden: int) -> torch.Tensor:
 
 
 class _MVScan(torch.autograd.Function):
-    """xp: (T, B, 7H) input projections plus bias; w: (7H, H); h0, c0, m0: (B, H); scan order.
-    Returns hs, cs, ms, each (T + 1, B, H), index 0 the initial state."""
+    """xp: (T, B, 7H) input projections plus bias; w: (7H, H), scan order; h0: (B, H); cm0: (B, 2H) = [c0 | m0].
+    Returns hs (T + 1, B, H) and cms (T + 1, B, 2H) = [c | m], index 0 the initial state.
+
+    The task and mode cells are updated together: with gates paired as (i, i^m), (f, f^m), (g, g^m),
+    [c | m] <- [f | f^m] * [c | m] + [i | i^m] * [g | g^m] is one multiply and one fused multiply-add."""
 
     @staticmethod
-    def forward(ctx, xp: torch.Tensor, w: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, m0: torch.Tensor,
-                zero_mode_input: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # noqa: D102
+    def forward(ctx, xp: torch.Tensor, w: torch.Tensor, h0: torch.Tensor, cm0: torch.Tensor,
+                zero_mode_input: bool) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
         T, B, G = xp.shape
         H = G // 7
-        act = torch.empty_like(xp)
-        hs, cs, ms = (xp.new_empty(T + 1, B, H) for _ in range(3))
+        gates = []
+        hs, cms = xp.new_empty(T + 1, B, H), xp.new_empty(T + 1, B, 2 * H)
         td = xp.new_empty(T, B, H)  # tanh(c_t - m_t)
-        hs[0], cs[0], ms[0] = h0, c0, m0
-        wt = w.T
+        hs[0], cms[0] = h0, cm0
         for t in range(T):
-            a = torch.addmm(xp[t], hs[t], wt, out=act[t])
-            a[:, : 2 * H].sigmoid_()
-            a[:, 2 * H : 4 * H].tanh_()
-            a[:, 4 * H :].sigmoid_()
+            a = linear_add(xp[t], hs[t], w)
+            gates.append(a)
+            a[:, : 5 * H].sigmoid_()
+            a[:, 5 * H :].tanh_()
             if zero_mode_input:
-                a[:, 4 * H : 5 * H].zero_()
-            torch.mul(a[:, H : 2 * H], cs[t], out=cs[t + 1]).addcmul_(a[:, :H], a[:, 2 * H : 3 * H])
-            torch.mul(a[:, 5 * H : 6 * H], ms[t], out=ms[t + 1]).addcmul_(a[:, 4 * H : 5 * H], a[:, 3 * H : 4 * H])
-            torch.sub(cs[t + 1], ms[t + 1], out=td[t]).tanh_()
-            torch.mul(a[:, 6 * H :], td[t], out=hs[t + 1])
-        ctx.save_for_backward(w, act, hs, cs, ms, td)
+                a[:, 2 * H : 3 * H].zero_()
+            cm = torch.mul(a[:, 3 * H : 5 * H], cms[t], out=cms[t + 1]).addcmul_(a[:, H : 3 * H], a[:, 5 * H :])
+            torch.sub(cm[:, :H], cm[:, H:], out=td[t]).tanh_()
+            torch.mul(a[:, :H], td[t], out=hs[t + 1])
+        act = torch.stack(gates) if T else xp.new_empty(0, B, G)
+        ctx.save_for_backward(w, act, hs, cms, td)
         ctx.zero_mode_input = zero_mode_input
         ctx.set_materialize_grads(False)
-        return hs, cs, ms
+        return hs, cms
 
     @staticmethod
-    def backward(ctx, dhs: torch.Tensor | None, dcs: torch.Tensor | None, dms: torch.Tensor | None):  # noqa: D102
-        w, act, hs, cs, ms, td = ctx.saved_tensors
+    def backward(ctx, dhs: torch.Tensor | None, dcms: torch.Tensor | None):  # noqa: D102
+        w, act, hs, cms, td = ctx.saved_tensors
         T, B, G = act.shape
         H = G // 7
-        a = act.view(T, B, 7, H)
-        i, f, g, gm, im, fm, o = a.unbind(2)
-        dsig = (act * (1 - act)).view(T, B, 7, H)
-        dtanh = 1 - a[:, :, 2:4] ** 2
-        # dL/d(pre-activation) = dL/dc_t * task, dL/dm_t * mode, dL/dh_t * out_gate (per gate block)
-        task = torch.stack((g * dsig[:, :, 0], cs[:-1] * dsig[:, :, 1], i * dtanh[:, :, 0]), 2)
-        mode = torch.stack((im * dtanh[:, :, 1], gm * dsig[:, :, 4], ms[:-1] * dsig[:, :, 5]), 2)
+        o, ii, ff, gg = act[:, :, :H], act[:, :, H : 3 * H], act[:, :, 3 * H : 5 * H], act[:, :, 5 * H :]
+        # dL/d(pre-activations) of the paired gates = dL/d[c | m] * factor, for all steps at once
+        factor = act.new_empty(T, B, 3, 2 * H)
+        torch.mul(gg, ii * (1 - ii), out=factor[:, :, 0])  # (i, i^m)
+        torch.mul(cms[:-1], ff * (1 - ff), out=factor[:, :, 1])  # (f, f^m)
+        torch.mul(ii, 1 - gg * gg, out=factor[:, :, 2])  # (g, g^m)
         if ctx.zero_mode_input:
-            mode[:, :, 1].zero_()
-        out_gate = td * dsig[:, :, 6]
-        through = o * (1 - td * td)  # dh_t -> d(c_t - m_t)
+            factor[:, :, 0, H:].zero_()
+        out_gate = td * o * (1 - o)  # dL/d(pre-o) = dL/dh * out_gate
+        k = o * (1 - td * td)  # dh -> d(c - m)
+        through = torch.stack((k, -k), 2)  # dh -> d[c | m]
         if dhs is None:
             dhs = torch.zeros_like(hs)
         da = torch.empty_like(act)
-        da4 = da.view(T, B, 7, H)
-        dc = dcs[T] if dcs is not None else torch.zeros_like(hs[0])
-        dm = dms[T] if dms is not None else torch.zeros_like(hs[0])
+        da_pairs = da[:, :, H:].view(T, B, 3, 2 * H)
+        dcm = dcms[T] if dcms is not None else torch.zeros_like(cms[0])
         dh = dhs[T]
         for t in range(T - 1, -1, -1):
             if t < T - 1:
-                dh = torch.addmm(dhs[t + 1], da[t + 1], w)
-                if dcs is not None:
-                    dc = dc + dcs[t + 1]
-                if dms is not None:
-                    dm = dm + dms[t + 1]
-            s = dh * through[t]
-            dc_t, dm_t = dc + s, dm - s
-            torch.mul(dc_t.unsqueeze(1), task[t], out=da4[t, :, 0:3])
-            torch.mul(dm_t.unsqueeze(1), mode[t], out=da4[t, :, 3:6])
-            torch.mul(dh, out_gate[t], out=da4[t, :, 6])
-            dc, dm = dc_t * f[t], dm_t * fm[t]
-        dh0 = torch.addmm(dhs[0], da[0], w)
-        if dcs is not None:
-            dc = dc + dcs[0]
-        if dms is not None:
-            dm = dm + dms[0]
-        dw = da.view(T * B, G).T @ hs[:-1].reshape(T * B, H)
-        return da, dw, dh0, dc, dm, None
+                dh = linear_add(dhs[t + 1], da[t + 1], w.T)
+                if dcms is not None:
+                    dcm = dcm + dcms[t + 1]
+            dcm_t = torch.addcmul(dcm.view(B, 2, H), dh.unsqueeze(1), through[t]).view(B, 2 * H)
+            torch.mul(dh, out_gate[t], out=da[t, :, :H])
+            torch.mul(dcm_t.unsqueeze(1), factor[t], out=da_pairs[t])
+            dcm = dcm_t * ff[t]
+        dh0 = linear_add(dhs[0], da[0], w.T) if T else dhs[0]
+        if dcms is not None:
+            dcm = dcm + dcms[0]
+        dw = linear(da.view(T * B, G).T, hs[:-1].reshape(T * B, H).T)
+        return da, dw, dh0, dcm, None
 
 
 def project(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """(B, T, D) inputs -> (T, B, rows) projections of every step in one matmul, time-major for the scan."""
     B, T, D = x.shape
     flat = x.transpose(0, 1).reshape(T * B, D)
-    out = flat @ weight.T if bias is None else torch.addmm(bias, flat, weight.T)
-    return out.view(T, B, -1)
+    return _Linear.apply(flat, weight, bias).view(T, B, -1)
 
 
 def mv_lstm_scan(
@@ -125,7 +164,10 @@ def mv_lstm_scan(
     Returns h, c, m of every step, each (T + 1, B, H), index 0 = the initial state.
     `zero_mode_input` forces the mode input gate to 0 (with m0 = 0 the cell is then exactly an LSTM).
     """
-    return _MVScan.apply(xp, weight_hh, *state, zero_mode_input)
+    h0, c0, m0 = state
+    H = h0.shape[1]
+    hs, cms = _MVScan.apply(xp, weight_hh, h0, torch.cat((c0, m0), 1), zero_mode_input)
+    return hs, cms[..., :H], cms[..., H:]
 
 
 def read_padded(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from pipeline.models.mv_lstm import MVLSTM
-from pipeline.models.mv_scan import mv_lstm_scan
+from pipeline.models.mv_scan import use_onednn, mv_lstm_scan
 
 D, H = 4, 3
 
@@ -68,3 +68,23 @@ def test_it_runs_under_inference_mode_without_keeping_a_graph() -> None:
         out, _ = mv(x, torch.tensor([5, 3]))
     assert not out.requires_grad and out.shape == (2, 5, H)
     torch.testing.assert_close(out, mv(x, torch.tensor([5, 3]))[0].detach())
+
+
+def test_float32_on_cpu_takes_the_onednn_path_and_agrees_with_float64() -> None:
+    """float32 on CPU routes the matmuls through oneDNN (`use_onednn`); float64 through torch.mm."""
+    torch.manual_seed(4)
+    mv64 = MVLSTM(D, H).double()
+    mv32 = MVLSTM(D, H)
+    mv32.load_state_dict({k: v.float() for k, v in mv64.state_dict().items()})
+    x64 = torch.randn(3, 7, D, dtype=torch.float64, requires_grad=True)
+    x32 = x64.detach().float().requires_grad_(True)
+    assert use_onednn(x32) == torch.backends.mkldnn.is_available() and not use_onednn(x64)
+    lengths = torch.tensor([7, 3, 5])
+    out64, (h64, _, m64) = mv64(x64, lengths)
+    out32, (h32, _, m32) = mv32(x32, lengths)
+    torch.testing.assert_close(out32, out64.float(), atol=1e-5, rtol=0)
+    (out64.sum() + h64.sum() + m64.sum()).backward()
+    (out32.sum() + h32.sum() + m32.sum()).backward()
+    torch.testing.assert_close(x32.grad, x64.grad.float(), atol=1e-5, rtol=0)
+    for p32, p64 in zip(mv32.parameters(), mv64.parameters()):
+        torch.testing.assert_close(p32.grad, p64.grad.float(), atol=1e-4, rtol=1e-4)
