@@ -26,6 +26,7 @@ from pipeline.learn.backends import TrainingFrames, make_backend
 from pipeline.learn.common import feature_file, load_split, load_takes
 from pipeline.params import FeaturesParams
 from pipeline.utils import io
+from pipeline.utils.log import setup_logging
 
 log = logging.getLogger(__name__)
 SPLIT_NAMES = vocab.SPLITS
@@ -166,7 +167,7 @@ def run(p: FeaturesParams, split_dir: Path = paths.SPLITS, aligned: Path = paths
         if p.workers == 1:
             results = [run_job(j) for j in tqdm(jobs, desc="features", unit="extractor")]
         else:
-            with ProcessPoolExecutor(p.workers, mp_context=mp.get_context("spawn")) as pool:
+            with ProcessPoolExecutor(p.workers, mp_context=mp.get_context("spawn"), initializer=setup_logging) as pool:
                 results = list(tqdm(pool.map(run_job, jobs), total=len(jobs), desc="features", unit="extractor"))
     report = {"protocol": p.protocol, "classes": classes, "backends": list(p.backends), "seeds": list(p.seeds),
               "seconds": round(time.perf_counter() - t0, 1), "extractors": results}

@@ -27,6 +27,7 @@ from pipeline.learn.common import device, feature_seed, load_features, load_spli
 from pipeline.models import make_model
 from pipeline.params import FeaturesParams, TrainParams
 from pipeline.utils import io
+from pipeline.utils.log import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +122,10 @@ class Job:
     checkpoint: Path
 
 
-def _single_thread() -> None:
+def _worker_init() -> None:
+    """One thread per fit (tiny models: threads only contend), the CLI's log format."""
     torch.set_num_threads(1)
+    setup_logging()
 
 
 def run_job(job: Job, p: TrainParams) -> list[dict]:
@@ -156,7 +159,7 @@ def run(p: TrainParams, fp: FeaturesParams, split_dir: Path = paths.SPLITS, feat
             finally:
                 torch.set_num_threads(threads)
         else:
-            with ProcessPoolExecutor(p.workers, mp_context=mp.get_context("spawn"), initializer=_single_thread) as pool:
+            with ProcessPoolExecutor(p.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
                 results = list(tqdm(pool.map(run_job, jobs, [p] * len(jobs)), total=len(jobs), desc="train", unit="model"))
     curves = pd.DataFrame([row for rows in results for row in rows])
     io.write_csv(history_path, curves)
