@@ -211,9 +211,10 @@ def _annotate_pull(args: argparse.Namespace) -> int:
 
     from pipeline.annotate.sync import pull, summary_line
 
+    ls = _ls_client(args)  # a refused token is reported before anything else is read
     manifest = pd.read_parquet(paths.MANIFEST)
     accepted = manifest[manifest["status"] == "accepted"]
-    s = pull(_ls_client(args), args.project, set(accepted["take_id"]), n_frames=dict(zip(accepted["take_id"], accepted["n_frames"].astype(int))))
+    s = pull(ls, args.project, set(accepted["take_id"]), n_frames=dict(zip(accepted["take_id"], accepted["n_frames"].astype(int))))
     sys.stdout.write(summary_line(s) + "\n")
     return 0
 

@@ -164,3 +164,20 @@ def test_start_without_a_token_says_how_to_set_one(tmp_path: Path, monkeypatch) 
     monkeypatch.delenv(server.TOKEN_ENV, raising=False)
     with pytest.raises(server.LabelStudioError, match=r"set \$LABEL_STUDIO_API_KEY"):
         server.start(tmp_path / "x", tmp_path)
+
+
+def test_cli_refused_token_is_one_line_and_add_annotator_prints_a_password(live, monkeypatch, capsys, caplog) -> None:
+    from pipeline.cli import main
+
+    info, _, data_dir, token = live
+    monkeypatch.setenv(server.TOKEN_ENV, "0" * 40)
+    assert main(["annotate", "pull", "--url", info.url]) == 1
+    [err] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "refused the token in $LABEL_STUDIO_API_KEY (401)" in err.getMessage() and err.exc_info is None
+    assert "Traceback" not in capsys.readouterr().err
+
+    monkeypatch.setenv(server.TOKEN_ENV, token)
+    assert main(["labelstudio", "add-annotator", "cli-annotator@mvfer.local", "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith(f"cli-annotator@mvfer.local can log in at {info.url}/user/login/ with the one-time password ")
+    assert main(["labelstudio", "add-annotator", "not-an-email", "--data-dir", str(data_dir)]) == 1
