@@ -22,14 +22,14 @@ from pipeline.models.mv_lstm import MVLSTM
 from pipeline.models.mv_lstm_att import AttentiveMVLSTM
 
 
-def time_fwd_bwd(layer: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
+def time_fwd_bwd(layer: torch.nn.Module, x: torch.Tensor, repeats: int, clock=time.perf_counter) -> float:
     """Median seconds of one forward + backward pass."""
     times = []
     for _ in range(repeats + 2):
-        t = time.perf_counter()
+        t = clock()
         out = layer(x)[0]
         out.sum().backward()
-        times.append(time.perf_counter() - t)
+        times.append(clock() - t)
     return sorted(times[2:])[len(times[2:]) // 2]
 
 
@@ -38,17 +38,20 @@ def main() -> None:
     ap.add_argument("--train", action="store_true", help="also time the default train stage (retrains every model)")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time with the process CPU clock (with --threads 1: robust on a shared, busy machine)")
     args = ap.parse_args()
+    clock = time.process_time if args.cpu_time else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, {'CPU' if args.cpu_time else 'wall'} time")
     print(f"{'B':>4} {'T':>4} {'D':>4} {'H':>4} {'nn.LSTM ms':>11} {'MV-LSTM ms':>11} {'ratio':>6} {'MV-att ms':>10} {'ratio':>6}")
     for B, T, D, H in ((32, 16, 64, 64), (32, 16, 128, 128), (64, 32, 256, 256)):
         x = torch.randn(B, T, D, requires_grad=True)
-        a = time_fwd_bwd(torch.nn.LSTM(D, H, batch_first=True), x, args.repeats)
-        b = time_fwd_bwd(MVLSTM(D, H), x, args.repeats)
-        c = time_fwd_bwd(AttentiveMVLSTM(D, H), x, args.repeats)
+        a = time_fwd_bwd(torch.nn.LSTM(D, H, batch_first=True), x, args.repeats, clock)
+        b = time_fwd_bwd(MVLSTM(D, H), x, args.repeats, clock)
+        c = time_fwd_bwd(AttentiveMVLSTM(D, H), x, args.repeats, clock)
         print(f"{B:>4} {T:>4} {D:>4} {H:>4} {1000 * a:>11.2f} {1000 * b:>11.2f} {b / a:>6.2f} {1000 * c:>10.2f} {c / a:>6.2f}")
     if args.train:
         from pipeline.learn.train import run

@@ -93,16 +93,20 @@ class _MVScan(torch.autograd.Function):
         hs, cms = xp.new_empty(T + 1, B, H), xp.new_empty(T + 1, B, 2 * H)
         td = xp.new_empty(T, B, H)  # tanh(c_t - m_t)
         hs[0], cms[0] = h0, cm0
+        # per-step views made once (indexing in the loop costs more than the small ops themselves)
+        xs, h_, cm_, td_ = xp.unbind(0), hs.unbind(0), cms.unbind(0), td.unbind(0)
+        c_, m_ = cms[:, :, :H].unbind(0), cms[:, :, H:].unbind(0)
         for t in range(T):
-            a = linear_add(xp[t], hs[t], w)
+            a = linear_add(xs[t], h_[t], w)
             gates.append(a)
-            a[:, : 5 * H].sigmoid_()
-            a[:, 5 * H :].tanh_()
+            o, ii, ff, gg = a.split((H, 2 * H, 2 * H, 2 * H), 1)
+            a.narrow(1, 0, 5 * H).sigmoid_()
+            gg.tanh_()
             if zero_mode_input:
-                a[:, 2 * H : 3 * H].zero_()
-            cm = torch.mul(a[:, 3 * H : 5 * H], cms[t], out=cms[t + 1]).addcmul_(a[:, H : 3 * H], a[:, 5 * H :])
-            torch.sub(cm[:, :H], cm[:, H:], out=td[t]).tanh_()
-            torch.mul(a[:, :H], td[t], out=hs[t + 1])
+                ii.narrow(1, H, H).zero_()
+            torch.mul(ff, cm_[t], out=cm_[t + 1]).addcmul_(ii, gg)
+            torch.sub(c_[t + 1], m_[t + 1], out=td_[t]).tanh_()
+            torch.mul(o, td_[t], out=h_[t + 1])
         act = torch.stack(gates) if T else xp.new_empty(0, B, G)
         ctx.save_for_backward(w, act, hs, cms, td)
         ctx.zero_mode_input = zero_mode_input
@@ -128,19 +132,24 @@ class _MVScan(torch.autograd.Function):
         if dhs is None:
             dhs = torch.zeros_like(hs)
         da = torch.empty_like(act)
-        da_pairs = da[:, :, H:].view(T, B, 3, 2 * H)
-        dcm = dcms[T] if dcms is not None else torch.zeros_like(cms[0])
+        dcm = (dcms[T] if dcms is not None else torch.zeros_like(cms[0])).view(B, 2, H)
         dh = dhs[T]
+        dhs_, da_, og_, th_ = dhs.unbind(0), da.unbind(0), out_gate.unbind(0), through.unbind(0)
+        da_o, da_pairs = da[:, :, :H].unbind(0), da[:, :, H:].view(T, B, 3, 2 * H).unbind(0)
+        fac_, ff_ = factor.unbind(0), ff.reshape(T, B, 2, H).unbind(0)
+        dcms_ = dcms.view(T + 1, B, 2, H).unbind(0) if dcms is not None else None
+        wt = w.T
         for t in range(T - 1, -1, -1):
             if t < T - 1:
-                dh = linear_add(dhs[t + 1], da[t + 1], w.T)
-                if dcms is not None:
-                    dcm = dcm + dcms[t + 1]
-            dcm_t = torch.addcmul(dcm.view(B, 2, H), dh.unsqueeze(1), through[t]).view(B, 2 * H)
-            torch.mul(dh, out_gate[t], out=da[t, :, :H])
-            torch.mul(dcm_t.unsqueeze(1), factor[t], out=da_pairs[t])
-            dcm = dcm_t * ff[t]
-        dh0 = linear_add(dhs[0], da[0], w.T) if T else dhs[0]
+                dh = linear_add(dhs_[t + 1], da_[t + 1], wt)
+                if dcms_ is not None:
+                    dcm = dcm + dcms_[t + 1]
+            dcm_t = torch.addcmul(dcm, dh.unsqueeze(1), th_[t])  # (B, 2, H): d[c | m] at step t
+            torch.mul(dh, og_[t], out=da_o[t])
+            torch.mul(dcm_t.view(B, 1, 2 * H), fac_[t], out=da_pairs[t])
+            dcm = dcm_t * ff_[t]
+        dh0 = linear_add(dhs[0], da[0], wt) if T else dhs[0]
+        dcm = dcm.reshape(B, 2 * H)
         if dcms is not None:
             dcm = dcm + dcms[0]
         dw = linear(da.view(T * B, G).T, hs[:-1].reshape(T * B, H).T)
