@@ -219,6 +219,9 @@ def template_db(venv: Path = LS_VENV, cache: Path | None = None, timeout: float 
         private_dir(paths.LABEL_STUDIO_HOME)
     cache = private_dir(cache or paths.LABEL_STUDIO_HOME / "templates")
     target = cache / f"{ver}-{TEMPLATE_KIND}-{DB_NAME}"
+    for stale in cache.glob(f"*-{DB_NAME}"):  # older templates kept a throwaway superuser and its token
+        if TEMPLATE_KIND not in stale.name:
+            stale.unlink()
     if target.exists():
         return target
     work = cache / f"build-{ver}-{os.getpid()}"
