@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from pipeline.ingest.probe import FRAMES_CONTAINER, ProbeResult
-from pipeline.consent import Consent, Ledger
+from pipeline.consent import Consent, Ledger, redact_withdrawn
 from pipeline.ingest.schema import PORTABLE_NAME_RE, LogRow, Problem
 from pipeline.modes import DEFAULT_FIELDS, mode_of
 from pipeline.params import Bounds
@@ -138,7 +138,7 @@ def assemble(inp: Inputs, bounds: Bounds, fps_tolerance: float) -> tuple[pd.Data
 
     _mark_duplicate_content(records)
     df = _frame(records)
-    return df, _report(df, inp)
+    return redact_withdrawn(df, _report(df, inp))  # counted, never named (pipeline.consent)
 
 
 def _extra_columns(r: LogRow) -> dict[str, str]:

@@ -56,7 +56,7 @@ def data_source(manifest: pd.DataFrame, released: pd.DataFrame) -> str:
     `mixed`, or `unknown` when the manifest does not say (then nothing claims "simulated")."""
     if vocab.SOURCE_COLUMN not in manifest.columns or released.empty:
         return "unknown"
-    src = set(manifest.set_index("take_id").loc[released["take_id"], vocab.SOURCE_COLUMN].astype(str))
+    src = set(released[vocab.SOURCE_COLUMN].astype(str))  # the released rows are the manifest's own
     return src.pop() if len(src) == 1 else "mixed"
 
 
