@@ -29,6 +29,7 @@ import pandas as pd
 from pipeline import paths, vocab
 from pipeline.annotate.frames import player_frame
 from pipeline.annotate.guesses import Guesses
+from pipeline.errors import PipelineError
 from pipeline.params import AnnotateParams
 from pipeline.qa.export import MARKS, LabelConfig, load_export, parse_export
 from pipeline.utils import io
@@ -38,6 +39,10 @@ REANNOTATION_SUFFIX = " (re-annotation)"
 PROMPTED_VERSION = "prompted"
 PAGE_SIZE = 500
 DESCRIPTION = "mvfer takes: watch the take, mark onset and apex on the timeline, pick the expression you see, tick quality problems"
+
+
+class PushError(PipelineError, ValueError):
+    """Push or pull cannot go on; the message says what is missing and how to provide it."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,8 @@ def projects(ls) -> list:
 def _project(ls, title: str, label_config: str, settings: dict):
     for p in projects(ls):
         if p.title == title:
-            ls.projects.update(id=p.id, label_config=label_config, **settings)
+            changed = (p.label_config or "").strip() != label_config.strip()
+            ls.projects.update(id=p.id, **({"label_config": label_config} if changed else {}), **settings)
             return p
     return ls.projects.create(title=title, label_config=label_config, **settings)
 
@@ -165,7 +171,7 @@ def load_gold(path: Path | None) -> dict[str, dict]:
         return {}
     df = pd.read_csv(path, dtype={"take_id": str})
     if "take_id" not in df.columns or "expression" not in df.columns:
-        raise ValueError(f"{path}: gold answers need columns take_id and expression")
+        raise PushError(f"{path}: gold answers need columns take_id and expression")
     out = {}
     for r in df.to_dict(orient="records"):
         out[r["take_id"]] = {"expression": r["expression"],
@@ -179,7 +185,7 @@ def order_takes(takes: pd.DataFrame, order: str, guesses: Guesses | None) -> pd.
     if order == "sequential":
         return takes
     if guesses is None:
-        raise ValueError("annotate.order 'uncertainty' needs the model's guesses: push --guesses reports/predictions.csv")
+        raise PushError("annotate.order 'uncertainty' needs the model's guesses: push --guesses reports/predictions.csv")
     conf = takes["take_id"].map(guesses.table["confidence"]).fillna(2.0)
     return takes.assign(_conf=conf).sort_values(["_conf", "take_id"], kind="stable").drop(columns="_conf")
 
@@ -189,9 +195,9 @@ def push(ls, title: str, manifest: pd.DataFrame, media_dir: Path, document_root:
     """Create/update the project, register the proxies' storage, import the takes it lacks."""
     media_dir, document_root = media_dir.resolve(), document_root.resolve()
     if not media_dir.is_relative_to(document_root) or media_dir == document_root:
-        raise ValueError(f"{media_dir} must be a subfolder of the Label Studio document root {document_root}")
+        raise PushError(f"{media_dir} must be a subfolder of the Label Studio document root {document_root}")
     if opts.prefill == "model" and guesses is None:
-        raise ValueError("annotate.prefill 'model' needs the model's guesses: push --guesses reports/predictions.csv")
+        raise PushError("annotate.prefill 'model' needs the model's guesses: push --guesses reports/predictions.csv")
     version = guesses.model_versions[-1] if guesses is not None and len(guesses.table) else None
     project = _project(ls, title, paths.LABEL_CONFIG.read_text(), project_settings(opts, version))
     _ensure_storage(ls, project.id, media_dir)
@@ -240,7 +246,7 @@ def pull(ls, title: str, known_takes: set[str], exports_dir: Path = paths.ANNOTA
     """Export the project (and its re-annotation companion), keep a timestamped copy, update the snapshot."""
     ids = {p.title: p.id for p in projects(ls)}
     if title not in ids:
-        raise ValueError(f"no Label Studio project titled {title!r}; known: {', '.join(sorted(ids)) or 'none'}")
+        raise PushError(f"no Label Studio project titled {title!r}; known: {', '.join(sorted(ids)) or 'none'}")
     tasks = _export(ls, ids[title])
     if title + REANNOTATION_SUFFIX in ids:
         tasks += _export(ls, ids[title + REANNOTATION_SUFFIX])
