@@ -118,7 +118,7 @@ def run_supervised(fn: Callable[[Any], Any], items: Sequence[Any], workers: int,
                 if outcome is None:
                     continue
                 if outcome.status in (CRASH, TIMEOUT):
-                    log.warning("task %d: %s (%s); starting a fresh worker", outcome.index, outcome.status, outcome.detail)
+                    log.debug("task %d: %s (%s); starting a fresh worker", outcome.index, outcome.status, outcome.detail)
                     w.stop(kill=True)
                     w = pool[k] = _Worker(ctx, fn)
                 w.task = None

@@ -41,6 +41,8 @@ def probe_all(entries: dict[str, Entry], workers: int, timeout_s: float) -> dict
     for out in tqdm(outcomes, total=len(items), desc="probe", unit="take"):
         rel, entry = items[out.index]
         probes[rel] = out.value if out.status == OK else _failed_probe(out, entry)
+        if out.status != OK:
+            log.warning("%s: %s; quarantined, the other takes go on", rel, probes[rel].error)
     return probes
 
 
