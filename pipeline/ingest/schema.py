@@ -12,6 +12,7 @@ import csv
 import io
 import math
 import re
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -64,6 +65,8 @@ class LogRow:
 def read_csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     """(line number, row) pairs of a UTF-8 CSV; structural problems raise CaptureLogError."""
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the read forever: never opened
+            raise CaptureLogError(path, "is not a regular file (a FIFO, device or folder); not opened")
         data = path.read_bytes()
     except FileNotFoundError:
         raise CaptureLogError(path, "file not found") from None

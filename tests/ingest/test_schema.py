@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,11 @@ def test_cli_reports_a_broken_log_in_one_line_and_fails(raw_copy: Path, caplog: 
 def test_missing_raw_folder_is_a_clear_error(params, tmp_path: Path) -> None:
     with pytest.raises(CaptureLogError, match="raw capture folder not found"):
         ingest(params, tmp_path / "nope")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_log_that_is_not_a_regular_file_is_refused_unopened(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "capture_log.csv"
+    os.mkfifo(path) if kind == "fifo" else path.mkdir()
+    with pytest.raises(CaptureLogError, match="not a regular file"):
+        read_csv_rows(path, LOG_REQUIRED)        # a FIFO would block here if it were opened
