@@ -57,6 +57,8 @@ EXPECTED: dict[str, str] = {
     "takes/emptydir": "empty_folder",
     "takes/locked": "unreadable",              # a folder that cannot be listed (simulated)
     "takes/secret.mp4": "unreadable",          # a file that cannot be read (simulated)
+    "pf04444-cam_c": "special_file",           # the log names a FIFO outside takes/
+    "pf04445-cam_c": "not_a_take",             # the log names a folder without frames
 }
 UNTOUCHED = ["pf00002-cam_c", "pf00004-cam_r30", "pf00005-cam_r30", "pf00006-cam_c", "pf00006-cam_r30", "pf00007-cam_c"]
 # a frame folder, a link to one inside the raw folder, and one outside takes/ named by the log
@@ -131,7 +133,8 @@ def _add_stream_damage_and_checksums(raw: Path) -> None:
     base = log[log["take_id"] == "pf00006-cam_c"].iloc[0].copy()
     rows = []
     for take_id, file in [("pf06666-cam_c", "takes/pf06666-cam_c.mp4")] + [
-            (f"pf0500{i}-cam_c", f"takes/pf0500{i}-cam_c") for i in range(6)] + [("pf05006-cam_c", "frames/pf05006")]:
+            (f"pf0500{i}-cam_c", f"takes/pf0500{i}-cam_c") for i in range(6)] + [
+            ("pf05006-cam_c", "frames/pf05006"), ("pf04444-cam_c", "fifo.mp4"), ("pf04445-cam_c", "notes")]:
         r = base.copy()
         r["take_id"], r["file"] = take_id, file
         rows.append(r)
@@ -170,6 +173,9 @@ def _add_frame_folders(raw: Path) -> None:
 def _add_odd_entries(raw: Path) -> None:
     takes = raw / "takes"
     os.mkfifo(takes / "pipe.mp4")
+    os.mkfifo(raw / "fifo.mp4")
+    (raw / "notes").mkdir()
+    (raw / "notes" / "readme.txt").write_text("not a take")
     (takes / "loop.mp4").symlink_to(takes / "loop.mp4")
     (takes / "dangling.mp4").symlink_to(takes / "nothing-here.mp4")
     (raw / "store" / "misc").mkdir(parents=True)
