@@ -90,47 +90,62 @@ def _quiet_ffmpeg() -> None:
     av.logging.set_level(av.logging.PANIC)
 
 
-def _decode_av(path: Path) -> tuple[int, int, int | None, tuple[int, int] | None, str | None, int, float, str | None]:
-    """(frames, damaged, first damaged index, (w, h), mixed-size message, header frames, fps, open error)."""
+@dataclass
+class _Decoded:
+    """What one pass of the decoder over a video saw."""
+
+    n: int = 0                            # frames decoded
+    damaged: int = 0                      # frames flagged corrupt, packets that failed, a read error mid-stream
+    first_bad: int | None = None          # index of the first damaged frame
+    shape: tuple[int, int] | None = None  # (width, height) of the first frame
+    mixed: str | None = None              # the first frame of another size, as a sentence
+    header_frames: int = 0
+    fps: float = 0.0
+    open_error: str | None = None         # the container could not be opened at all
+
+    def damage(self) -> None:
+        self.damaged += 1
+        self.first_bad = self.n if self.first_bad is None else self.first_bad
+
+
+def _decode_av(path: Path) -> _Decoded:
+    """Decode every frame with FFmpeg's error detection on; count damage instead of concealing it."""
     _quiet_ffmpeg()
+    d = _Decoded()
     try:
         container = av.open(str(path), mode="r")
     except (av.error.FFmpegError, UnicodeError, ValueError) as e:
-        return 0, 0, None, None, None, 0, 0.0, str(e)
+        d.open_error = str(e)
+        return d
     try:
         if not container.streams.video:
-            return 0, 0, None, None, None, 0, 0.0, "no video stream"
+            d.open_error = "no video stream"
+            return d
         stream = container.streams.video[0]
         stream.codec_context.options = {"err_detect": ERR_DETECT}
-        header = int(stream.frames or 0)
+        d.header_frames = int(stream.frames or 0)
         rate = stream.average_rate or stream.guessed_rate
-        fps = float(rate) if rate else 0.0
-        n = damaged = 0
-        first_bad: int | None = None
-        shape: tuple[int, int] | None = None
-        mixed: str | None = None
+        d.fps = float(rate) if rate else 0.0
         for packet in container.demux(stream):
             try:
                 frames = packet.decode()
             except av.error.FFmpegError:
-                damaged += 1
-                first_bad = n if first_bad is None else first_bad
+                d.damage()
                 continue
             for frame in frames:
                 if frame.is_corrupt:
-                    damaged += 1
-                    first_bad = n if first_bad is None else first_bad
+                    d.damage()
                 size = (frame.width, frame.height)
-                if shape is None:
-                    shape = size
-                elif size != shape and mixed is None:
-                    mixed = f"frame {n} is {size[0]}x{size[1]}, earlier frames {shape[0]}x{shape[1]}"
-                n += 1
-        return n, damaged, first_bad, shape, mixed, header, fps, None
-    except av.error.FFmpegError as e:
-        return 0, 0, None, None, None, 0, 0.0, str(e)
+                if d.shape is None:
+                    d.shape = size
+                elif size != d.shape and d.mixed is None:
+                    d.mixed = f"frame {d.n} is {size[0]}x{size[1]}, earlier frames {d.shape[0]}x{d.shape[1]}"
+                d.n += 1
+    except av.error.FFmpegError:
+        d.damage()  # the demuxer gave up mid-stream: what was decoded so far stays counted
     finally:
         container.close()
+    return d
 
 
 def probe_video(path: Path) -> ProbeResult:
@@ -150,25 +165,25 @@ def probe_video(path: Path) -> ProbeResult:
         if reason:
             return ProbeResult(size, digest, container, error_code="truncated", error=reason)
 
-    n, damaged, first_bad, shape, mixed, header_frames, fps, open_error = _decode_av(path)
-    if open_error is not None:
-        what = f"a {container} container that cannot be opened ({open_error})" if container else f"not a video (starts with {head[:8]!r})"
+    d = _decode_av(path)
+    if d.open_error is not None:
+        what = f"a {container} container that cannot be opened ({d.open_error})" if container else f"not a video (starts with {head[:8]!r})"
         return ProbeResult(size, digest, container, error_code="not_a_video", error=what)
-    if n == 0 or shape is None:
+    if d.n == 0 or d.shape is None:
         what = "no frame could be decoded" if container else f"not a video (starts with {head[:8]!r}); no frame decoded"
-        return ProbeResult(size, digest, container, 0, header_frames, error_code="not_a_video", error=what, damaged_frames=damaged)
-    w, h = shape
-    duration = n / fps if fps > 0 else None
-    base = dict(size_bytes=size, sha256=digest, container=container, n_frames=n, header_frames=header_frames,
-                width=w, height=h, fps=fps, duration_s=duration, damaged_frames=damaged)
-    if damaged:
+        return ProbeResult(size, digest, container, 0, d.header_frames, error_code="not_a_video", error=what, damaged_frames=d.damaged)
+    w, h = d.shape
+    duration = d.n / d.fps if d.fps > 0 else None
+    base = dict(size_bytes=size, sha256=digest, container=container, n_frames=d.n, header_frames=d.header_frames,
+                width=w, height=h, fps=d.fps, duration_s=duration, damaged_frames=d.damaged)
+    if d.damaged:
         return ProbeResult(**base, error_code="corrupt",
-                           error=f"damaged stream: the decoder found errors in {damaged} of {n} frames (first at frame {first_bad})")
-    if mixed:
-        return ProbeResult(**base, error_code="corrupt", error=mixed)
-    if header_frames and n < header_frames:
+                           error=f"damaged stream: the decoder found errors in {d.damaged} of {d.n} frames (first at frame {d.first_bad})")
+    if d.mixed:
+        return ProbeResult(**base, error_code="corrupt", error=d.mixed)
+    if d.header_frames and d.n < d.header_frames:
         return ProbeResult(**base, error_code="truncated",
-                           error=f"truncated: decoded {n} of the {header_frames} frames the header declares")
+                           error=f"truncated: decoded {d.n} of the {d.header_frames} frames the header declares")
     return ProbeResult(**base)
 
 
