@@ -18,7 +18,6 @@ from pipeline.params import Params
 from pipeline.release import build
 from pipeline.release.croissant import croissant
 from pipeline.release.datasheet import datasheet
-from pipeline.release.verify import verify  # noqa: F401  (the CLI's `release verify`)
 from pipeline.utils import io
 
 log = logging.getLogger(__name__)
