@@ -183,3 +183,14 @@ def test_an_unreadable_release_archive_is_reported_not_fatal(tmp_path: Path) -> 
     (out / "ds-0.1.0.tar.gz").write_bytes(b"\x1f\x8b damaged")
     res = purge_releases(out, tmp_path / "tmp", {"sub-a"}, "2026-11-25", 0)
     assert res["archives_unreadable"] == 1 and res["releases_amended"] == 0 and not (tmp_path / "tmp").exists()
+
+
+def test_an_unknown_subject_is_a_one_line_error_and_changes_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    root.mkdir()
+    fake_project.make(root, n_subjects=2, per_subject=2)
+    before = fake_project.tree_digest(root)
+    res = fake_project.run_cli(root, "consent", "withdraw", "sub-nobody", check=False)
+    errors = [ln for ln in res.stderr.splitlines() if " ERROR " in ln]
+    assert res.returncode == 1 and len(errors) == 1 and "'sub-nobody' is not in the consent table" in errors[0]
+    assert "Traceback" not in res.stderr and fake_project.tree_digest(root) == before
