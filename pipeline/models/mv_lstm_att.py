@@ -25,7 +25,7 @@ import math
 import torch
 from torch import nn
 
-from pipeline.models.mv_scan import mv_lstm_scan, read_padded, to_scan_order
+from pipeline.models.mv_scan import dense, mv_lstm_scan, read_padded, to_scan_order
 
 
 class AttentiveMVLSTM(nn.Module):
@@ -55,7 +55,7 @@ class AttentiveMVLSTM(nn.Module):
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """a_t in (0, 1) per input feature: the share of x_t that is dynamic (task)."""
-        return torch.sigmoid(x @ self.weight_att.T + self.bias_att)
+        return torch.sigmoid(dense(x.reshape(-1, self.input_size), self.weight_att, self.bias_att)).view(x.shape)
 
     def forward(
         self, x: torch.Tensor, lengths: torch.Tensor | None = None,
@@ -72,10 +72,10 @@ class AttentiveMVLSTM(nn.Module):
         dynamic = self.attention(flat) * flat
         static = flat - dynamic
         w = self.weight_ih  # parameter order: task (i, f, g) | output o | mode (i^m, f^m, g^m)
-        task = (dynamic @ w[: 3 * H].T).view(T * B, 3, 1, H)
-        mode = (static @ w[4 * H :].T).view(T * B, 3, 1, H)
+        task = dense(dynamic, w[: 3 * H]).view(T * B, 3, 1, H)
+        mode = dense(static, w[4 * H :]).view(T * B, 3, 1, H)
         pairs = torch.cat((task, mode), 2).view(T * B, 6 * H)  # scan order pairs: (i, i^m), (f, f^m), (g, g^m)
-        xp = torch.cat((flat @ w[3 * H : 4 * H].T, pairs), 1)  # the output gate sees the whole input
+        xp = torch.cat((dense(flat, w[3 * H : 4 * H]), pairs), 1)  # the output gate sees the whole input
         xp = (xp + to_scan_order(self.bias, H)).view(T, B, 7 * H)
         hs, cs, ms = mv_lstm_scan(xp, to_scan_order(self.weight_hh, H), state)
         return read_padded(hs, cs, ms, lengths)

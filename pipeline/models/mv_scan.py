@@ -156,6 +156,11 @@ class _MVScan(torch.autograd.Function):
         return da, dw, dh0, dcm, None
 
 
+def dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ weight.T (+ bias) for 2-D x, with autograd, through the same GEMM choice as the scan."""
+    return _Linear.apply(x, weight, bias)
+
+
 def project(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """(B, T, D) inputs -> (T, B, rows) projections of every step in one matmul, time-major for the scan."""
     B, T, D = x.shape
