@@ -187,6 +187,7 @@ def _annotate_push(args: argparse.Namespace) -> int:
 
     from pipeline.annotate.guesses import load_guesses
     from pipeline.annotate.sync import PushOptions, load_gold, push, push_reannotation
+    from pipeline import vocab
     from pipeline.qa.export import LabelConfig
 
     a = params().annotate
@@ -196,7 +197,7 @@ def _annotate_push(args: argparse.Namespace) -> int:
     if args.queue:
         res = push_reannotation(ls, args.project, pd.read_csv(paths.REANNOTATION_QUEUE), manifest, paths.MEDIA, paths.MEDIA.parent, opts)
     else:
-        accepted = set(manifest.loc[manifest["status"] == "accepted", "take_id"])
+        accepted = set(manifest.loc[manifest["status"] == vocab.ACCEPTED, "take_id"])
         guesses = load_guesses(Path(args.guesses), accepted, set(LabelConfig.load(paths.LABEL_CONFIG).expressions)) if args.guesses else None
         gold = load_gold(paths.resolve(a.gold_truth)) if a.gold_truth and a.gold_fraction > 0 else {}
         res = push(ls, args.project, manifest, paths.MEDIA, paths.MEDIA.parent, opts, guesses, gold)
@@ -209,11 +210,12 @@ def _annotate_push(args: argparse.Namespace) -> int:
 def _annotate_pull(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from pipeline import vocab
     from pipeline.annotate.sync import pull, summary_line
 
     ls = _ls_client(args)  # a refused token is reported before anything else is read
     manifest = pd.read_parquet(paths.MANIFEST)
-    accepted = manifest[manifest["status"] == "accepted"]
+    accepted = manifest[manifest["status"] == vocab.ACCEPTED]
     s = pull(ls, args.project, set(accepted["take_id"]), n_frames=dict(zip(accepted["take_id"], accepted["n_frames"].astype(int))))
     sys.stdout.write(summary_line(s) + "\n")
     return 0

@@ -231,7 +231,7 @@ def run(params: Params, snapshot: Path | None = None, manifest_path: Path = path
         "annotators_flagged": ann.loc[ann["flagged"], ["annotator", "reasons"]].to_dict(orient="records"),
         "annotation_checks": checks.summary(r, parsed.mark_problems, parsed.predictions, th.min_lead_time_s),
         "annotations_per_round": rounds,
-        "labels": {"accepted": int((labels["status"] == vocab.ACCEPTED).sum()), "reannotate": int((labels["status"] == "reannotate").sum()),
+        "labels": {"accepted": int((labels["status"] == vocab.ACCEPTED).sum()), "reannotate": int((labels["status"] == vocab.REANNOTATE).sum()),
                    "accepted_share": round(float((labels["status"] == vocab.ACCEPTED).mean()), 4) if len(labels) else None,
                    "differs_from_prompt": int(labels["flags"].fillna("").str.contains("label_differs_from_prompt").sum())},
         "against_truth": truth_figures(labels, r, paths.resolve(params.qa.truth)),

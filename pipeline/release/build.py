@@ -45,7 +45,7 @@ def licence_refusal(manifest: pd.DataFrame, redistribution: bool) -> str | None:
     """
     if redistribution or "dataset" not in manifest:
         return None
-    imported = manifest.loc[(manifest["status"] == "accepted") & manifest["dataset"].notna() & (manifest["dataset"] != ""), "dataset"]
+    imported = manifest.loc[(manifest["status"] == vocab.ACCEPTED) & manifest["dataset"].notna() & (manifest["dataset"] != ""), "dataset"]
     if imported.empty:
         return None
     names = ", ".join(sorted(set(imported)))
