@@ -173,3 +173,35 @@ def test_a_take_that_cannot_be_placed_is_excluded_and_the_others_go_on(tmp_path:
     assert report["takes"] == 11 and report["excluded_by_reason"] == {"cannot_place": 1}
     assert "Permission denied" in report["excluded_items"][0]["reason"]
     assert not list((out / "takes").glob(".*"))   # no temp left behind
+
+
+def test_across_filesystems_a_take_is_one_symlink_that_ingest_follows(tmp_path: Path, sim_takes: list[SimTake], params: Params,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    src, out = tmp_path / "oulu", tmp_path / "raw"
+    trees.oulu_casia(src, sim_takes, defects=False)
+
+    def no_hard_links(a: object, b: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    p = import_params(params, licence=True)
+    report = _import("oulu-casia", src, out, p)
+    monkeypatch.undo()
+    takes = sorted((out / "takes").iterdir())
+    assert len(takes) == report["takes"] == 12 and all(t.is_symlink() for t in takes)
+    assert json.loads((out / "import.json").read_text())["source_root"] == str(src.resolve())
+    manifest, rep = ingest(p, out)
+    assert rep["accepted"] == 12, rep["quarantined_items"][:2]
+
+
+def test_the_cli_imports_and_fails_in_one_line(tmp_path: Path, sim_takes: list[SimTake], capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import main
+
+    src = tmp_path / "oulu"
+    trees.oulu_casia(src, sim_takes, defects=False)
+    assert main(["import", "oulu-casia", str(src), "--out", str(tmp_path / "raw")]) == 0
+    assert capsys.readouterr().out.startswith("12 takes of 2 subjects imported into")
+    assert main(["import", "oulu", str(src), "--out", str(tmp_path / "raw2")]) == 1
+    assert not (tmp_path / "raw2").exists()
