@@ -77,3 +77,17 @@ def test_import_params_name_a_missing_layout_key() -> None:
     del raw["import"]["label_maps"]["ckplus"]
     with pytest.raises(ValidationError, match="missing key\\(s\\) fps.dfew, label_maps.ckplus"):
         Params.model_validate(raw)
+
+
+def test_fields_named_like_log_columns_fill_those_columns(tmp_path: Path) -> None:
+    import csv
+
+    from pipeline.importers.common import write_rig
+
+    src = tmp_path / "lab"
+    _frames(src / "s2" / "camL" / "yaw-30" / "dana" / "Rage")
+    maps = {"expression": {"Rage": "anger"}, "yaw": {"yaw-30": "-30"}}
+    res = scan(src, "{session}/{camera}/{yaw}/{subject}/{expression}/{frame}.png", maps, 30.0, EXPR, frontal=False)
+    write_rig(res, src, tmp_path / "raw", copy=False, licence_terms="", research_use=False, redistribution=False)
+    [row] = list(csv.DictReader(open(tmp_path / "raw" / "capture_log.csv")))
+    assert (row["session"], row["camera"], row["yaw"], row["pitch"], row["subject_id"]) == ("s2", "camL", "-30", "", "pattern-dana")
