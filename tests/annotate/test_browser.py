@@ -18,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import (ElementClickInterceptedException, NoSuchElementException,
+                                        StaleElementReferenceException)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -34,6 +36,8 @@ from pipeline.qa import stage as qa_stage
 
 pytestmark = pytest.mark.integration
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+RESULT = "return JSON.stringify(window.Htx ? Htx.annotationStore.selected.serializeAnnotation() : [])"
+REDRAWN = (StaleElementReferenceException, NoSuchElementException, ElementClickInterceptedException)
 VIDEO = "const v = document.querySelector('video'); return v && [v.readyState, v.videoWidth, v.duration, v.currentTime]"
 
 
@@ -45,6 +49,30 @@ def _wait(cond, timeout: float = 30.0, what: str = "condition"):
             return got
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _retry(action, what: str, timeout: float = 20.0):
+    """Run a page action again when React redrew the element under it (the page keeps re-rendering)."""
+    t0 = time.monotonic()
+    while True:
+        try:
+            return action()
+        except REDRAWN:
+            if time.monotonic() - t0 > timeout:
+                raise
+            time.sleep(0.3)
+
+
+def _marked(d: WebDriver) -> dict[str, list[tuple[float, float]]]:
+    """Timeline marks in the page's own annotation (player frames), to act only once per mark."""
+    import json
+
+    out: dict[str, list[tuple[float, float]]] = {}
+    for r in json.loads(d.execute_script(RESULT)):
+        if r.get("type") == "timelinelabels":
+            for name in r["value"]["timelinelabels"]:
+                out.setdefault(name, []).extend((g["start"], g["end"]) for g in r["value"]["ranges"])
+    return out
 
 
 @pytest.fixture
@@ -70,21 +98,36 @@ def _frame_shown(d: WebDriver) -> int | None:
 
 def _go_to_frame(d: WebDriver, k: int) -> None:
     """Type a player frame into the frame counter, as an annotator can."""
-    d.find_element(By.CSS_SELECTOR, ".lsf-frames-control").click()
-    box = _wait(lambda: d.find_elements(By.CSS_SELECTOR, ".lsf-frames-control input"), 5, "the frame input")[0]
-    box.send_keys(*[Keys.BACKSPACE] * 6, *[Keys.DELETE] * 6, str(k), Keys.ENTER)
-    _wait(lambda: _frame_shown(d) == k, 5, f"frame {k} (the counter shows {_frame_shown(d)})")
+    def act() -> None:
+        if not d.find_elements(By.CSS_SELECTOR, ".lsf-frames-control input"):
+            d.find_element(By.CSS_SELECTOR, ".lsf-frames-control").click()
+        box = d.find_element(By.CSS_SELECTOR, ".lsf-frames-control input")
+        box.send_keys(*[Keys.BACKSPACE] * 6, *[Keys.DELETE] * 6, str(k), Keys.ENTER)
+
+    _retry(act, "the frame counter")
+    _wait(lambda: _frame_shown(d) == k, 10, f"frame {k} (the counter shows {_frame_shown(d)})")
 
 
 def _mark(d: WebDriver, label: str, k: int) -> None:
-    """Pick a timeline label, then click the empty timeline band at player frame k."""
-    next(el for el in d.find_elements(By.CSS_SELECTOR, ".lsf-label") if el.text.split()[0] == label).click()
-    frames = d.find_element(By.CSS_SELECTOR, ".lsf-timeline-frames")
-    css = lambda name: float(d.execute_script("return getComputedStyle(arguments[0]).getPropertyValue(arguments[1])", frames, name).strip().rstrip("px"))  # noqa: E731
-    size, offset = css("--frame-size"), css("--offset")
-    x = -frames.rect["width"] / 2 + offset + (k - 1) * size + size / 2
-    ActionChains(d).move_to_element_with_offset(frames, x, frames.rect["height"] / 2 - 8).click().perform()
-    time.sleep(0.3)
+    """Pick a timeline label, then click the empty timeline band at player frame k (once)."""
+    def pick() -> bool:
+        el = next((el for el in d.find_elements(By.CSS_SELECTOR, ".lsf-label") if el.text.split()[:1] == [label]), None)
+        if el is None:
+            return False
+        if "lsf-label_selected" not in (el.get_attribute("class") or ""):
+            el.click()
+        return True
+
+    def click() -> None:
+        frames = d.find_element(By.CSS_SELECTOR, ".lsf-timeline-frames")
+        css = lambda name: float(d.execute_script("return getComputedStyle(arguments[0]).getPropertyValue(arguments[1])", frames, name).strip().rstrip("px"))  # noqa: E731
+        size, offset = css("--frame-size"), css("--offset")
+        x = -frames.rect["width"] / 2 + offset + (k - 1) * size + size / 2
+        ActionChains(d).move_to_element_with_offset(frames, x, frames.rect["height"] / 2 - 8).click().perform()
+
+    _retry(lambda: _wait(lambda: _retry(pick, label), 20, f"the {label} label"), label)
+    _retry(click, "the timeline")
+    _wait(lambda: label in _marked(d), 10, f"the {label} mark")
 
 
 def test_annotator_marks_frames_in_a_real_browser(live, tiny_manifest: pd.DataFrame, media_root: Path, params: Params,
@@ -121,7 +164,8 @@ def test_annotator_marks_frames_in_a_real_browser(live, tiny_manifest: pd.DataFr
     _mark(d, "onset", player_frame(onset))
     _mark(d, "apex", player_frame(apex))
     label = "surprise" if take.prompted_expression != "surprise" else "happiness"  # not the prompt: no anchoring
-    d.find_element(By.CSS_SELECTOR, f"input[name='{label}']").click()
+    _retry(lambda: d.find_element(By.CSS_SELECTOR, f"input[name='{label}']").click(), label)
+    assert _marked(d) == {"onset": [(player_frame(onset),) * 2], "apex": [(player_frame(apex),) * 2]}
     bottom = d.execute_script("return Math.max(...[...document.querySelectorAll('.lsf-choices input, .lsf-label')]"
                               ".map(e => e.getBoundingClientRect().bottom))")
     assert bottom <= d.execute_script("return window.innerHeight"), "the labeling page must fit without scrolling"
@@ -129,7 +173,7 @@ def test_annotator_marks_frames_in_a_real_browser(live, tiny_manifest: pd.DataFr
     d.save_screenshot(str(shot))
     if os.environ.get("MVFER_SCREENSHOT"):
         shutil.copyfile(shot, os.environ["MVFER_SCREENSHOT"])
-    d.find_element(By.CSS_SELECTOR, "button[aria-label='Submit current annotation']").click()
+    _retry(lambda: d.find_element(By.CSS_SELECTOR, "button[aria-label='Submit current annotation']").click(), "Submit")
     _wait(lambda: ls.tasks.get(id=task.id).total_annotations == 1, 15, "the annotation to be saved")
 
     for name in ("REANNOTATION_QUEUE", "QA_MARKDOWN", "PLOTS"):
