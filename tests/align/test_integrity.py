@@ -10,6 +10,8 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from pipeline.align import provenance as prov_mod
@@ -63,8 +65,6 @@ def test_damaged_outputs_are_rebuilt_with_a_warning_never_trusted(ws: Workspace,
 
 
 def test_an_output_with_the_wrong_key_or_foreign_writer_is_redone(ws: Workspace) -> None:
-    import numpy as np
-
     ws.run()
     p = sorted(ws.out.glob("*.npz"))[0]
     with np.load(p) as z:
@@ -145,3 +145,25 @@ def test_kill_9_mid_run_leaves_no_temp_in_the_output_and_the_rerun_gives_the_sam
     run_align(root)
     assert not tmp.exists() or not any(tmp.iterdir())
     assert aligned_bytes(root) == aligned_bytes(ref)
+
+
+def test_a_take_that_fails_is_flagged_and_the_stage_goes_on(ws: Workspace, monkeypatch, caplog) -> None:
+    from pipeline.align import process
+
+    real = process.align_take
+
+    def flaky(take: Path, *args, **kwargs):
+        if "pf00003" in take.name:
+            raise RuntimeError("simulated failure\nsecond line")
+        return real(take, *args, **kwargs)
+
+    monkeypatch.setattr(process, "align_take", flaky)
+    with caplog.at_level("WARNING"):
+        rep = ws.run()
+    takes = pd.read_parquet(ws.root / "takes.parquet").set_index("take_id")
+    failed = [t for t in takes.index if "pf00003" in t]
+    assert failed and rep["takes"] == 16
+    assert (takes.loc[failed, "reason_codes"] == "align_failed").all()
+    assert [e[1] for e in rep["take_errors"]] == ["RuntimeError: simulated failure"] * len(failed)
+    assert (takes.drop(failed)["status"] == "ok").all()
+    assert not (ws.root / ".tmp-align").exists(), "temp files left behind"
