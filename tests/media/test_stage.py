@@ -154,3 +154,27 @@ def test_a_playable_rig_take_is_served_as_is_only_when_asked_and_decodable(ws: W
     assert bad_id in {f["take_id"] for f in report["failed"]} and not proxy_path(bad_id, ws.out).exists()
     report = ws.run(passthrough_playable=False)                # a parameter change: re-encoded
     assert report["passthrough"] == 0 and proxy_path(ok_id, ws.out).read_bytes() != playable.read_bytes()
+
+
+def test_the_command_runs_the_stage_under_mvfer_root(ws: Workspace, tmp_path: Path) -> None:
+    """`python -m pipeline media` in another root: proxies in <root>/data/media, report in <root>/reports."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from pipeline import paths
+
+    root = tmp_path / "root"
+    (root / "data" / "interim").mkdir(parents=True)
+    params = yaml.safe_load(paths.PARAMS_FILE.read_text())
+    params["ingest"]["raw_dir"] = str(ws.raw)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    ws.manifest.head(2).to_parquet(root / "data" / "interim" / "manifest.parquet", index=False)
+    res = subprocess.run([sys.executable, "-m", "pipeline", "media"], cwd=root, capture_output=True, text=True,
+                         env={**os.environ, "MVFER_ROOT": str(root)}, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads((root / "reports" / "media.json").read_text())
+    assert report["proxies"] == 2 and sorted(p.name for p in (root / "data" / "media").glob("*.mp4")) == sorted(
+        f"{t}.mp4" for t in ws.manifest["take_id"].head(2))
