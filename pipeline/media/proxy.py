@@ -56,7 +56,7 @@ def make_proxy(job: dict) -> dict:
         info = probe_video(tmp)
         if not (n_in == info.n_frames == expected):
             raise ProxyError(f"frame count differs: take read {n_in}, proxy decodes {info.n_frames}, manifest says {expected}")
-        problems = [p for p in playable_problems(info, expected, 0)]
+        problems = playable_problems(info, expected, 0)
         if problems:
             raise ProxyError("proxy is not browser-playable: " + "; ".join(problems))
         out |= {"ok": True, "sha256": sha256_file(tmp), "bytes": tmp.stat().st_size, "n_frames": info.n_frames,
