@@ -129,6 +129,9 @@ def withdraw(subject: str, params: Params, ls=None, use_label_studio: bool = Tru
     else:
         unreachable.append("Label Studio: no server configured (LABEL_STUDIO_URL or `mvfer labelstudio start`, and "
                            "LABEL_STUDIO_API_KEY); tasks on a server were not checked")
+        if paths.LABEL_STUDIO_HOME.is_dir():
+            unreachable.append(f"the local Label Studio database in {paths.LABEL_STUDIO_HOME.name}/ still holds the tasks: "
+                               "start it (`mvfer labelstudio start`) and run the withdrawal again")
     record = {"recorded_at": now.isoformat(timespec="seconds"), "subjects": 1, "takes": len(ids),
               "outputs": outputs, **rel, "dvc_cache_objects_removed": cache,
               "models_marked_for_retraining": len(retrain), "label_studio_tasks_deleted": tasks,
