@@ -83,6 +83,21 @@ def purge(cache: Path, ids: set[str], doomed_md5: set[str]) -> int:
     return removed
 
 
+def cache_dir(dvc_dir: Path) -> Path:
+    """The project's DVC cache: `cache.dir` from the config (relative to .dvc/), else .dvc/cache."""
+    for f in (dvc_dir / "config.local", dvc_dir / "config"):
+        if f.is_file():
+            cp = configparser.ConfigParser()
+            try:
+                cp.read(f)
+            except configparser.Error:
+                continue
+            if cp.has_option("cache", "dir"):
+                d = Path(cp.get("cache", "dir"))
+                return d if d.is_absolute() else (dvc_dir / d).resolve()
+    return dvc_dir / "cache"
+
+
 def remotes(dvc_dir: Path) -> list[str]:
     """Names of the configured DVC remotes (project and local config)."""
     names = []

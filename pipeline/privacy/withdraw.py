@@ -100,7 +100,7 @@ def withdraw(subject: str, params: Params, ls=None, use_label_studio: bool = Tru
     artifacts.mark_for_retraining(retrain)
     epoch = int(datetime.fromisoformat(params.release.date).replace(tzinfo=timezone.utc).timestamp())
     rel = releases.purge_releases(paths.RELEASE, paths.RELEASE_TMP, targets, date, epoch)
-    cache = dvc_cache.purge(paths.ROOT / ".dvc" / "cache", targets, doomed)
+    cache = dvc_cache.purge(dvc_cache.cache_dir(paths.ROOT / ".dvc"), targets, doomed)
 
     unreachable = [f"DVC remote '{r}': copies pushed there are not reached; after `dvc repro` and `dvc push`, run "
                    f"`dvc gc --cloud -r {r}`" for r in dvc_cache.remotes(paths.ROOT / ".dvc")]

@@ -194,3 +194,13 @@ def test_an_unknown_subject_is_a_one_line_error_and_changes_nothing(tmp_path: Pa
     errors = [ln for ln in res.stderr.splitlines() if " ERROR " in ln]
     assert res.returncode == 1 and len(errors) == 1 and "'sub-nobody' is not in the consent table" in errors[0]
     assert "Traceback" not in res.stderr and fake_project.tree_digest(root) == before
+
+
+def test_the_cache_dir_comes_from_the_dvc_config(tmp_path: Path) -> None:
+    from pipeline.privacy.dvc_cache import cache_dir
+
+    dvc = tmp_path / ".dvc"
+    dvc.mkdir()
+    assert cache_dir(dvc) == dvc / "cache"
+    (dvc / "config").write_text("[cache]\n    dir = ../../shared-cache\n")
+    assert cache_dir(dvc) == (tmp_path.parent / "shared-cache").resolve()
