@@ -8,12 +8,14 @@ aligned files must be byte-identical.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.align.cli_root import aligned_bytes, make_root, run_align
+from tests.align.cli_root import aligned_bytes, child_env, make_root, run_align
 
 CODE_PATHS = {
     "native": {},
@@ -21,8 +23,16 @@ CODE_PATHS = {
 }
 
 
+def _torch_capability(env: dict[str, str], root: Path) -> str:
+    code = "import torch; print(torch.backends.cpu.get_cpu_capability())"
+    return subprocess.run([sys.executable, "-c", code], env=child_env(root, **env), capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
 @pytest.mark.integration
 def test_two_cpu_code_paths_give_byte_identical_aligned_files(tiny_raw: Path, tmp_path: Path) -> None:
+    native, portable = (_torch_capability(env, tmp_path) for env in CODE_PATHS.values())
+    assert portable == "DEFAULT" and native != portable, (native, portable)  # the two runs really differ
     outs = {}
     for name, env in CODE_PATHS.items():
         root = make_root(tmp_path / name, tiny_raw)
