@@ -79,6 +79,30 @@ def _label_studio():
     return client(url, token) if url and token else None
 
 
+def _label_studio_tasks(ls, use_label_studio: bool, targets: set[str]) -> tuple[int | None, list[str]]:
+    """Delete the subject's tasks on the configured server: (tasks deleted or None, what was not reached)."""
+    notes: list[str] = []
+    client = ls
+    if client is None and use_label_studio:
+        try:
+            client = _label_studio()
+        except Exception as e:  # noqa: BLE001 - an unreachable server is reported, never fatal
+            return None, [f"Label Studio: configured but not reachable ({type(e).__name__})"]
+    if client is None:
+        notes.append("Label Studio: no server configured (LABEL_STUDIO_URL or `mvfer labelstudio start`, and "
+                     "LABEL_STUDIO_API_KEY); tasks on a server were not checked")
+        if paths.LABEL_STUDIO_HOME.is_dir():
+            notes.append(f"the local Label Studio database in {paths.LABEL_STUDIO_HOME.name}/ still holds the tasks: "
+                         "start it (`mvfer labelstudio start`) and run the withdrawal again")
+        return None, notes
+    from pipeline.privacy.labelstudio import delete_tasks
+
+    try:
+        return delete_tasks(client, targets), notes
+    except Exception as e:  # noqa: BLE001 - as above
+        return None, [f"Label Studio: task deletion failed ({type(e).__name__}); delete the tasks by hand"]
+
+
 def withdraw(subject: str, params: Params, ls=None, use_label_studio: bool = True, now: datetime | None = None) -> dict:
     """Withdraw one subject everywhere; returns the record (counts only) that was appended to the log."""
     now = now or datetime.now(timezone.utc)
@@ -112,26 +136,8 @@ def withdraw(subject: str, params: Params, ls=None, use_label_studio: bool = Tru
     if raw_files:
         unreachable.append(f"the source recordings in {params.ingest.raw_dir} ({len(raw_files)} files) are input, not output: "
                            "delete them at the source if the consent form requires it")
-    client = ls
-    if client is None and use_label_studio:
-        try:
-            client = _label_studio()
-        except Exception as e:  # noqa: BLE001 - an unreachable server is reported, never fatal
-            unreachable.append(f"Label Studio: configured but not reachable ({type(e).__name__})")
-    tasks = None
-    if client is not None:
-        from pipeline.privacy.labelstudio import delete_tasks
-
-        try:
-            tasks = delete_tasks(client, targets)
-        except Exception as e:  # noqa: BLE001 - as above
-            unreachable.append(f"Label Studio: task deletion failed ({type(e).__name__}); delete the tasks by hand")
-    else:
-        unreachable.append("Label Studio: no server configured (LABEL_STUDIO_URL or `mvfer labelstudio start`, and "
-                           "LABEL_STUDIO_API_KEY); tasks on a server were not checked")
-        if paths.LABEL_STUDIO_HOME.is_dir():
-            unreachable.append(f"the local Label Studio database in {paths.LABEL_STUDIO_HOME.name}/ still holds the tasks: "
-                               "start it (`mvfer labelstudio start`) and run the withdrawal again")
+    tasks, notes = _label_studio_tasks(ls, use_label_studio, targets)
+    unreachable += notes
     record = {"recorded_at": now.isoformat(timespec="seconds"), "subjects": 1, "takes": len(ids),
               "outputs": outputs, **rel, "dvc_cache_objects_removed": cache,
               "models_marked_for_retraining": len(retrain), "label_studio_tasks_deleted": tasks,
