@@ -80,6 +80,12 @@ class _Worker:
         self.conn.close()
 
 
+# forkserver, not fork: a child forked from a process that already ran OpenCV, FFmpeg or torch inherits their
+# thread pools mid-state and can hang; the fork server is a clean process that has run none of them. (Tests that
+# patch a probe function in this process set "fork" so the children see the patch.)
+START_METHOD = "forkserver"
+
+
 def run_supervised(fn: Callable[[Any], Any], items: Sequence[Any], workers: int, timeout_s: float) -> Iterator[Outcome]:
     """Apply `fn` to every item in worker processes; yield one Outcome per item (in completion order).
 
@@ -87,7 +93,7 @@ def run_supervised(fn: Callable[[Any], Any], items: Sequence[Any], workers: int,
     """
     if not items:
         return
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    ctx = mp.get_context(START_METHOD if START_METHOD in mp.get_all_start_methods() else "spawn")
     pending = list(range(len(items)))[::-1]
     pool = [_Worker(ctx, fn) for _ in range(max(1, min(workers, len(items))))]
     try:

@@ -21,6 +21,7 @@ import pytest
 
 import pipeline.ingest.discover as discover_mod
 import pipeline.ingest.probe as probe_mod
+import pipeline.ingest.pool as pool_mod
 import pipeline.ingest.run as run_mod
 from pipeline.ingest.run import ingest
 from pipeline.params import Params
@@ -207,6 +208,7 @@ def _deny(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(discover_mod, "_list_dir", list_dir)
     monkeypatch.setattr(probe_mod, "sha256_file", sha256_file)
+    monkeypatch.setattr(pool_mod, "START_METHOD", "fork")  # the probe workers must see the patches
 
 
 @pytest.fixture(scope="module")
@@ -338,6 +340,7 @@ def _crashing_probe(path: Path):
 
 def test_a_decoder_crash_or_hang_quarantines_only_its_take(raw_copy: Path, params: Params, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(run_mod, "probe_take", _crashing_probe)
+    monkeypatch.setattr(pool_mod, "START_METHOD", "fork")  # the workers must see the patched probe
     fast = params.model_copy(update={"ingest": params.ingest.model_copy(update={"probe_timeout_s": 2.0, "workers": 2})})
     started = time.monotonic()
     manifest, report = ingest(fast, raw_copy)
