@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline import paths
 from pipeline.annotate import server
 from pipeline.annotate.sync import client
 from pipeline.ingest.run import ingest
@@ -45,6 +46,16 @@ def read_frames(path: Path) -> list[np.ndarray]:
         if not ok:
             return out
         out.append(img)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ls_home(tmp_path_factory: pytest.TempPathFactory):
+    """Label Studio's database template cache in a temp folder, so tests never write into the checkout
+    (built once per session: about 40 s on a 2-core VM, as on any fresh CI checkout)."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(paths, "LABEL_STUDIO_HOME", tmp_path_factory.mktemp("labelstudio"))
+    yield paths.LABEL_STUDIO_HOME
+    mp.undo()
 
 
 @pytest.fixture(scope="session")
