@@ -9,6 +9,7 @@ at any depth, including imports inside functions), never from a hand-written lis
 from __future__ import annotations
 
 import ast
+import re
 import inspect
 import shlex
 import textwrap
@@ -157,19 +158,28 @@ def undeclared_modules(root: Path, stage: Stage) -> list[str]:
 IGNORED_READS = (".git", ".dvc", "__pycache__", "params.yaml", "dvc.yaml", "dvc.lock", ".dvcignore")
 
 
+_RESULT = re.compile(r"= \d+<(?P<path>[^>]*)>\s*$")
+
+
 def parse_strace_opens(log: str, cwd: Path) -> set[Path]:
-    """Paths opened successfully for reading (files and folder listings) in an `strace -f` log."""
+    """Paths opened successfully for reading (files and folder listings) in an `strace -f -y` log.
+
+    `-y` makes strace print the path an opened descriptor refers to, so a name opened relative
+    to a folder descriptor (`openat(5</repo/data>, "x")`) is resolved the way the kernel did.
+    """
     found: set[Path] = set()
     for line in log.splitlines():
         if "open" not in line or "O_WRONLY" in line or "O_RDWR" in line or "O_CREAT" in line:
             continue
-        start = line.find('"')
-        end = line.find('"', start + 1)
-        if start < 0 or end < 0 or "= -1" in line[end:]:
-            continue
-        path = Path(line[start + 1:end])
-        found.add((path if path.is_absolute() else cwd / path).resolve())
+        m = _RESULT.search(line)
+        if m:
+            found.add(Path(m["path"]))
     return found
+
+
+def _scratch(rel: Path) -> bool:
+    """A stage's own temporary or set-aside copy (`.tmp`, `.<out>.old`): written by the stage, not an input."""
+    return any(p == ".tmp" or (p.startswith(".") and p.endswith((".old", ".tmp"))) for p in rel.parts)
 
 
 def undeclared_reads(root: Path, stage: Stage, opened: set[Path]) -> list[str]:
@@ -184,9 +194,11 @@ def undeclared_reads(root: Path, stage: Stage, opened: set[Path]) -> list[str]:
         if not path.is_relative_to(root) or path == root:
             continue
         rel = path.relative_to(root)
-        if rel.parts[0] in IGNORED_READS or "__pycache__" in rel.parts or rel.parts[0].startswith(".venv"):
+        if rel.parts[0] in IGNORED_READS or "__pycache__" in rel.parts or rel.parts[0].startswith(".venv") or _scratch(rel):
             continue
+        if rel.parts[0] == PACKAGE and path.is_dir():
+            continue  # the import system lists package folders; the modules themselves are checked one by one
         if not (covered(path, root, stage.deps) or covered(path, root, stage.outs)
-                or any(Path(o) == rel or rel in Path(o).parents for o in stage.outs)):
+                or any(rel in Path(d).parents for d in stage.outs + stage.deps)):  # a folder on the way to one
             problems.append(str(rel))
     return problems

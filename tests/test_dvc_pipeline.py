@@ -299,7 +299,7 @@ def test_every_stage_reads_only_what_it_declares(clone: Path, tmp_path: Path) ->
     problems = {}
     for stage in load_stages(clone):
         log = tmp_path / f"{stage.name}.strace"
-        _run([strace, "-f", "-qq", "-e", "trace=open,openat", "-o", str(log), *stage.cmd.split()], clone)
+        _run([strace, "-f", "-qq", "-y", "-e", "trace=open,openat", "-o", str(log), *stage.cmd.split()], clone)
         bad = undeclared_reads(clone, stage, parse_strace_opens(log.read_text(), clone))
         if bad:
             problems[stage.name] = bad
