@@ -179,20 +179,22 @@ def clean_leftovers(out_root: Path, tmp_root: Path) -> int:
 
 
 def check_loadable(files: list[Path]) -> None:
-    """Refuse to package an aligned file that does not load: every array is read in full, so a
-    damaged member fails its zip CRC here rather than on a user's machine."""
+    """Refuse to package an aligned file that is not exactly as align wrote it: its sha256 must match
+    the one it records (io.npz_problem: a file altered after align may still load), then every array
+    is read in full, so a damaged member fails its zip CRC here rather than on a user's machine."""
     bad = []
     for p in tqdm(files, desc="check aligned", unit="file", leave=False):
-        problem = npz_problem(p)
+        problem = io.npz_problem(p) or load_problem(p)
         if problem:
-            bad.append(f"{p.name}: {problem}")
+            bad.append(problem if problem.startswith(f"{p.name}: ") else f"{p.name}: {problem}")
     if bad:
-        raise ReleaseError(f"{len(bad)} aligned file(s) do not load, rebuild them (dvc repro align) first: "
+        raise ReleaseError(f"{len(bad)} aligned file(s) damaged or not loadable, rebuild them (dvc repro align) first: "
                            + "; ".join(bad[:3]) + ("; ..." if len(bad) > 3 else ""))
 
 
-def npz_problem(p: Path | BinaryIO) -> str | None:
-    """None if every array of the .npz loads; otherwise a one-line reason."""
+def load_problem(p: Path | BinaryIO) -> str | None:
+    """None if every array of the .npz loads; otherwise a one-line reason (a content check, unlike
+    io.npz_problem's recorded-sha256 check, so it also works on an archive member without a name)."""
     try:
         with np.load(p, allow_pickle=False) as z:
             for k in z.files:

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from pipeline.release.build import SUMS, npz_problem
+from pipeline.release.build import SUMS, load_problem
 
 _SUM_LINE = re.compile(r"^([0-9a-f]{64})  (\S(?:.*\S)?)$")
 _TEXTS = (SUMS, "metadata/takes.csv")
@@ -45,7 +45,7 @@ def _take(seen: _Seen, rel: str, data: bytes) -> None:
     if rel in _TEXTS:
         seen.texts[rel] = data
     if rel.startswith("aligned/") and rel.endswith(".npz"):
-        problem = npz_problem(_io.BytesIO(data))
+        problem = load_problem(_io.BytesIO(data))
         if problem:
             seen.problems.append(f"{rel}: {problem}")
     if rel != SUMS:

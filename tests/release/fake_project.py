@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import paths, vocab
+from pipeline.utils import io
 
 REPO = paths.ROOT
 
@@ -48,8 +49,8 @@ def make(root: Path, n_subjects: int = 4, per_subject: int = 6, frames: tuple[in
                          "status": vocab.ACCEPTED, "reason_code": None, "reason": None, vocab.SOURCE_COLUMN: source})
             labels.append({"take_id": t, "label": vocab.CLASSES[k % 6], "confidence": 0.9, "agreement": 1.0, "n_annotations": 3,
                            "onset_frame": 1, "apex_frame": 3, "flags": None, "status": vocab.ACCEPTED})
-            np.savez(root / "data" / "aligned" / f"{t}.npz", frames=rng.integers(0, 255, frames, dtype=np.uint8),
-                     landmarks=rng.random((frames[0], 5, 2)).astype(np.float32))
+            io.write_npz(root / "data" / "aligned" / f"{t}.npz", {"frames": rng.integers(0, 255, frames, dtype=np.uint8),
+                         "landmarks": rng.random((frames[0], 5, 2)).astype(np.float32)})
     manifest = pd.DataFrame(rows)
     manifest.to_parquet(root / "data" / "interim" / "manifest.parquet", index=False)
     pd.DataFrame({"take_id": manifest["take_id"], "status": vocab.ALIGN_OK, "detection_rate": 1.0}).to_parquet(

@@ -66,5 +66,5 @@ def test_a_damaged_aligned_file_stops_the_release_in_one_line(tmp_path: Path) ->
     p.write_bytes(bytes(b))
     res = fake_project.run_cli(root, "release", "build", check=False)
     errors = [ln for ln in res.stderr.splitlines() if " ERROR " in ln]
-    assert res.returncode == 1 and len(errors) == 1 and f"{t}.npz: does not load" in errors[0]
+    assert res.returncode == 1 and len(errors) == 1 and f"{t}.npz: sha256" in errors[0] and "(damaged)" in errors[0]
     assert "Traceback" not in res.stderr and not (root / "release").exists()

@@ -14,6 +14,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.release import build
 from pipeline.release.verify import verify
+from pipeline.utils import io as io_
 
 
 def _release_dir(tmp_path: Path, name: str = "ds-1.0.0") -> Path:
@@ -49,10 +50,26 @@ def test_a_flipped_byte_inside_an_npz_is_caught_even_with_matching_checksums(tmp
 
 def test_the_build_refuses_an_aligned_file_that_does_not_load(tmp_path: Path) -> None:
     d = _release_dir(tmp_path)
+    for t in ("x", "y"):  # as align writes them: recording their own sha256
+        io_.write_npz(d / "aligned" / f"{t}.npz", dict(np.load(d / "aligned" / f"{t}.npz")))
     _flip_inside_array(d / "aligned" / "y.npz")
     build.check_loadable([d / "aligned" / "x.npz"])
-    with pytest.raises(build.ReleaseError, match=r"1 aligned file\(s\) do not load.*y\.npz: does not load"):
+    with pytest.raises(build.ReleaseError, match=r"1 aligned file\(s\) damaged or not loadable.*y\.npz: "):
         build.check_loadable([d / "aligned" / "x.npz", d / "aligned" / "y.npz"])
+
+
+def test_the_build_refuses_an_aligned_file_that_loads_but_no_longer_matches_its_recorded_sha256(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    io_.write_npz(a, {"frames": np.zeros((2, 4, 4, 3), np.uint8)})
+    io_.write_npz(b, {"frames": np.ones((2, 4, 4, 3), np.uint8)})
+    swapped = b.read_bytes()[:-64] + a.read_bytes()[-64:]  # b's content under a's recorded digest
+    a.write_bytes(swapped)
+    assert build.load_problem(a) is None  # it loads: the old check shipped it
+    with pytest.raises(build.ReleaseError, match=r"a\.npz: sha256 .* differs from the recorded"):
+        build.check_loadable([a])
+    with pytest.raises(build.ReleaseError, match=r"a\.npz: no sha256 recorded"):
+        np.savez(a, frames=np.zeros(3))  # not written by write_npz (or truncated): nothing to check it against
+        build.check_loadable([a])
 
 
 def _tar_with(tmp_path: Path, d: Path, extra: list[tarfile.TarInfo], rename: dict[str, str] | None = None) -> Path:
