@@ -210,7 +210,9 @@ class QAThresholds(_Strict):
 
 class QAParams(_Strict):
     snapshot: str
-    reannotation_snapshot: str  # export of the re-annotation queue's project, merged with `snapshot`; "" for none
+    # export of the re-annotation queue's project, merged with `snapshot`; annotations/no_reannotation.json ("[]")
+    # for none: a file that always exists, so DVC can declare it as a dependency
+    reannotation_snapshot: Annotated[str, Field(min_length=1)]
     truth: str
     thresholds: QAThresholds
 

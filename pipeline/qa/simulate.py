@@ -111,24 +111,14 @@ def simulate_export(takes: pd.DataFrame, truth: pd.DataFrame, p: QASimParams, cl
 
 
 def round1_verdicts(tasks: list[dict], takes: pd.DataFrame, config, th) -> tuple[list[str], set[str]]:
-    """The first round as the QA stage judges it: (queued take ids, flagged annotator ids)."""
-    from pipeline.qa.aggregate import dawid_skene, majority_vote, vote_counts
+    """The first round as the QA stage judges it: (queued take ids, flagged annotator ids), by its own function."""
     from pipeline.qa.export import UNSURE, parse_export
-    from pipeline.qa.stage import annotator_table, item_table
+    from pipeline.qa.stage import verdicts
 
     classes = [c for c in config.expressions if c != UNSURE]
-    r_all = parse_export(tasks, config, set(takes["take_id"])).ratings
-    gold = r_all[r_all["ground_truth"]].drop_duplicates("take_id").rename(columns={"label": "gold_label"})
-    r = r_all[(~r_all["ground_truth"]) & (r_all["label"] != UNSURE)].reset_index(drop=True)
-    items, annotators = sorted(r["take_id"].unique()), sorted(r["annotator"].unique())
-    ann_index = {a: i for i, a in enumerate(annotators)}
-    counts = vote_counts(r["take_id"].map({t: i for i, t in enumerate(items)}).to_numpy(), r["annotator"].map(ann_index).to_numpy(),
-                         r["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(), len(items), len(annotators), len(classes))
-    ds = dawid_skene(counts)
-    consensus = pd.Series([classes[int(k)] for k in ds["posterior"].argmax(1)], index=items)
-    labels = item_table(r, gold, takes, classes, items, majority_vote(counts), ds, th)
-    ann = annotator_table(r, gold, consensus, ds, ann_index, classes, th)
-    return sorted(labels.loc[labels["status"] == vocab.REANNOTATE, "take_id"]), set(ann.loc[ann["flagged"], "annotator"].astype(str))
+    n_frames = dict(zip(takes["take_id"], takes["n_frames"].astype(int)))
+    v = verdicts(parse_export(tasks, config, set(takes["take_id"]), n_frames), takes, classes, th)
+    return v.queue, v.flagged
 
 
 def simulate_round2(takes: pd.DataFrame, truth: pd.DataFrame, p: QASimParams, classes: list[str], queue: list[str],
@@ -164,7 +154,10 @@ def run(params: Params, manifest_path: Path | None = None, out: Path | None = No
     from pipeline.qa.export import UNSURE, LabelConfig
     from pipeline.utils import io
 
+    from pipeline.qa.guard import refuse_simulated_labels_on_real_data
+
     manifest = pd.read_parquet(manifest_path or paths.MANIFEST)
+    refuse_simulated_labels_on_real_data(manifest, params.qa)
     takes = manifest[manifest["status"] == vocab.ACCEPTED]
     truth = with_dataset_truth(pd.read_csv(paths.resolve(params.qa.truth)), takes)
     config = LabelConfig.load(paths.LABEL_CONFIG)

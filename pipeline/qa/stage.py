@@ -9,6 +9,7 @@ not inflate either.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from pipeline.qa import agreement as ag
 from pipeline.qa import checks
 from pipeline.qa.aggregate import dawid_skene, majority_vote, spammer_score, top_confusion, vote_counts
 from pipeline.qa.export import UNSURE, LabelConfig, Parsed, load_export, parse_export
+from pipeline.qa.guard import refuse_simulated_labels_on_real_data
 from pipeline.qa.ratings import latest_per_annotator
 from pipeline.utils import io
 
@@ -145,6 +147,57 @@ def truth_figures(labels: pd.DataFrame, r: pd.DataFrame, truth_path: Path) -> di
                                    for who, g in rr.groupby("annotator")}}
 
 
+@dataclass
+class Verdicts:
+    """What QA concludes from one set of ratings, and the intermediates its report needs."""
+
+    r_all: pd.DataFrame           # every kept rating (gold and unsure included), latest per annotator and take
+    r: pd.DataFrame               # the ratings agreement and aggregation use (no gold, no unsure)
+    gold: pd.DataFrame
+    superseded: int               # ratings replaced by the same annotator's later one
+    annotator_ids: list[str]
+    ann_index: dict[str, int]
+    data: np.ndarray              # reliability matrix (annotator x item)
+    ds: dict                      # Dawid-Skene result
+    labels: pd.DataFrame          # item_table: status accepted | reannotate per take
+    annotators: pd.DataFrame      # annotator_table with the annotation checks merged in: `flagged`
+
+    @property
+    def queue(self) -> list[str]:
+        return sorted(self.labels.loc[self.labels["status"] == vocab.REANNOTATE, "take_id"])
+
+    @property
+    def flagged(self) -> set[str]:
+        return set(self.annotators.loc[self.annotators["flagged"], "annotator"].astype(str))
+
+
+def verdicts(parsed: Parsed, takes: pd.DataFrame, classes: list[str], th) -> Verdicts:
+    """Labels, re-annotation queue and flagged annotators from parsed ratings: the QA stage's one judgement.
+
+    Why one function: the simulator's second round answers the queue this computes, so it must be
+    the queue the stage writes (same latest-rating rule, same checks).
+    """
+    r_all, superseded = latest_per_annotator(parsed.ratings)
+    gold = r_all[r_all["ground_truth"]].drop_duplicates("take_id").rename(columns={"label": "gold_label"})
+    r = r_all[(~r_all["ground_truth"]) & (r_all["label"] != UNSURE)].reset_index(drop=True)
+    items = sorted(r["take_id"].unique())
+    annotators = sorted(r["annotator"].unique())
+    ann_index = {a: i for i, a in enumerate(annotators)}
+    cls_index = {c: i for i, c in enumerate(classes)}
+    codes = pd.DataFrame({"item": r["take_id"].map({t: i for i, t in enumerate(items)}),
+                          "annotator": r["annotator"].map(ann_index), "label": r["label"].map(cls_index)})
+    data = ag.reliability_matrix(codes, len(classes))
+    counts = vote_counts(codes["item"].to_numpy(), codes["annotator"].to_numpy(), codes["label"].to_numpy(), len(items), len(annotators), len(classes))
+    mv = majority_vote(counts)
+    ds = dawid_skene(counts)
+    consensus = pd.Series([classes[int(k)] for k in ds["posterior"].argmax(1)], index=items)
+    ann = annotator_table(r, gold, consensus, ds, ann_index, classes, th)
+    ann = checks.merge_checks(ann, checks.annotator_checks(r, parsed.predictions, th.min_lead_time_s), th.min_lead_time_s)
+    labels = item_table(r, gold, takes, classes, items, mv, ds, th)
+    return Verdicts(r_all=r_all, r=r, gold=gold, superseded=superseded, annotator_ids=annotators, ann_index=ann_index,
+                    data=data, ds=ds, labels=labels, annotators=ann)
+
+
 def load_round(path: Path) -> list[dict]:
     """A re-annotation round's export; unlike a snapshot it may hold no task (an empty queue)."""
     return [] if path.exists() and path.read_text(encoding="utf-8").strip() == "[]" else load_export(path)
@@ -163,50 +216,37 @@ def run(params: Params, snapshot: Path | None = None, manifest_path: Path = path
         labels_path: Path = paths.LABELS, report_path: Path = paths.QA_REPORT, reannotation: Path | None = None) -> dict:
     """QA of `snapshot` merged with the `reannotation` round (both from params when no snapshot is given)."""
     th = params.qa.thresholds
-    if snapshot is None and params.qa.reannotation_snapshot:
+    manifest = pd.read_parquet(manifest_path)
+    if snapshot is None:
+        refuse_simulated_labels_on_real_data(manifest, params.qa)
         reannotation = paths.resolve(params.qa.reannotation_snapshot)
     snapshot = Path(snapshot) if snapshot else paths.resolve(params.qa.snapshot)
     config = LabelConfig.load(paths.LABEL_CONFIG)
     classes = [c for c in config.expressions if c != UNSURE]
-    manifest = pd.read_parquet(manifest_path)
     takes = manifest[manifest["status"] == vocab.ACCEPTED]
     n_frames = dict(zip(takes["take_id"], takes["n_frames"].astype(int)))
     parsed = parse_export(load_export(snapshot), config, set(takes["take_id"]), n_frames)
     rounds = {"snapshot": len(parsed.ratings)}
     if reannotation is not None:
-        parsed = merge_rounds(parsed, parse_export(load_round(Path(reannotation)), config, set(takes["take_id"])))
+        parsed = merge_rounds(parsed, parse_export(load_round(Path(reannotation)), config, set(takes["take_id"]), n_frames))
         rounds["reannotation"] = len(parsed.ratings) - rounds["snapshot"]
-    r_all, superseded = latest_per_annotator(parsed.ratings)
-    if superseded:
-        parsed.excluded["superseded_by_the_same_annotators_later_rating"] += superseded
+    v = verdicts(parsed, takes, classes, th)
+    r_all, r, gold, ann, labels, ann_index, annotators = v.r_all, v.r, v.gold, v.annotators, v.labels, v.ann_index, v.annotator_ids
+    if v.superseded:
+        parsed.excluded["superseded_by_the_same_annotators_later_rating"] += v.superseded
     unsure = int((r_all["label"] == UNSURE).sum())
-    gold = r_all[r_all["ground_truth"]].drop_duplicates("take_id").rename(columns={"label": "gold_label"})
-    r = r_all[(~r_all["ground_truth"]) & (r_all["label"] != UNSURE)].reset_index(drop=True)
-    items = sorted(r["take_id"].unique())
-    annotators = sorted(r["annotator"].unique())
-    ann_index = {a: i for i, a in enumerate(annotators)}
-    cls_index = {c: i for i, c in enumerate(classes)}
-    codes = pd.DataFrame({"item": r["take_id"].map({t: i for i, t in enumerate(items)}),
-                          "annotator": r["annotator"].map(ann_index), "label": r["label"].map(cls_index)})
-    data = ag.reliability_matrix(codes, len(classes))
-    counts = vote_counts(codes["item"].to_numpy(), codes["annotator"].to_numpy(), codes["label"].to_numpy(), len(items), len(annotators), len(classes))
-    mv = majority_vote(counts)
-    ds = dawid_skene(counts)
-    consensus = pd.Series([classes[int(k)] for k in ds["posterior"].argmax(1)], index=items)
+    data, ds = v.data, v.ds
 
     alpha = ag.krippendorff_alpha_nominal(data)
     per_class = {classes[c]: (round(a, 4) if a == a else None) for c, a in ag.per_class_alpha(data, len(classes)).items()}
     fk, fk_items, fk_raters = ag.fleiss_on_complete_items(data, len(classes))
     class_share = r["label"].value_counts(normalize=True).reindex(classes, fill_value=0).round(4).to_dict()
-    ann = annotator_table(r, gold, consensus, ds, ann_index, classes, th)
-    ann = checks.merge_checks(ann, checks.annotator_checks(r, parsed.predictions, th.min_lead_time_s), th.min_lead_time_s)
-    labels = item_table(r, gold, takes, classes, items, mv, ds, th)
     keep = [ann_index[a] for a in ann.loc[~ann["flagged"], "annotator"]]
     alpha_clean = ag.krippendorff_alpha_nominal(data[keep]) if len(keep) >= 2 else float("nan")
     verdict = "good" if alpha >= th.alpha_good else "acceptable (tentative conclusions only)" if alpha >= th.alpha_acceptable else "unreliable"
 
     io.write_parquet(labels_path, labels)
-    queue = labels[labels["status"] == "reannotate"][["take_id", "reasons"]]
+    queue = labels[labels["status"] == vocab.REANNOTATE][["take_id", "reasons"]]
     io.write_csv(paths.REANNOTATION_QUEUE, queue)
     report = {
         "snapshot": str(snapshot.relative_to(paths.ROOT) if snapshot.is_relative_to(paths.ROOT) else snapshot),

@@ -1,0 +1,56 @@
+"""Simulated annotations never label real takes; the no-second-round setting is a file DVC can depend on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline import paths, vocab
+from pipeline.params import Params, QAParams
+from pipeline.qa import simulate, stage
+from pipeline.qa.guard import SimulatedLabelsError, refuse_simulated_labels_on_real_data
+from pipeline.qa.stage import load_round
+
+
+def _manifest(tmp_path: Path, source: str | None) -> Path:
+    m = pd.DataFrame({"take_id": ["a"], "status": vocab.ACCEPTED, "prompted_expression": "fear", "fps": 10.0, "n_frames": 16})
+    if source is not None:
+        m[vocab.SOURCE_COLUMN] = source
+    path = tmp_path / "manifest.parquet"
+    m.to_parquet(path, index=False)
+    return path
+
+
+def test_qa_refuses_sim_snapshots_on_rig_takes_naming_both_keys(tmp_path: Path, params: Params) -> None:
+    with pytest.raises(SimulatedLabelsError, match=r"'rig'.*qa\.snapshot and qa\.reannotation_snapshot") as e:
+        stage.run(params, manifest_path=_manifest(tmp_path, vocab.SOURCE_RIG), labels_path=tmp_path / "l.parquet",
+                  report_path=tmp_path / "q.json")
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "l.parquet").exists()
+
+
+def test_annotate_sim_refuses_rig_takes_and_a_manifest_without_source(tmp_path: Path, params: Params) -> None:
+    out, out2 = tmp_path / "sim.json", tmp_path / "sim2.json"
+    with pytest.raises(SimulatedLabelsError, match=r"qa\.snapshot"):
+        simulate.run(params, _manifest(tmp_path, vocab.SOURCE_RIG), out, out2)
+    with pytest.raises(SimulatedLabelsError, match="re-run ingest"):
+        simulate.run(params, _manifest(tmp_path, None), out, out2)
+    assert not out.exists() and not out2.exists()
+
+
+def test_only_the_keys_still_on_sim_exports_are_named_and_real_snapshots_pass(params: Params) -> None:
+    rig = pd.DataFrame({vocab.SOURCE_COLUMN: [vocab.SOURCE_RIG]})
+    half = params.qa.model_copy(update={"snapshot": "annotations/snapshot.json"})
+    with pytest.raises(SimulatedLabelsError, match="but qa.reannotation_snapshot point"):
+        refuse_simulated_labels_on_real_data(rig, half)
+    real = half.model_copy(update={"reannotation_snapshot": "annotations/no_reannotation.json"})
+    refuse_simulated_labels_on_real_data(rig, real)  # no error: real annotation configured
+    refuse_simulated_labels_on_real_data(pd.DataFrame({vocab.SOURCE_COLUMN: [vocab.SOURCE_SIMULATOR] * 2}), params.qa)
+
+
+def test_no_second_round_is_an_existing_empty_file_and_an_empty_key_is_refused(params: Params) -> None:
+    assert load_round(paths.ROOT / "annotations" / "no_reannotation.json") == []
+    with pytest.raises(ValueError, match="reannotation_snapshot"):
+        QAParams.model_validate({**params.qa.model_dump(), "reannotation_snapshot": ""})
