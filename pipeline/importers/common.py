@@ -209,6 +209,28 @@ def _csv_text(rows: list[dict], columns: list[str]) -> str:
     return buf.getvalue()
 
 
+def merge_subjects(existing: str | None, rows: list[dict], where: Path) -> tuple[str | None, int, int]:
+    """The consent table to write on (re-)import: (text or None to leave the file as it is, rows kept, rows added).
+
+    A re-import must never undo what the lab recorded (consent filled in, a withdrawal): existing rows
+    are kept as they are, with every column; only subjects not yet in the table are added, with the
+    fields a fresh import gives them (blank unless the licence grants consent).
+    """
+    if existing is None:
+        return _csv_text(rows, SUBJECT_COLUMNS), 0, len(rows)
+    reader = csv.DictReader(_io.StringIO(existing.removeprefix("\ufeff")))
+    fields = list(reader.fieldnames or [])
+    if "subject_id" not in fields:
+        raise DatasetImportError(f"{where}: no subject_id column; this consent table is not overwritten, fix or move it")
+    old = [{k: v for k, v in r.items() if k is not None} for r in reader]  # None: cells beyond the header
+    known = {(r.get("subject_id") or "").strip() for r in old}
+    added = [r for r in rows if r["subject_id"] not in known]
+    if not added:
+        return None, len(old), 0
+    columns = fields + [c for c in SUBJECT_COLUMNS if c not in fields]
+    return _csv_text(old + added, columns), len(old), len(added)
+
+
 def write_rig(result: ImportResult, src: Path, out: Path, *, copy: bool, licence_terms: str, research_use: bool,
               redistribution: bool) -> dict:
     """Write the raw folder ingest reads; returns the import report (also written as import_report.json)."""
@@ -233,7 +255,11 @@ def write_rig(result: ImportResult, src: Path, out: Path, *, copy: bool, licence
     field_names = sorted({k for t in kept for k in t.fields})
     columns = LOG_COLUMNS + EXTRA_COLUMNS + [f for f in field_names if f not in LOG_COLUMNS + EXTRA_COLUMNS]
     io.write_text(out / paths.CAPTURE_LOG_NAME, _csv_text(log_rows(kept, files, src, result.layout, field_names), columns))
-    io.write_text(out / paths.SUBJECTS_NAME, _csv_text(subject_rows(kept, licence_terms, research_use, redistribution), SUBJECT_COLUMNS))
+    ledger = out / paths.SUBJECTS_NAME
+    table, subjects_kept, subjects_added = merge_subjects(ledger.read_text(encoding="utf-8") if ledger.is_file() else None,
+                                                          subject_rows(kept, licence_terms, research_use, redistribution), ledger)
+    if table is not None:
+        io.write_text(ledger, table)
     granted = bool(licence_terms) and research_use
     info = {"layout": result.layout, "source_root": str(src.resolve()), "copied": copy,
             "licence": {"terms": licence_terms, "research_use": research_use, "redistribution": redistribution},
@@ -250,6 +276,7 @@ def write_rig(result: ImportResult, src: Path, out: Path, *, copy: bool, licence
         "excluded_items": [{"path": e.path, "reason_code": e.code, "reason": e.reason} for e in result.excluded],
         "consent": "granted by the dataset licence (import.licence)" if granted else
                    "left blank in subjects.csv: ingest quarantines every take until the lab fills it or sets import.licence",
+        "consent_table": {"rows_kept": subjects_kept, "subjects_added": subjects_added},
         "notes": result.notes,
     }
     io.write_json(out / IMPORT_REPORT, report)
