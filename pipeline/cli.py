@@ -148,6 +148,10 @@ def _labelstudio(args: argparse.Namespace) -> int:
 
         if not args.email:
             raise server.LabelStudioError("usage: mvfer labelstudio add-annotator EMAIL")
+        own = server.status(data_dir)  # the password goes into this server's own database
+        if own is None or (args.url and args.url.rstrip("/") != own.url):
+            raise server.LabelStudioError(f"add-annotator works only on a running server started from {data_dir} "
+                                          f"(`mvfer labelstudio start`{'; --url ' + args.url + ' is not it' if args.url else ''})")
         password = add_annotator(_ls_client(args), data_dir / server.DB_NAME, args.email)
         sys.stdout.write(f"{args.email} can log in at {_ls_url(args)}/user/login/ with the one-time password {password}\n")
     elif args.action == "stop":

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from pipeline.errors import PipelineError
+
 
 def pose_id(yaw: float, pitch: float) -> str:
     """`yaw-30_pitch+0`: readable, sortable, and stable for float inputs that are whole degrees."""
@@ -53,3 +55,18 @@ def mode_of(values: Mapping[str, object], fields: Sequence[str] = DEFAULT_FIELDS
             parts.append("unknown" if _missing(v) else str(v))
         i += 1
     return "/".join(parts)
+
+
+class MissingModeError(PipelineError, ValueError):
+    """A manifest written before ingest stored each take's mode."""
+
+
+def manifest_modes(manifest: pd.DataFrame) -> pd.Series:
+    """The `mode` column ingest computed from `ingest.mode_fields`, never recomputed from yaw/pitch/illumination.
+
+    Why: recomputing with `mode_id` names modes wrongly for datasets whose mode fields differ
+    (an imported dataset's `mode_fields`); a manifest without the column must be rebuilt.
+    """
+    if "mode" not in manifest.columns:
+        raise MissingModeError("data/interim/manifest.parquet: no column 'mode' (ingest writes it from ingest.mode_fields): re-run ingest")
+    return manifest["mode"]

@@ -53,6 +53,8 @@ LABEL_CONFIG: Path = ANNOTATIONS / "labeling_config.xml"
 ANNOTATION_EXPORTS: Path = ANNOTATIONS / "exports"
 ANNOTATION_SNAPSHOT: Path = ANNOTATIONS / "snapshot.json"
 ANNOTATIONS_SIM: Path = INTERIM / "annotations_sim.json"
+# The shipped empty export (`[]`): "no annotations (yet)" for qa.snapshot (labels from the dataset) or qa.reannotation_snapshot.
+EMPTY_EXPORT: Path = ROOT / "annotations" / "no_reannotation.json"
 ANNOTATIONS_SIM_ROUND2: Path = INTERIM / "annotations_sim_round2.json"  # the re-annotation queue, answered
 LABEL_STUDIO_HOME: Path = ROOT / ".labelstudio"
 RELEASE: Path = ROOT / "release"

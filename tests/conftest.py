@@ -11,7 +11,7 @@ from pipeline.params import CaptureParams, Params, Pose, load_params
 from pipeline import paths
 
 # Under CI=true a skipped test fails the run (tests/skip_guard.py).
-pytest_plugins = ["tests.skip_guard"]
+pytest_plugins = ["tests.skip_guard", "tests.labelstudio_fixtures"]  # the latter: Label Studio home in a temp folder, server fixtures
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import vocab
-from pipeline.modes import mode_id, pose_id
+from pipeline.modes import manifest_modes, pose_id
 
 
 def nme(points: np.ndarray, truth5: np.ndarray) -> np.ndarray:
@@ -44,6 +44,7 @@ def accuracy(manifest: pd.DataFrame, aligned: Path, truth_dir: Path) -> dict:
     """Figures overall, per pose, per illumination and per mode."""
     groups: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
     no_truth = 0
+    manifest_modes(manifest)  # ingest's mode, never recomputed
     for row in manifest[manifest["status"] == vocab.ACCEPTED].itertuples(index=False):
         tfile, afile = truth_dir / f"{row.take_id}.npz", aligned / f"{row.take_id}.npz"
         if not tfile.exists() or not afile.exists():
@@ -52,7 +53,7 @@ def accuracy(manifest: pd.DataFrame, aligned: Path, truth_dir: Path) -> dict:
         with np.load(afile) as a, np.load(tfile) as t:
             e = take_errors(a["points"], a["valid"], t["landmarks5"])
         keys = {"pose": pose_id(row.yaw, row.pitch), "illumination": row.illumination,
-                "mode": getattr(row, "mode", None) or mode_id(row.yaw, row.pitch, row.illumination)}  # ingest's mode
+                "mode": row.mode}
         groups["overall"]["all"].append(e)
         for kind, k in keys.items():
             groups[kind][k].append(e)

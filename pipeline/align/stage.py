@@ -26,7 +26,7 @@ from pipeline.align.process import AlignConfig, process_take, summarise, take_ke
 from pipeline.align.provenance import provenance, provenance_key
 from pipeline.align.quality import take_verdict
 from pipeline.align.tracking import TrackerConfig
-from pipeline.modes import mode_id
+from pipeline.modes import manifest_modes
 from pipeline.params import Params
 from pipeline.utils import io
 
@@ -133,9 +133,10 @@ def _qc_frame(take_id: str, arrays: dict[str, np.ndarray]) -> pd.DataFrame:
 def collect(accepted: pd.DataFrame, out_dir: Path, thresholds: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-frame QC and per-take tables from every output (reading only the small arrays)."""
     frames, takes = [], []
+    manifest_modes(accepted)
     for row in accepted.itertuples(index=False):
         out = out_dir / f"{row.take_id}.npz"
-        mode = getattr(row, "mode", None) or mode_id(row.yaw, row.pitch, row.illumination)
+        mode = row.mode  # ingest's mode (manifest_modes checked the column)
         base = {"take_id": row.take_id, "subject_id": row.subject_id, "mode": mode, "prompted_expression": row.prompted_expression}
         try:
             with np.load(out) as z:
@@ -213,7 +214,7 @@ def build_report(takes: pd.DataFrame, qc: pd.DataFrame, processed: int, fresh: i
         "takes_processed": processed,
         "takes_up_to_date": fresh,
         "outputs_removed": removed,
-        "takes_ok": int((takes["status"] == "ok").sum()) if len(takes) else 0,
+        "takes_ok": int((takes["status"] == vocab.ALIGN_OK).sum()) if len(takes) else 0,
         "takes_flagged": len(flagged),
         "flagged_by_reason": dict(sorted(reasons.items())),
         "frames": len(qc),

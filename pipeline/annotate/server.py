@@ -250,13 +250,17 @@ def start(data_dir: Path, media_root: Path, port: int | None = None, token: str 
     if not token:
         raise LabelStudioError(f"set ${TOKEN_ENV} to the API token to use (e.g. `export {TOKEN_ENV}=$(python -c "
                                "'import secrets; print(secrets.token_hex(20))')`); it is never stored in params or git")
+    running = _read_info(data_dir)
+    if running is not None and _ours(running, data_dir):
+        raise LabelStudioError(f"a Label Studio started from {data_dir} is already running at {running.url} (pid {running.pid}); "
+                               "stop it first with `mvfer labelstudio stop`")
     user = os.environ.get(USER_ENV, DEFAULT_USER)
     port = port or free_port()
     if not port_is_free(port):
         raise LabelStudioError(f"port {port} on 127.0.0.1 is busy; choose another or stop what holds it")
     private_dir(data_dir)
     db = data_dir / DB_NAME
-    if not db.exists():
+    if not db.exists() or db.stat().st_size == 0:  # an empty file is what a stray sqlite3.connect leaves
         tmp = db.with_suffix(".tmp")
         shutil.copyfile(template_db(venv), tmp)
         tmp.chmod(0o600)
@@ -279,25 +283,61 @@ def start(data_dir: Path, media_root: Path, port: int | None = None, token: str 
     return info
 
 
-def status(data_dir: Path) -> ServerInfo | None:
-    """The running server of this data dir, or None."""
+def _read_info(data_dir: Path) -> ServerInfo | None:
+    """What server.json says was started from `data_dir`; None (with a warning) when absent or unreadable."""
     f = data_dir / "server.json"
     if not f.exists():
         return None
-    info = ServerInfo(**json.loads(f.read_text()))
+    try:
+        return ServerInfo(**json.loads(f.read_text()))
+    except (OSError, ValueError, TypeError) as e:
+        log.warning("%s: unreadable (%s); treated as no server", f, type(e).__name__)
+        return None
+
+
+def _leader_cwd(pid: int) -> Path | None:
+    """The working folder of process `pid` ('' when it is gone or not ours to read); None without /proc."""
+    if not Path("/proc/self/cwd").exists():
+        return None
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return Path("")
+
+
+def _ours(info: ServerInfo, data_dir: Path) -> bool:
+    """Is the process group in server.json still the server started from `data_dir`? A stale file may
+    name a pid the system has since given to something else: its leader must run in `data_dir` (where
+    `_launch` starts it); without /proc the best evidence is our URL answering."""
     try:
         os.killpg(info.pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
+        return False
+    cwd = _leader_cwd(info.pid)
+    if cwd is None:
+        return _ready(info.url)
+    return cwd != Path("") and cwd.resolve() == data_dir.resolve()
+
+
+def status(data_dir: Path) -> ServerInfo | None:
+    """The running server of this data dir, or None."""
+    info = _read_info(data_dir)
+    if info is None or not _ours(info, data_dir):
         return None
     return info if _ready(info.url) else None
 
 
 def stop(data_dir: Path) -> bool:
-    """Stop the server started from this data dir by its process group; False if none ran."""
-    f = data_dir / "server.json"
-    if not f.exists():
+    """Stop the server started from this data dir by its process group; False if none ran. A stale
+    server.json naming some other process is removed and that process left alone."""
+    info = _read_info(data_dir)
+    if info is None:
         return False
-    info = ServerInfo(**json.loads(f.read_text()))
+    if not _ours(info, data_dir):
+        log.warning("%s names pid %d, which is not a Label Studio started from %s: nothing stopped, stale file removed",
+                    data_dir / "server.json", info.pid, data_dir)
+        (data_dir / "server.json").unlink(missing_ok=True)
+        return False
     _kill_group(info.pid)
-    f.unlink(missing_ok=True)
+    (data_dir / "server.json").unlink(missing_ok=True)
     return True

@@ -82,9 +82,11 @@ def projects(ls) -> list:
     out: list = []
     page = 1
     while True:
-        items = list(ls.projects.list(page=page, page_size=PAGE_SIZE).items or [])
+        pager = ls.projects.list(page=page, page_size=PAGE_SIZE)
+        items = list(pager.items or [])
         out += items
-        if len(items) < PAGE_SIZE:
+        count = getattr(getattr(pager, "response", None), "count", None)  # a full last page: stop at the reported count
+        if len(items) < PAGE_SIZE or (count is not None and len(out) >= count):
             return out
         page += 1
 

@@ -3,8 +3,9 @@ have their own modules).
 
 A file named after a take is deleted; tables drop the rows that mention an id (the manifest and the
 ingest report are redacted instead, so their counts still add up); JSON drops the entries; text
-drops the lines; a binary file or array archive that mentions an id is deleted, to be rebuilt by
-`dvc repro`. Returns counts per output folder, never names.
+drops the lines; an array archive whose text arrays hold an id, or another text file that mentions
+one, is deleted, to be rebuilt by `dvc repro` (ids match at id boundaries: `S1` never hits `S10`;
+binary files are never byte-searched). Returns counts per output folder, never names.
 """
 
 from __future__ import annotations
@@ -114,7 +115,11 @@ def _clean_text(p: Path, ids: set[str]) -> str | None:
 
 
 def _clean_bytes(p: Path, ids: set[str]) -> str | None:
-    if scrub.mentions_bytes(p.read_bytes(), ids):
+    """A file of no known format: deleted if it is text that mentions an id. Binary content (video,
+    image, checkpoint) is never byte-searched, where a short id matches at random: it goes when its
+    path names an id; a checkpoint trained on the subject is marked for retraining instead."""
+    text = scrub.text_of(p.read_bytes())
+    if text is not None and scrub.mentions(text, ids):
         p.unlink()
         return "deleted"
     return None

@@ -3,7 +3,8 @@
 Old versions of `data/aligned`, the manifest or a release stay in `.dvc/cache` after the workspace
 is cleaned, so the cache is searched too: a directory listing (`.dir`) naming a take, every object
 such a listing points to for that take, every object with the content of a file being removed, and
-every object whose bytes (decompressed, for gzip) mention an id.
+every text, parquet or gzip/tar object whose content mentions an id (at id boundaries; binary
+objects are matched by md5 only, never byte-searched).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import io as _io
 import json
 import logging
+import tarfile
 import zlib
 from pathlib import Path
 
@@ -38,20 +40,35 @@ def _object_md5(p: Path) -> str:
 
 
 def _mentions(data: bytes, ids: set[str]) -> bool:
-    if scrub.mentions_bytes(data, ids):
-        return True
+    """Whether an object's content mentions an id, read by its structure: text (a `.dir` listing, CSV,
+    JSON, Markdown) at id boundaries, parquet by its cells, gzip (a release archive) by member names
+    and text members. Other binary objects (video, images, checkpoints, arrays) are never
+    byte-searched, where a short id matches at random: they go only by md5 (a file being removed,
+    or an entry of a `.dir` listing that names a take)."""
     if data[:2] == b"\x1f\x8b":
         try:
-            return scrub.mentions_bytes(gzip.decompress(data), ids)
+            raw = gzip.decompress(data)
         except (OSError, EOFError, zlib.error):
             return False
+        try:
+            with tarfile.open(fileobj=_io.BytesIO(raw)) as tar:
+                for m in tar:
+                    if scrub.mentions(m.name, ids):
+                        return True
+                    f = tar.extractfile(m) if m.isfile() and m.size <= _SCAN_LIMIT else None
+                    if f is not None and _mentions(f.read(), ids):
+                        return True
+            return False
+        except tarfile.TarError:
+            return _mentions(raw, ids)
     if data[:4] == b"PAR1":
         try:
             df = pd.read_parquet(_io.BytesIO(data))
-        except Exception:  # noqa: BLE001 - not a readable parquet file: bytes were already searched
+        except Exception:  # noqa: BLE001 - not a readable parquet file: matched by md5 only
             return False
         return scrub.frame(df, ids)[1] > 0
-    return False
+    text = scrub.text_of(data)
+    return text is not None and scrub.mentions(text, ids)
 
 
 def purge(cache: Path, ids: set[str], doomed_md5: set[str]) -> int:

@@ -10,11 +10,12 @@ log = logging.getLogger(__name__)
 
 
 def delete_tasks(ls, ids: set[str]) -> int:
-    """Every task, in every project, whose data mentions an id is deleted through the SDK."""
-    from pipeline.annotate.sync import project_tasks
+    """Every task, in every project, whose data mentions an id is deleted through the SDK. Projects are
+    listed by sync.projects, which never asks for the page after the last (an 'Invalid page' 404)."""
+    from pipeline.annotate.sync import project_tasks, projects
 
     n = 0
-    for project in ls.projects.list():
+    for project in projects(ls):
         for task in project_tasks(ls, project.id):
             data = task.data or {}
             if scrub.mentions(" ".join(str(v) for v in data.values()), ids):

@@ -19,6 +19,7 @@ import pandas as pd
 
 from pipeline.privacy import scrub
 from pipeline.release import build
+from pipeline.utils import io
 
 log = logging.getLogger(__name__)
 _TEXT = {".md", ".txt", ".jsonl"}
@@ -35,7 +36,8 @@ def _epoch(archive: Path) -> int | None:
 
 
 def purge_folder(d: Path, ids: set[str], date: str) -> int:
-    """Remove the ids from one release folder in place (a temp copy); the number of takes removed."""
+    """Remove the ids from one release folder (a temp copy), every file rewritten atomically (io.write_*:
+    a crash leaves each file whole); the number of takes removed."""
     takes_removed = 0
     for p in sorted(d.rglob("*")):
         if not p.is_file() or p.is_symlink():
@@ -47,22 +49,21 @@ def purge_folder(d: Path, ids: set[str], date: str) -> int:
         elif p.suffix == ".csv":
             df, n = scrub.frame(pd.read_csv(p, dtype=str, keep_default_na=False), ids)
             if n:
-                df.to_csv(p, index=False, lineterminator="\n")
+                io.write_csv(p, df)
         elif p.suffix == ".json" and p.name != "croissant.json":
             obj, n = scrub.json_value(json.loads(p.read_text()), ids)
             if n:
-                p.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+                io.write_text(p, json.dumps(obj, indent=1, sort_keys=True) + "\n")
         elif p.suffix in _TEXT:
             text, n = scrub.lines(p.read_text(), ids)
             if n:
-                p.write_text(text)
+                io.write_text(p, text)
     _fix_croissant(d)
     note = (f"\n## Amended {date}\n\n{takes_removed} takes removed after a withdrawal of consent; the figures in "
             "README.md and DATASHEET.md predate this amendment. Delete older copies of this release.\n")
     for name in ("CHANGELOG.md", "README.md"):
         if (d / name).is_file():
-            with open(d / name, "a") as f:
-                f.write(note)
+            io.write_text(d / name, (d / name).read_text() + note)
     build.write_sums(d)
     return takes_removed
 
@@ -76,10 +77,8 @@ def _fix_croissant(d: Path) -> None:
     for f in doc.get("distribution", []):
         target = d / str(f.get("contentUrl", ""))
         if target.is_file():
-            from pipeline.utils import io
-
             f["sha256"] = io.sha256_file(target)
-    p.write_text(json.dumps(doc, indent=1) + "\n")
+    io.write_text(p, json.dumps(doc, indent=1) + "\n")
 
 
 def _mentions_tree(d: Path, ids: set[str]) -> bool:

@@ -15,17 +15,30 @@ import pandas as pd
 REDACTED = "[withdrawn]"
 
 
+_EDGE = "A-Za-z0-9"
+
+
 def pattern(ids: set[str]) -> re.Pattern[str]:
-    """One regex matching any of the ids (longest first, so a take id wins over its subject prefix)."""
-    return re.compile("|".join(re.escape(i) for i in sorted(ids, key=len, reverse=True)))
+    """One regex matching any of the ids as a whole token: not inside a longer id (withdrawing `S1`
+    must not match `S10_t03`), while `S1_t03` and `S1.npz` still match. Longest first, so a take
+    id wins over its subject prefix."""
+    alts = "|".join(re.escape(i) for i in sorted(ids, key=len, reverse=True))
+    return re.compile(f"(?<![{_EDGE}])(?:{alts})(?![{_EDGE}])")
 
 
 def mentions(text: str, ids: set[str]) -> bool:
     return bool(ids) and pattern(ids).search(text) is not None
 
 
-def mentions_bytes(data: bytes, ids: set[str]) -> bool:
-    return any(i.encode() in data for i in ids)
+def text_of(data: bytes) -> str | None:
+    """The bytes as UTF-8 text, or None for binary content (video, image, checkpoint, compressed
+    data): those are never searched byte by byte, where a short id would match at random."""
+    if b"\x00" in data[:8192]:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def frame(df: pd.DataFrame, ids: set[str]) -> tuple[pd.DataFrame, int]:

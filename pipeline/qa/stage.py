@@ -34,6 +34,11 @@ def _robust_z(x: pd.Series) -> pd.Series:
     return (x - med) / mad if mad > 0 else x * 0
 
 
+ANNOTATOR_COLUMNS = ["annotator", "annotations", "gold_items", "gold_accuracy", "agreement_with_consensus", "spammer_score",
+                     "top_confusion", "top_confusion_rate", "median_lead_time_s", "fast_share", "flagged", "reasons",
+                     "confusion_matrix"]  # the columns even when no one has annotated yet
+
+
 def annotator_table(r: pd.DataFrame, gold: pd.DataFrame, consensus: pd.Series, ds: dict, ann_index: dict[str, int],
                     classes: list[str], th) -> pd.DataFrame:
     """Per annotator: volume, gold accuracy, agreement with consensus, spammer score, top confusion, speed."""
@@ -66,7 +71,7 @@ def annotator_table(r: pd.DataFrame, gold: pd.DataFrame, consensus: pd.Series, d
                      "top_confusion_rate": rate, "median_lead_time_s": float(g["lead_time"].median()), "fast_share": fast,
                      "flagged": bool(reasons), "reasons": "; ".join(reasons) or None,
                      "confusion_matrix": matrix})  # P(label | true class), Dawid-Skene estimate
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=ANNOTATOR_COLUMNS)
 
 
 def item_table(r: pd.DataFrame, gold: pd.DataFrame, takes: pd.DataFrame, classes: list[str], items: list[str],
@@ -178,14 +183,14 @@ def verdicts(parsed: Parsed, takes: pd.DataFrame, classes: list[str], th) -> Ver
     the queue the stage writes (same latest-rating rule, same checks).
     """
     r_all, superseded = latest_per_annotator(parsed.ratings)
-    gold = r_all[r_all["ground_truth"]].drop_duplicates("take_id").rename(columns={"label": "gold_label"})
-    r = r_all[(~r_all["ground_truth"]) & (r_all["label"] != UNSURE)].reset_index(drop=True)
+    gold = r_all[r_all["ground_truth"].astype(bool)].drop_duplicates("take_id").rename(columns={"label": "gold_label"})
+    r = r_all[(~r_all["ground_truth"].astype(bool)) & (r_all["label"] != UNSURE)].reset_index(drop=True)
     items = sorted(r["take_id"].unique())
     annotators = sorted(r["annotator"].unique())
     ann_index = {a: i for i, a in enumerate(annotators)}
     cls_index = {c: i for i, c in enumerate(classes)}
     codes = pd.DataFrame({"item": r["take_id"].map({t: i for i, t in enumerate(items)}),
-                          "annotator": r["annotator"].map(ann_index), "label": r["label"].map(cls_index)})
+                          "annotator": r["annotator"].map(ann_index), "label": r["label"].map(cls_index)}).astype(int)  # int even when empty
     data = ag.reliability_matrix(codes, len(classes))
     counts = vote_counts(codes["item"].to_numpy(), codes["annotator"].to_numpy(), codes["label"].to_numpy(), len(items), len(annotators), len(classes))
     mv = majority_vote(counts)
@@ -225,7 +230,10 @@ def run(params: Params, snapshot: Path | None = None, manifest_path: Path = path
     classes = [c for c in config.expressions if c != UNSURE]
     takes = manifest[manifest["status"] == vocab.ACCEPTED]
     n_frames = dict(zip(takes["take_id"], takes["n_frames"].astype(int)))
-    parsed = parse_export(load_export(snapshot), config, set(takes["take_id"]), n_frames)
+    # An empty snapshot is an error (a failed pull) unless it is the project's explicit empty export:
+    # an imported dataset labelled by `split.labels: dataset` that no one has annotated yet.
+    tasks = load_round(snapshot) if snapshot.resolve() == paths.EMPTY_EXPORT.resolve() else load_export(snapshot)
+    parsed = parse_export(tasks, config, set(takes["take_id"]), n_frames)
     rounds = {"snapshot": len(parsed.ratings)}
     if reannotation is not None:
         parsed = merge_rounds(parsed, parse_export(load_round(Path(reannotation)), config, set(takes["take_id"]), n_frames))

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from pipeline import vocab
 from pipeline.consent import Ledger
 from pipeline.errors import PipelineError
-from pipeline.modes import mode_id
+from pipeline.modes import manifest_modes
 from pipeline.utils import io
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def take_table(sel: pd.DataFrame, align_takes: pd.DataFrame, labels: pd.DataFram
     t = pd.DataFrame({
         "take_id": sel["take_id"], "subject": sel["subject_id"], "session": sel["session"], "camera": sel["camera"],
         "yaw": sel["yaw"].astype(float), "pitch": sel["pitch"].astype(float), "illumination": sel["illumination"],
-        "mode": sel["mode"] if "mode" in sel else [mode_id(y, p, i) for y, p, i in zip(sel["yaw"], sel["pitch"], sel["illumination"])],
+        "mode": manifest_modes(sel),
         "prompted_expression": sel["prompted_expression"], "fps": sel["fps"].astype(float), "n_frames": sel["n_frames"].astype(int),
         "raw_sha256": sel["sha256"],
         "align_status": a.loc[sel["take_id"], "status"].to_numpy(),
@@ -131,7 +131,7 @@ def split_table(splits: dict[str, dict]) -> pd.DataFrame:
 def write_sums(root: Path) -> None:
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != SUMS)
     lines = [f"{io.sha256_file(p)}  {p.relative_to(root).as_posix()}" for p in files]
-    (root / SUMS).write_text("\n".join(lines) + "\n")
+    io.write_text(root / SUMS, "\n".join(lines) + "\n")
 
 
 def deterministic_tar(src: Path, dest: Path, epoch: int) -> None:

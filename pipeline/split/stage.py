@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import paths, vocab
-from pipeline.modes import mode_id
+from pipeline.modes import manifest_modes
 from pipeline.params import Params
 from pipeline.split import protocols
 from pipeline.split.leakage import SPLITS, SplitLeakageError, check_protocol
@@ -47,11 +47,10 @@ def eligible_takes(manifest: pd.DataFrame, align_takes: pd.DataFrame, labels: pd
     when given, else the dataset's own (`dataset`, kept apart from the prompted expression) or the prompt.
     """
     acc = manifest[manifest["status"] == vocab.ACCEPTED].copy()
-    if "mode" not in acc:  # a manifest written before ingest stored the mode
-        acc["mode"] = [mode_id(y, p, i) for y, p, i in zip(acc["yaw"], acc["pitch"], acc["illumination"])]
+    acc["mode"] = manifest_modes(acc)  # ingest's mode; a manifest without it must be rebuilt
     if "official_fold" not in acc:
         acc["official_fold"] = None
-    flagged = set(align_takes.loc[align_takes["status"] != "ok", "take_id"])
+    flagged = set(align_takes.loc[align_takes["status"] != vocab.ALIGN_OK, "take_id"])
     excluded = {"not_accepted_by_ingest": int((manifest["status"] != vocab.ACCEPTED).sum()),
                 "flagged_by_align": int(acc["take_id"].isin(flagged).sum())}
     acc = acc[~acc["take_id"].isin(flagged)]

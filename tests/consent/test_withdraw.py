@@ -157,7 +157,7 @@ def test_label_studio_tasks_of_the_subject_are_deleted_through_the_sdk() -> None
     deleted = []
     pager = lambda items: SimpleNamespace(items=items, response=SimpleNamespace(total=len(items)))  # noqa: E731
     ls = SimpleNamespace(
-        projects=SimpleNamespace(list=lambda: [SimpleNamespace(id=1), SimpleNamespace(id=2)]),
+        projects=SimpleNamespace(list=lambda **kw: SimpleNamespace(items=[SimpleNamespace(id=1), SimpleNamespace(id=2)])),
         tasks=SimpleNamespace(list=lambda project, **kw: pager(tasks[project] if kw.get("page", 1) == 1 else []),
                               delete=lambda id: deleted.append(id)))
     assert delete_tasks(ls, {"pf01-cam_c", "pf01-cam_r30"}) == 2 and deleted == [10, 20]

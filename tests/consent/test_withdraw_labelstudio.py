@@ -6,13 +6,12 @@ import pytest
 
 from pipeline.annotate.sync import project_tasks
 from pipeline.privacy.labelstudio import delete_tasks
-from tests.annotate.conftest import live, media_root, tiny_manifest  # noqa: F401  (fixtures)
 
 CONFIG = '<View><Text name="t" value="$take_id"/><Choices name="c" toName="t"><Choice value="x"/></Choices></View>'
 
 
 @pytest.mark.integration
-def test_withdrawal_deletes_the_subjects_tasks_on_a_real_server(live) -> None:  # noqa: F811
+def test_withdrawal_deletes_the_subjects_tasks_on_a_real_server(live) -> None:
     _, ls, _, _ = live
     kept = []
     for title, takes in (("withdraw-a", ["pf09001-cam_c", "pf09002-cam_c"]), ("withdraw-b", ["pf09001-cam_r30"])):

@@ -58,6 +58,8 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     p["align"]["workers"] = 1
     p["split"].update({"labels": "dataset", "val_subjects": 1, "min_class_takes": 1, "subject_kfold_k": 2,
                        "unseen_mode_folds": 2, "leave_one_mode_out": False, "seen_modes": ["VL/Strong"]})
+    # no one has annotated the import yet: an empty export for both rounds (simulated annotations are refused)
+    p["qa"].update({"snapshot": "annotations/no_reannotation.json", "reannotation_snapshot": "annotations/no_reannotation.json"})
     p["features"].update({"epochs": 2, "frames_per_take": 4})
     p["train"].update({"variants": ["lstm", "mv_lstm"], "seeds": [0], "epochs": 3, "patience": 2})
     (dest / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))

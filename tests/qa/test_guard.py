@@ -54,3 +54,24 @@ def test_no_second_round_is_an_existing_empty_file_and_an_empty_key_is_refused(p
     assert load_round(paths.ROOT / "annotations" / "no_reannotation.json") == []
     with pytest.raises(ValueError, match="reannotation_snapshot"):
         QAParams.model_validate({**params.qa.model_dump(), "reannotation_snapshot": ""})
+
+
+def test_the_shipped_empty_export_as_snapshot_gives_every_take_no_label(tmp_path: Path, params: Params,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """An imported dataset labelled by `split.labels: dataset` runs QA before anyone annotated it."""
+    for name in ("REANNOTATION_QUEUE", "QA_MARKDOWN", "PLOTS"):
+        monkeypatch.setattr(paths, name, tmp_path / name.lower())
+    empty = params.qa.model_copy(update={"snapshot": "annotations/no_reannotation.json",
+                                         "reannotation_snapshot": "annotations/no_reannotation.json"})
+    report = stage.run(params.model_copy(update={"qa": empty}), manifest_path=_manifest(tmp_path, vocab.SOURCE_RIG),
+                       labels_path=tmp_path / "l.parquet", report_path=tmp_path / "q.json")
+    labels = pd.read_parquet(tmp_path / "l.parquet")
+    assert list(labels["take_id"]) == ["a"] and (labels["status"] != vocab.ACCEPTED).all()
+    assert report["annotations_used"] == 0
+
+
+def test_an_empty_snapshot_other_than_the_shipped_one_is_a_failed_pull(tmp_path: Path, params: Params) -> None:
+    (tmp_path / "snap.json").write_text("[]")
+    with pytest.raises(ValueError, match="snap.json: the export is empty"):
+        stage.run(params, snapshot=tmp_path / "snap.json", manifest_path=_manifest(tmp_path, vocab.SOURCE_RIG),
+                  labels_path=tmp_path / "l.parquet", report_path=tmp_path / "q.json")

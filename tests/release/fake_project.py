@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import paths, vocab
+from pipeline import modes, paths, vocab
 from pipeline.utils import io
 
 REPO = paths.ROOT
@@ -45,6 +45,7 @@ def make(root: Path, n_subjects: int = 4, per_subject: int = 6, frames: tuple[in
             (raw / "takes" / f"{t}.mp4").write_bytes(f"video of {t}".encode())
             rows.append({"take_id": t, "path": f"takes/{t}.mp4", "sha256": "0" * 64, "subject_id": s, "session": "ses-01",
                          "camera": "cam_c", "yaw": 0.0, "pitch": 0.0, "illumination": ["frontal", "left"][k % 2],
+                         "mode": modes.mode_id(0.0, 0.0, ["frontal", "left"][k % 2]),
                          "prompted_expression": vocab.CLASSES[k % 6], "fps": 10.0, "n_frames": frames[0],
                          "status": vocab.ACCEPTED, "reason_code": None, "reason": None, vocab.SOURCE_COLUMN: source})
             labels.append({"take_id": t, "label": vocab.CLASSES[k % 6], "confidence": 0.9, "agreement": 1.0, "n_annotations": 3,

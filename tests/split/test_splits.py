@@ -147,7 +147,7 @@ def test_rare_labels_are_left_out_and_counted() -> None:
     from pipeline.split.stage import eligible_takes
 
     manifest = pd.DataFrame({"take_id": [f"t{i}" for i in range(8)], "status": ["accepted"] * 7 + ["quarantined"],
-                             "subject_id": "s1", "yaw": 0.0, "pitch": 0.0, "illumination": "frontal", "prompted_expression": "fear"})
+                             "subject_id": "s1", "yaw": 0.0, "pitch": 0.0, "illumination": "frontal", "mode": "yaw+0_pitch+0/frontal", "prompted_expression": "fear"})
     align = pd.DataFrame({"take_id": [f"t{i}" for i in range(8)], "status": ["ok"] * 6 + ["flagged", "ok"]})
     labels = pd.DataFrame({"take_id": [f"t{i}" for i in range(6)], "status": ["accepted"] * 5 + ["reannotate"],
                            "label": ["fear", "fear", "fear", "anger", "fear", "fear"]})
@@ -155,3 +155,13 @@ def test_rare_labels_are_left_out_and_counted() -> None:
     assert list(takes["take_id"]) == ["t0", "t1", "t2", "t4"]
     assert excluded == {"not_accepted_by_ingest": 1, "flagged_by_align": 1, "no_accepted_label": 1,
                         "rare_class": 1, "rare_classes": ["anger"]}
+
+
+def test_a_manifest_without_ingests_mode_asks_for_a_re_ingest_instead_of_guessing() -> None:
+    from pipeline.modes import MissingModeError
+    from pipeline.split.stage import eligible_takes
+
+    manifest = pd.DataFrame({"take_id": ["t0"], "status": ["accepted"], "subject_id": "s1", "yaw": 0.0, "pitch": 0.0,
+                             "illumination": "frontal", "prompted_expression": "fear"})
+    with pytest.raises(MissingModeError, match="no column 'mode'.*re-run ingest"):
+        eligible_takes(manifest, pd.DataFrame({"take_id": ["t0"], "status": ["ok"]}), None)
