@@ -159,7 +159,7 @@ def run(params: Params, manifest_path: Path | None = None, out: Path | None = No
     manifest = pd.read_parquet(manifest_path or paths.MANIFEST)
     refuse_simulated_labels_on_real_data(manifest, params.qa)
     takes = manifest[manifest["status"] == vocab.ACCEPTED]
-    truth = pd.read_csv(paths.resolve(params.qa.truth))
+    truth = with_dataset_truth(pd.read_csv(paths.resolve(params.qa.truth)), takes)
     config = LabelConfig.load(paths.LABEL_CONFIG)
     classes = [c for c in config.expressions if c not in (UNSURE, "neutral")]
     p = params.annotate_sim
@@ -170,3 +170,18 @@ def run(params: Params, manifest_path: Path | None = None, out: Path | None = No
     io.write_text(out or paths.ANNOTATIONS_SIM, json.dumps(tasks, indent=1))
     io.write_text(out_round2 or paths.ANNOTATIONS_SIM_ROUND2, json.dumps(round2, indent=1))
     return {"round1_tasks": len(tasks), "round2_tasks": len(round2), "round2_annotators": sorted(str(a.id) for a in p.annotators if str(a.id) not in flagged)}
+
+
+def with_dataset_truth(truth: pd.DataFrame, takes: pd.DataFrame) -> pd.DataFrame:
+    """Truth rows for simulator takes its truth table lacks (a take copied into a simulated raw folder): their label or prompt, no onset/apex.
+
+    Why: annotate_sim runs only on simulator takes (qa.guard), but a simulated raw folder can gain a
+    take by hand; its simulated annotators then answer the prompt rather than stop the stage.
+    """
+    missing = takes[~takes["take_id"].isin(truth["take_id"])]
+    if missing.empty:
+        return truth
+    label = missing["dataset_label"] if "dataset_label" in missing else missing["prompted_expression"]
+    extra = pd.DataFrame({"take_id": missing["take_id"].to_numpy(), "expression": label.to_numpy(),
+                          "onset_frame": -1, "apex_frame": -1})
+    return pd.concat([truth, extra], ignore_index=True)
