@@ -42,5 +42,6 @@ def refuse_simulated_labels_on_real_data(manifest: pd.DataFrame, qa: QAParams) -
     if source != vocab.SOURCE_SIMULATOR:
         raise SimulatedLabelsError(
             f"the manifest's takes come from '{source}', not the simulator, but {' and '.join(keys)} point at simulated "
-            "annotations: set qa.snapshot to annotations/snapshot.json (after `mvfer annotate pull`) and "
+            "annotations: set qa.snapshot to annotations/snapshot.json (after `mvfer annotate pull`; annotations/no_reannotation.json "
+            "while no one has annotated, e.g. an import labelled by split.labels: dataset) and "
             "qa.reannotation_snapshot to annotations/no_reannotation.json (or the queue project's export) in params.yaml")
