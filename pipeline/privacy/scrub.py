@@ -6,6 +6,7 @@ without ever naming what it removed.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -19,6 +20,12 @@ _EDGE = "A-Za-z0-9"
 
 
 def pattern(ids: set[str]) -> re.Pattern[str]:
+    """The compiled id regex, built once per set of ids (a withdrawal asks for it per file, row and cache object)."""
+    return _pattern(frozenset(ids))
+
+
+@functools.lru_cache(maxsize=8)
+def _pattern(ids: frozenset[str]) -> re.Pattern[str]:
     """One regex matching any of the ids as a whole token: not inside a longer id (withdrawing `S1`
     must not match `S10_t03`), while `S1_t03` and `S1.npz` still match. Longest first, so a take
     id wins over its subject prefix."""

@@ -66,8 +66,12 @@ class Parsed:
             self.examples[reason].append(where)
 
 
-def load_export(path: Path) -> list[dict]:
-    """The task list of a full JSON export; JSON_MIN, truncated and empty files are clear errors."""
+def load_export(path: Path, allow_empty: bool = False) -> list[dict]:
+    """The task list of a full JSON export; JSON_MIN, truncated and empty files are clear errors.
+
+    allow_empty: `[]` is a valid answer (a re-annotation round with an empty queue, or the shipped
+    empty export standing for "no one has annotated yet"); a blank file stays an error.
+    """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -80,9 +84,9 @@ def load_export(path: Path) -> list[dict]:
         raise ExportError(f"{path}: not valid JSON at line {e.lineno}, column {e.colno} ({e.msg}); truncated download?") from None
     if not isinstance(data, list):
         raise ExportError(f"{path}: expected a list of tasks (Label Studio 'JSON' export), got a JSON {type(data).__name__}")
-    if not data:
+    if not data and not allow_empty:
         raise ExportError(f"{path}: the export is empty (0 tasks)")
-    first = data[0]
+    first = data[0] if data else None
     if isinstance(first, dict) and "annotations" not in first and "data" not in first:
         raise ExportError(f"{path}: this looks like a JSON_MIN export (no 'annotations'/'data' keys); "
                           "export with export_type='JSON' (full), which keeps annotators, cancellations and types")

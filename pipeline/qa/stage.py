@@ -183,8 +183,9 @@ def verdicts(parsed: Parsed, takes: pd.DataFrame, classes: list[str], th) -> Ver
     the queue the stage writes (same latest-rating rule, same checks).
     """
     r_all, superseded = latest_per_annotator(parsed.ratings)
-    gold = r_all[r_all["ground_truth"].astype(bool)].drop_duplicates("take_id").rename(columns={"label": "gold_label"})
-    r = r_all[(~r_all["ground_truth"].astype(bool)) & (r_all["label"] != UNSURE)].reset_index(drop=True)
+    is_gold = r_all["ground_truth"].astype(bool)  # bool even when empty (an empty object column cannot index)
+    gold = r_all[is_gold].drop_duplicates("take_id").rename(columns={"label": "gold_label"})
+    r = r_all[~is_gold & (r_all["label"] != UNSURE)].reset_index(drop=True)
     items = sorted(r["take_id"].unique())
     annotators = sorted(r["annotator"].unique())
     ann_index = {a: i for i, a in enumerate(annotators)}
@@ -205,7 +206,7 @@ def verdicts(parsed: Parsed, takes: pd.DataFrame, classes: list[str], th) -> Ver
 
 def load_round(path: Path) -> list[dict]:
     """A re-annotation round's export; unlike a snapshot it may hold no task (an empty queue)."""
-    return [] if path.exists() and path.read_text(encoding="utf-8").strip() == "[]" else load_export(path)
+    return load_export(path, allow_empty=True)
 
 
 def merge_rounds(first: Parsed, second: Parsed) -> Parsed:
@@ -232,7 +233,7 @@ def run(params: Params, snapshot: Path | None = None, manifest_path: Path = path
     n_frames = dict(zip(takes["take_id"], takes["n_frames"].astype(int)))
     # An empty snapshot is an error (a failed pull) unless it is the project's explicit empty export:
     # an imported dataset labelled by `split.labels: dataset` that no one has annotated yet.
-    tasks = load_round(snapshot) if snapshot.resolve() == paths.EMPTY_EXPORT.resolve() else load_export(snapshot)
+    tasks = load_export(snapshot, allow_empty=snapshot.resolve() == paths.EMPTY_EXPORT.resolve())
     parsed = parse_export(tasks, config, set(takes["take_id"]), n_frames)
     rounds = {"snapshot": len(parsed.ratings)}
     if reannotation is not None:
