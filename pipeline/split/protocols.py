@@ -9,14 +9,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import PipelineError
 from pipeline.vocab import TEST, TEST_SEEN, TEST_UNSEEN, TRAIN, VAL
+
+
+class SplitError(PipelineError, ValueError):
+    """The eligible takes cannot fill what the split parameters ask for: a one-line error, not a traceback."""
 
 
 def subject_groups(takes: pd.DataFrame, k: int, seed: int) -> list[list[str]]:
     """k groups of subjects with label counts as even as a greedy assignment makes them."""
     subjects = sorted(takes["subject_id"].unique())
     if k < 2 or k > len(subjects):
-        raise ValueError(f"cannot make {k} subject folds from {len(subjects)} subjects")
+        raise SplitError(f"cannot make {k} subject folds from {len(subjects)} subjects")
     rng = np.random.default_rng(seed)
     order = [subjects[i] for i in rng.permutation(len(subjects))]
     counts = takes.groupby(["subject_id", "label"]).size().unstack(fill_value=0)
@@ -69,11 +74,11 @@ def unseen_mode(takes: pd.DataFrame, seen_modes: list[str], k: int, val_subjects
     all_modes = set(takes["mode"])
     missing = [m for m in seen_modes if m not in all_modes]
     if missing:
-        raise ValueError(f"seen mode(s) {', '.join(missing)} not in the data; modes present: {', '.join(sorted(all_modes))}")
+        raise SplitError(f"seen mode(s) {', '.join(missing)} not in the data; modes present: {', '.join(sorted(all_modes))}")
     seen = set(seen_modes)
     unseen = all_modes - seen
     if not unseen:
-        raise ValueError("every mode is listed as seen: nothing is left to test as unseen")
+        raise SplitError("every mode is listed as seen: nothing is left to test as unseen")
     folds = []
     for i, train, val, test in _rotate(subject_groups(takes, k, seed), val_subjects, seed):
         folds.append({
@@ -112,7 +117,7 @@ def official(takes: pd.DataFrame, val_fraction: float, seed: int) -> dict:
     train + val is exactly the official training set.
     """
     if "official_fold" not in takes or not takes["official_fold"].notna().any():
-        raise ValueError("split.official_folds is true but no take has an official_fold (import a dataset that has folds)")
+        raise SplitError("split.official_folds is true but no take has an official_fold (import a dataset that has folds)")
     values = sorted(set(takes["official_fold"].dropna()) - {""})
     tests = ["test"] if set(values) <= {"train", "test"} else values
     folds = []

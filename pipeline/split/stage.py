@@ -61,7 +61,7 @@ def eligible_takes(manifest: pd.DataFrame, align_takes: pd.DataFrame, labels: pd
         acc["label"] = lab.loc[acc["take_id"]].to_numpy()
     elif label_source == "dataset":
         if "dataset_label" not in acc:
-            raise ValueError("split.labels is 'dataset' but the manifest has no dataset_label column (ingest an imported dataset)")
+            raise protocols.SplitError("split.labels is 'dataset' but the manifest has no dataset_label column (ingest an imported dataset)")
         missing = acc["dataset_label"].isna() | (acc["dataset_label"] == "")
         excluded["no_dataset_label"] = int(missing.sum())
         acc = acc[~missing]
@@ -108,6 +108,10 @@ def run(params: Params, manifest_path: Path = paths.MANIFEST, align_takes_path: 
     labels = pd.read_parquet(paths.LABELS) if params.split.labels == "qa" else None
     takes, excluded = eligible_takes(pd.read_parquet(manifest_path), pd.read_parquet(align_takes_path), labels,
                                      params.split.min_class_takes, params.split.labels)
+    if takes.empty:
+        left_out = ", ".join(f"{k} {v}" for k, v in excluded.items() if isinstance(v, int) and v)
+        raise protocols.SplitError(f"{manifest_path}: no take is eligible for splitting (left out: {left_out or 'none'}); "
+                                   f"split.min_class_takes is {params.split.min_class_takes}, split.labels is {params.split.labels!r}")
     classes = sorted(takes["label"].unique())
     hashes = {t: h for t in takes["take_id"] if (h := take_hash(aligned / f"{t}.npz")) is not None}
     splits = build(params, takes)

@@ -165,3 +165,28 @@ def test_a_manifest_without_ingests_mode_asks_for_a_re_ingest_instead_of_guessin
                              "illumination": "frontal", "prompted_expression": "fear"})
     with pytest.raises(MissingModeError, match="no column 'mode'.*re-run ingest"):
         eligible_takes(manifest, pd.DataFrame({"take_id": ["t0"], "status": ["ok"]}), None)
+
+
+def test_no_eligible_take_is_one_line_naming_what_left_them_out(tmp_path) -> None:
+    """Too few takes per class (a small rig folder): the CLI's one-line error, not a traceback from the protocols."""
+    from pipeline.errors import PipelineError
+    from pipeline.params import load_params
+    from pipeline.split import stage
+
+    manifest = pd.DataFrame({"take_id": ["t0", "t1"], "status": "accepted", "subject_id": ["s1", "s2"], "mode": "m",
+                             "prompted_expression": "fear"})
+    manifest.to_parquet(tmp_path / "manifest.parquet")
+    pd.DataFrame({"take_id": ["t0", "t1"], "status": "ok"}).to_parquet(tmp_path / "align.parquet")
+    params = load_params()
+    params = params.model_copy(update={"split": params.split.model_copy(update={"labels": "prompted", "min_class_takes": 3})})
+    with pytest.raises(PipelineError, match=r"manifest.parquet: no take is eligible .*rare_class 2.*min_class_takes is 3") as e:
+        stage.run(params, tmp_path / "manifest.parquet", tmp_path / "align.parquet", tmp_path / "aligned",
+                  tmp_path / "splits", tmp_path / "splits.json")
+    assert "\n" not in str(e.value) and not (tmp_path / "splits.json").exists()
+
+
+def test_protocol_errors_are_pipeline_errors(takes: pd.DataFrame) -> None:
+    from pipeline.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="cannot make 20 subject folds from 9 subjects"):
+        subject_groups(takes, 20, 0)
