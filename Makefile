@@ -26,11 +26,12 @@ test: $(STAMP) $(LS_STAMP) $(S3_STAMP) system-packages  ## run the test suite (L
 
 install: $(STAMP)
 
-# Debian packages the tests drive: chromium + chromedriver (tests/annotate/test_browser.py, a real browser) and
-# strace (tests/test_dvc_pipeline.py::test_every_stage_reads_only_what_it_declares). CI runs as root; a machine
-# without apt-get and without them fails those tests (never skips them).
-SYS_TOOLS := chromium chromedriver strace
-SYS_PKGS  := chromium chromium-driver strace
+# Debian packages the tests drive: chromium + chromedriver (tests/annotate/test_browser.py, a real browser),
+# strace (tests/test_dvc_pipeline.py::test_every_stage_reads_only_what_it_declares) and g++ (the compiled MV-LSTM
+# scan, tests/models/test_mv_scan.py). CI runs as root; a machine without apt-get and without them fails those
+# tests (never skips them).
+SYS_TOOLS := chromium chromedriver strace g++
+SYS_PKGS  := chromium chromium-driver strace g++
 system-packages:
 	@for t in $(SYS_TOOLS); do command -v $$t >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ] && command -v apt-get >/dev/null; then \
@@ -42,6 +43,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q -r requirements.lock
 	$(BIN)/python -m pip install -q --no-deps $(NO_DEPS)
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/mvfer build-ext || echo "WARNING: the compiled MV-LSTM scan did not build (see above): models run on the Python scan, about 2x slower"
 	touch $(STAMP)
 
 # Label Studio in its own environment: it pins label-studio-sdk, Django and an old pytz.

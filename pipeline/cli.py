@@ -121,6 +121,13 @@ def _annotate_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_ext(args: argparse.Namespace) -> int:
+    from pipeline.models.mv_scan_native import build
+
+    log.info("compiled MV-LSTM scan ready: %s", build())
+    return 0
+
+
 def _qa(args: argparse.Namespace) -> int:
     from pipeline.qa.stage import run
 
@@ -341,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("features", _features, "train the per-frame CNN on training subjects and encode every frame (params: features)"),
         ("train", _train, "train every model variant x seed x fold (params: train)"),
         ("evaluate", _evaluate, "seen vs unseen accuracy and macro-F1, per mode, plots (params: train)"),
+        ("build-ext", _build_ext, "compile the MV-LSTM scan (C++, ~35 s once; `make install` does it) or say why it cannot"),
     ):
         sub.add_parser(name, help=text).set_defaults(func=func)
     return parser

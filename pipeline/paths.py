@@ -80,3 +80,8 @@ def resolve(path: str | Path) -> Path:
     """A params path relative to the repository root (absolute paths pass through)."""
     p = Path(path)
     return p if p.is_absolute() else ROOT / p
+
+# Compiled extensions (pipeline/models/csrc), built once per source, torch and Python version and shared by
+# every checkout: outside the repository, so no stage reads an undeclared file and a fresh clone rebuilds nothing.
+EXT_BUILD: Path = Path(os.environ.get("MVFER_EXT_DIR")
+                       or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mvfer" / "torch_extensions")

@@ -12,7 +12,8 @@ The paper's full equations are not available to us; this is our reading (see REA
 The seven gate blocks are one fused matrix (7H rows, ordered i, f, g, o, i^m, f^m, g^m so the first
 4H match `torch.nn.LSTM`'s layout): one matmul per step. With the mode input gate forced to zero
 and m_0 = 0 the cell is exactly a standard LSTM, which the tests check against `torch.nn.LSTM`.
-The recurrence itself runs as one fused autograd function (pipeline/models/mv_scan.py).
+The recurrence itself runs as one fused autograd function (pipeline/models/mv_scan.py), compiled
+(pipeline/models/csrc/mv_scan.cpp) where a C++ compiler is available.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from pipeline.models.mv_scan import mv_lstm_scan, project, read_padded, to_scan_order
+from pipeline.models.mv_scan import mv_lstm_layer, read_padded
 
 
 class MVLSTM(nn.Module):
@@ -59,6 +60,5 @@ class MVLSTM(nn.Module):
         if state is None:
             zeros = x.new_zeros(B, H)
             state = (zeros, zeros, zeros)
-        xp = project(x, to_scan_order(self.weight_ih, H), to_scan_order(self.bias, H))  # all steps, one matmul
-        hs, cs, ms = mv_lstm_scan(xp, to_scan_order(self.weight_hh, H), state, self.force_mode_gate_zero)
+        hs, cs, ms = mv_lstm_layer(x, self.weight_ih, self.bias, self.weight_hh, state, self.force_mode_gate_zero)
         return read_padded(hs, cs, ms, lengths)

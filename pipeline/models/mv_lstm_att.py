@@ -25,7 +25,7 @@ import math
 import torch
 from torch import nn
 
-from pipeline.models.mv_scan import dense, mv_lstm_scan, read_padded, to_scan_order
+from pipeline.models.mv_scan import dense, mv_lstm_scan, read_padded
 
 
 class AttentiveMVLSTM(nn.Module):
@@ -68,14 +68,11 @@ class AttentiveMVLSTM(nn.Module):
         if state is None:
             zeros = x.new_zeros(B, H)
             state = (zeros, zeros, zeros)
-        flat = x.transpose(0, 1).reshape(T * B, D)  # time-major, as the scan wants
+        flat = x.reshape(B * T, D)  # batch-major, as the scan wants
         dynamic = self.attention(flat) * flat
         static = flat - dynamic
         w = self.weight_ih  # parameter order: task (i, f, g) | output o | mode (i^m, f^m, g^m)
-        task = dense(dynamic, w[: 3 * H]).view(T * B, 3, 1, H)
-        mode = dense(static, w[4 * H :]).view(T * B, 3, 1, H)
-        pairs = torch.cat((task, mode), 2).view(T * B, 6 * H)  # scan order pairs: (i, i^m), (f, f^m), (g, g^m)
-        xp = torch.cat((dense(flat, w[3 * H : 4 * H]), pairs), 1)  # the output gate sees the whole input
-        xp = (xp + to_scan_order(self.bias, H)).view(T, B, 7 * H)
-        hs, cs, ms = mv_lstm_scan(xp, to_scan_order(self.weight_hh, H), state)
+        xp = torch.cat((dense(dynamic, w[: 3 * H]), dense(flat, w[3 * H : 4 * H]), dense(static, w[4 * H :])), 1)
+        xp = (xp + self.bias).view(B, T, 7 * H)  # the output gate sees the whole input
+        hs, cs, ms = mv_lstm_scan(xp, self.weight_hh, state)
         return read_padded(hs, cs, ms, lengths)

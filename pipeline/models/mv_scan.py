@@ -17,12 +17,17 @@ in one operation. `to_scan_order` reorders a (7H, ...) matrix from the parameter
 
 No masking happens here: a step depends only on earlier steps, so the caller runs every sequence
 over the padded length and reads each one's outputs and final state up to its own length.
-The code is device-agnostic (CPU or CUDA).
+The public functions are batch-major (B, T, .), like the layers' inputs; `_MVScan` is time-major inside.
+The code is device-agnostic (CPU or CUDA). On CPU in float32/float64 the same recurrence runs compiled
+(csrc/mv_scan.cpp via pipeline/models/mv_scan_native.py: one GEMM and fused loops per step, no Python
+per step) when it builds; this module's `_MVScan` is then the reference the tests compare it with.
 """
 
 from __future__ import annotations
 
 import torch
+
+from pipeline.models import mv_scan_native
 
 try:  # oneDNN's GEMM, the library behind torch.nn.LSTM on CPU (and inductor's CPU linear)
     _ONEDNN_LINEAR = torch.ops.mkldnn._linear_pointwise if torch.backends.mkldnn.is_available() else None
@@ -62,7 +67,7 @@ class _Linear(torch.autograd.Function):
     def backward(ctx, dy: torch.Tensor):  # noqa: D102
         x, weight = ctx.saved_tensors
         dx = linear(dy, weight.T) if ctx.needs_input_grad[0] else None
-        dw = linear(dy.T, x.T) if ctx.needs_input_grad[1] else None
+        dw = torch.mm(dy.T, x) if ctx.needs_input_grad[1] else None  # BLAS takes dy.T as it is (oneDNN copied it)
         db = dy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return dx, dw, db
 
@@ -71,10 +76,11 @@ class _Linear(torch.autograd.Function):
 _SCAN_ORDER = (3, 0, 4, 1, 5, 2, 6)
 
 
-def to_scan_order(weight: torch.Tensor, hidden: int) -> torch.Tensor:
-    """Reorder the 7 gate blocks (rows) of a weight or bias from parameter order to scan order."""
+def to_scan_order(weight: torch.Tensor, hidden: int, dim: int = 0) -> torch.Tensor:
+    """Reorder the 7 gate blocks (rows, or along `dim`) of a weight, bias or projection from parameter
+    order to scan order."""
     base = torch.arange(hidden, device=weight.device)
-    return weight.index_select(0, torch.cat([base + k * hidden for k in _SCAN_ORDER]))
+    return weight.index_select(dim, torch.cat([base + k * hidden for k in _SCAN_ORDER]))
 
 
 class _MVScan(torch.autograd.Function):
@@ -156,42 +162,114 @@ class _MVScan(torch.autograd.Function):
         return da, dw, dh0, dcm, None
 
 
+class _MVScanNative(torch.autograd.Function):
+    """The recurrence by the compiled loop, batch-major and in parameter order: xp (B, T, 7H) or, with `w_ih` given, the inputs x
+    (B, T, D) whose projection x W_ih^T + b is computed here straight into the gate buffer (no copy).
+    Returns hs (B, T + 1, H) and cms (B, T + 1, 2H), index 0 the initial state."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w_ih: torch.Tensor | None, bias: torch.Tensor | None, w: torch.Tensor,
+                h0: torch.Tensor, cm0: torch.Tensor, zero_mode_input: bool) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
+        B, T = x.shape[:2]
+        if w_ih is None:
+            xp, in_place, x2d = x, False, None
+        else:
+            x2d = x.reshape(B * T, x.shape[2])
+            xp, in_place = torch.addmm(bias, x2d, w_ih.T).view(B, T, -1), True
+        hs, cms, act, td = mv_scan_native.native().forward(xp, w, h0, cm0, zero_mode_input, in_place)
+        ctx.save_for_backward(w, act, hs, cms, td, x2d, w_ih)
+        ctx.zero_mode_input = zero_mode_input
+        ctx.set_materialize_grads(False)
+        return hs, cms
+
+    @staticmethod
+    def backward(ctx, dhs: torch.Tensor | None, dcms: torch.Tensor | None):  # noqa: D102
+        w, act, hs, cms, td, x2d, w_ih = ctx.saved_tensors
+        da, dw, dh0, dcm0 = mv_scan_native.native().backward(w, act, hs, cms, td, dhs, dcms, ctx.zero_mode_input)
+        if w_ih is None:
+            return da, None, None, dw, dh0, dcm0, None
+        B, T, G = da.shape
+        da2d = da.view(B * T, G)
+        dx = torch.mm(da2d, w_ih).view(B, T, -1) if ctx.needs_input_grad[0] else None
+        dw_ih = torch.mm(da2d.T, x2d) if ctx.needs_input_grad[1] else None
+        db = da2d.sum(0) if ctx.needs_input_grad[2] else None
+        return dx, dw_ih, db, dw, dh0, dcm0, None
+
+
+def _native_ok(*tensors: torch.Tensor) -> bool:
+    """The compiled scan serves CPU float32/float64 tensors when it is available."""
+    return all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) for t in tensors) \
+        and mv_scan_native.native() is not None
+
+
 def dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x @ weight.T (+ bias) for 2-D x, with autograd, through the same GEMM choice as the scan."""
     return _Linear.apply(x, weight, bias)
 
 
 def project(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, T, D) inputs -> (T, B, rows) projections of every step in one matmul, time-major for the scan."""
+    """(B, T, D) inputs -> (B, T, rows) projections of every step in one matmul."""
     B, T, D = x.shape
-    flat = x.transpose(0, 1).reshape(T * B, D)
-    return _Linear.apply(flat, weight, bias).view(T, B, -1)
+    return _Linear.apply(x.reshape(B * T, D), weight, bias).view(B, T, -1)
+
+
+def _python_scan(xp: torch.Tensor, weight_hh: torch.Tensor, h0: torch.Tensor, cm0: torch.Tensor,
+                 zero_mode_input: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference `_MVScan` (time-major, scan order inside) behind the batch-major, parameter-order interface."""
+    H = h0.shape[1]
+    xp = to_scan_order(xp.transpose(0, 1), H, dim=2)  # (T, B, 7H), scan order
+    hs, cms = _MVScan.apply(xp, to_scan_order(weight_hh, H), h0, cm0, zero_mode_input)
+    return hs.transpose(0, 1), cms.transpose(0, 1)
+
+
+def _split_state(hs: torch.Tensor, cms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    H = hs.shape[2]
+    return hs, cms[..., :H], cms[..., H:]
 
 
 def mv_lstm_scan(
     xp: torch.Tensor, weight_hh: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     zero_mode_input: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run the MV-LSTM cell over every step of a padded, time-major batch (all in scan order).
+    """Run the MV-LSTM cell over every step of a padded, batch-major batch.
 
-    xp: (T, B, 7H) input projections plus bias; weight_hh: (7H, H); state: (h0, c0, m0), each (B, H).
-    Returns h, c, m of every step, each (T + 1, B, H), index 0 = the initial state.
+    xp: (B, T, 7H) input projections plus bias and weight_hh: (7H, H), gate blocks in MVLSTM's parameter
+    order (i, f, g, o, i^m, f^m, g^m); state: (h0, c0, m0), each (B, H).
+    Returns h, c, m of every step, each (B, T + 1, H), index 0 = the initial state.
     `zero_mode_input` forces the mode input gate to 0 (with m0 = 0 the cell is then exactly an LSTM).
     """
     h0, c0, m0 = state
-    H = h0.shape[1]
-    hs, cms = _MVScan.apply(xp, weight_hh, h0, torch.cat((c0, m0), 1), zero_mode_input)
-    return hs, cms[..., :H], cms[..., H:]
+    cm0 = torch.cat((c0, m0), 1)
+    if _native_ok(xp, weight_hh, h0, cm0):
+        hs, cms = _MVScanNative.apply(xp, None, None, weight_hh, h0, cm0, zero_mode_input)
+    else:
+        hs, cms = _python_scan(xp, weight_hh, h0, cm0, zero_mode_input)
+    return _split_state(hs, cms)
+
+
+def mv_lstm_layer(
+    x: torch.Tensor, weight_ih: torch.Tensor, bias: torch.Tensor, weight_hh: torch.Tensor,
+    state: tuple[torch.Tensor, torch.Tensor, torch.Tensor], zero_mode_input: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`mv_lstm_scan` of x (B, T, D) projected by weight_ih (7H, D) and bias (7H), parameter order; the
+    compiled path writes the projection straight into its gate buffer."""
+    h0, c0, m0 = state
+    cm0 = torch.cat((c0, m0), 1)
+    if _native_ok(x, weight_ih, weight_hh, h0, cm0):
+        hs, cms = _MVScanNative.apply(x, weight_ih, bias, weight_hh, h0, cm0, zero_mode_input)
+    else:
+        hs, cms = _python_scan(project(x, weight_ih, bias), weight_hh, h0, cm0, zero_mode_input)
+    return _split_state(hs, cms)
 
 
 def read_padded(
     hs: torch.Tensor, cs: torch.Tensor, ms: torch.Tensor, lengths: torch.Tensor | None,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Batch-first outputs (B, T, H), zero after each sequence's end, and (h, c, m) at each one's length."""
-    T = hs.shape[0] - 1
+    T = hs.shape[1] - 1
     if lengths is None:  # no padding: nothing to mask
-        return hs[1:].transpose(0, 1), (hs[T], cs[T], ms[T])
+        return hs[:, 1:], (hs[:, T], cs[:, T], ms[:, T])
     lengths = lengths.to(hs.device)
-    batch = torch.arange(hs.shape[1], device=hs.device)
+    batch = torch.arange(hs.shape[0], device=hs.device)
     valid = (torch.arange(T, device=hs.device)[None, :] < lengths[:, None]).to(hs.dtype)
-    return hs[1:].transpose(0, 1) * valid[:, :, None], (hs[lengths, batch], cs[lengths, batch], ms[lengths, batch])
+    return hs[:, 1:] * valid[:, :, None], (hs[batch, lengths], cs[batch, lengths], ms[batch, lengths])

@@ -1,13 +1,31 @@
-"""The fused MV-LSTM scan (hand-written backward) against autograd and a step-by-step reference."""
+"""The fused MV-LSTM scan (hand-written backward) against autograd and a step-by-step reference, in both
+implementations: the compiled loop (csrc/mv_scan.cpp) and the Python one. The compiled one must build here
+(`make install` builds it; a machine without a C++ compiler fails these tests, never skips them)."""
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 import torch
 
+from pipeline.models import mv_scan_native
 from pipeline.models.mv_lstm import MVLSTM
-from pipeline.models.mv_scan import use_onednn, mv_lstm_scan
+from pipeline.models.mv_lstm_att import AttentiveMVLSTM
+from pipeline.models.mv_scan import mv_lstm_scan, use_onednn
 
 D, H = 4, 3
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def scan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """Every test of this module runs once per implementation (MVFER_MV_SCAN)."""
+    monkeypatch.setenv("MVFER_MV_SCAN", request.param)
+    mv_scan_native.native.cache_clear()
+    if request.param == "native":
+        assert mv_scan_native.native() is not None
+    yield request.param
+    mv_scan_native.native.cache_clear()
 
 
 def _reference(mv: MVLSTM, x: torch.Tensor, lengths: torch.Tensor, state: tuple[torch.Tensor, ...]):
@@ -30,7 +48,7 @@ def _reference(mv: MVLSTM, x: torch.Tensor, lengths: torch.Tensor, state: tuple[
 def test_the_hand_written_backward_passes_gradcheck() -> None:
     torch.manual_seed(0)
     T, B = 5, 2
-    inputs = [torch.randn(T, B, 7 * H, dtype=torch.float64, requires_grad=True),
+    inputs = [torch.randn(B, T, 7 * H, dtype=torch.float64, requires_grad=True),
               torch.randn(7 * H, H, dtype=torch.float64, requires_grad=True)]
     state = [torch.randn(B, H, dtype=torch.float64, requires_grad=True) for _ in range(3)]
 
@@ -88,3 +106,50 @@ def test_float32_on_cpu_takes_the_onednn_path_and_agrees_with_float64() -> None:
     torch.testing.assert_close(x32.grad, x64.grad.float(), atol=1e-5, rtol=0)
     for p32, p64 in zip(mv32.parameters(), mv64.parameters()):
         torch.testing.assert_close(p32.grad, p64.grad.float(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("zero_mode_input", [False, True])
+def test_the_compiled_and_the_python_scan_agree_in_float32(zero_mode_input: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same outputs and gradients (float32, padding, a state, the LSTM special case) from both implementations."""
+    torch.manual_seed(5)
+    B, T, D2, H2 = 5, 9, 6, 8
+    mv = MVLSTM(D2, H2, force_mode_gate_zero=zero_mode_input)
+    att = AttentiveMVLSTM(D2, H2)
+    x = torch.randn(B, T, D2)
+    lengths = torch.tensor([9, 1, 4, 9, 6])
+    state = tuple(torch.randn(B, H2) for _ in range(3))
+    results = {}
+    for impl in ("native", "python"):
+        monkeypatch.setenv("MVFER_MV_SCAN", impl)
+        mv_scan_native.native.cache_clear()
+        got = []
+        for layer in (mv, att):
+            layer.zero_grad()
+            xi = x.clone().requires_grad_(True)
+            out, (h, c, m) = layer(xi, lengths, state)
+            (out.square().sum() + h.sum() + 2 * c.sum() - m.sum()).backward()
+            got += [out.detach(), h.detach(), m.detach(), xi.grad, *(p.grad.clone() for p in layer.parameters())]
+        results[impl] = got
+    for a, b in zip(results["native"], results["python"], strict=True):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
+
+
+def test_without_a_compiler_auto_falls_back_with_a_warning_and_native_refuses_in_one_line(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    monkeypatch.setenv("MVFER_MV_SCAN", "auto")
+    mv_scan_native.native.cache_clear()
+    with caplog.at_level(logging.WARNING):
+        assert mv_scan_native.native() is None
+    assert "no-such-compiler" in caplog.text and "Python scan" in caplog.text
+    out, _ = MVLSTM(D, H)(torch.randn(2, 3, D))  # still runs, on the Python scan
+    assert out.shape == (2, 3, H)
+    monkeypatch.setenv("MVFER_MV_SCAN", "native")
+    mv_scan_native.native.cache_clear()
+    with pytest.raises(mv_scan_native.NativeScanUnavailable, match="no-such-compiler") as err:
+        mv_scan_native.native()
+    assert "\n" not in str(err.value)
+    monkeypatch.setenv("MVFER_MV_SCAN", "fast")
+    mv_scan_native.native.cache_clear()
+    with pytest.raises(mv_scan_native.NativeScanUnavailable, match="MVFER_MV_SCAN='fast'"):
+        mv_scan_native.native()
