@@ -26,6 +26,7 @@ per step) when it builds; this module's `_MVScan` is then the reference the test
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from pipeline.models import mv_scan_native
 
@@ -156,7 +157,7 @@ class _MVScan(torch.autograd.Function):
             dcm = dcm_t * ff_[t]
         dh0 = linear_add(dhs[0], da[0], wt) if T else dhs[0]
         dcm = dcm.reshape(B, 2 * H)
-        if dcms is not None:
+        if dcms is not None and T:  # with T = 0, dcms[T] = dcms[0] already started the carry
             dcm = dcm + dcms[0]
         dw = linear(da.view(T * B, G).T, hs[:-1].reshape(T * B, H).T)
         return da, dw, dh0, dcm, None
@@ -183,6 +184,7 @@ class _MVScanNative(torch.autograd.Function):
         return hs, cms
 
     @staticmethod
+    @once_differentiable  # the hand-written backward is not itself differentiable: refuse double backward
     def backward(ctx, dhs: torch.Tensor | None, dcms: torch.Tensor | None):  # noqa: D102
         w, act, hs, cms, td, x2d, w_ih = ctx.saved_tensors
         da, dw, dh0, dcm0 = mv_scan_native.native().backward(w, act, hs, cms, td, dhs, dcms, ctx.zero_mode_input)

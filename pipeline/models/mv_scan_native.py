@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).parent / "csrc" / "mv_scan.cpp"
 CHOICES = ("auto", "native", "python")
+LOCK_WAIT_S = 600.0  # a build takes ~35 s; a lock held for longer is a hung builder, not a slow one
 
 
 class NativeScanUnavailable(PipelineError, RuntimeError):
@@ -58,7 +60,7 @@ def module_name(source: bytes) -> str:
 def _toolchain_problem() -> str | None:
     """Why a build cannot start here, in one line, or None."""
     compiler = os.environ.get("CXX", "c++")
-    if shutil.which(compiler) is None:
+    if shutil.which((compiler.split() or ["c++"])[0]) is None:  # CXX may carry a wrapper: "ccache g++"
         return f"no C++ compiler ({compiler!r} not on PATH; Debian: apt-get install g++)"
     if shutil.which("ninja") is None:
         return "ninja not on PATH (pip install ninja)"
@@ -73,13 +75,37 @@ def _build(build_dir: Path) -> ModuleType:
     build_dir = build_dir / name
     build_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     with open(build_dir.parent / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released by the kernel if this process dies
+        _lock(lock, build_dir)  # released by the kernel if this process dies
         stale = build_dir / "lock"  # torch's own baton: only a dead builder can have left it while we hold ours
         stale.unlink(missing_ok=True)
         if not (build_dir / f"{name}.so").exists():
             log.info("building the compiled MV-LSTM scan into %s (once per source, about 35 s)", build_dir)
         return load(name=name, sources=[str(SOURCE)], build_directory=str(build_dir),
                     extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"], verbose=False)
+
+
+def _lock(lock, build_dir: Path, wait_s: float = LOCK_WAIT_S) -> None:
+    """Take the build lock; say so when another process holds it, and give up (an error) after `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    said = False
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if not said:
+                log.info("waiting for another process building the compiled MV-LSTM scan in %s", build_dir)
+                said = True
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"another process held the build lock of {build_dir} for over {wait_s:.0f} s") from None
+            time.sleep(0.5)
+
+
+def _reason(exc: Exception) -> str:
+    """The compiler's first error line from a failed build (torch's own last line only says ninja stopped)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error:" in ln or "Error:" in ln]
+    return (errors or lines or [type(exc).__name__])[0][:300]
 
 
 @functools.cache
@@ -96,8 +122,7 @@ def native() -> ModuleType | None:
         try:
             return _build(paths.EXT_BUILD)
         except Exception as exc:  # noqa: BLE001 - a compiler's failure has many types; it is reported, not hidden
-            lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-            problem = f"build failed in {paths.EXT_BUILD}: {lines[-1] if lines else type(exc).__name__}"
+            problem = f"build failed in {paths.EXT_BUILD}: {_reason(exc)}"
     if wanted == "native":
         raise NativeScanUnavailable(f"MVFER_MV_SCAN=native but the compiled MV-LSTM scan is unavailable: {problem}")
     log.warning("compiled MV-LSTM scan unavailable (%s); using the Python scan, about 2x slower", problem)

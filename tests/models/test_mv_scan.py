@@ -153,3 +153,24 @@ def test_without_a_compiler_auto_falls_back_with_a_warning_and_native_refuses_in
     mv_scan_native.native.cache_clear()
     with pytest.raises(mv_scan_native.NativeScanUnavailable, match="MVFER_MV_SCAN='fast'"):
         mv_scan_native.native()
+
+
+def test_an_empty_sequence_passes_the_state_and_its_gradient_through_once() -> None:
+    """T = 0: the outputs are the initial state, whose gradient is the incoming one (not twice it)."""
+    B = 2
+    xp = torch.zeros(B, 0, 7 * H, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(7 * H, H, dtype=torch.float64, requires_grad=True)
+    state = [torch.randn(B, H, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    hs, cs, ms = mv_lstm_scan(xp, w, tuple(state))
+    (hs.sum() + 2 * cs.sum() + 3 * ms.sum()).backward()
+    for s, factor in zip(state, (1, 2, 3)):
+        torch.testing.assert_close(s.grad, torch.full_like(s, factor))
+    assert torch.count_nonzero(w.grad) == 0
+
+
+def test_double_backward_is_refused_not_silently_wrong(scan: str) -> None:
+    mv = MVLSTM(D, H).double()
+    x = torch.randn(2, 4, D, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(RuntimeError):  # the Python scan refuses at create_graph, the compiled one at the second pass
+        (g,) = torch.autograd.grad(mv(x)[0].sum(), x, create_graph=True)
+        g.sum().backward()

@@ -278,7 +278,7 @@ std::vector<Tensor> backward(const Tensor& w_in, const Tensor& act, const Tensor
   } else {
     dh0 = dhs.defined() ? dhs.select(1, 0).clone() : hs.new_zeros({B, H});
   }
-  if (dcms.defined()) dcm.add_(dcms.select(1, 0));
+  if (dcms.defined() && T > 0) dcm.add_(dcms.select(1, 0));  // with T = 0, dcms[:, T] is dcms[:, 0], already in
   Tensor dw = at::mm(da.view({B * T, G}).t(), hs.narrow(1, 0, T).reshape({B * T, H}));
   return {da, dw, dh0, dcm};
 }
