@@ -46,12 +46,13 @@ class CNNBackend:
         r = torch.as_tensor(refs, device=dev).float().div_(255.0)
         if gen is not None:
             x, r = augment_pair(x, r, gen)
-        return x - r if self.delta else x - 0.5
+        # channels-last: oneDNN's convolutions run about 25 % faster on it than on NCHW (1 thread, 56 px)
+        return (x - r if self.delta else x - 0.5).contiguous(memory_format=torch.channels_last)
 
     def fit(self, train: TrainingFrames, val: TrainingFrames, n_classes: int, seed: int) -> dict:
         dev = device()
         gen = seed_everything(seed)
-        model = FrameCNN(n_classes, self.feature_dim).to(dev)
+        model = FrameCNN(n_classes, self.feature_dim).to(dev, memory_format=torch.channels_last)
         opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.epochs)
         history = []
