@@ -71,8 +71,8 @@ class AttentiveMVLSTM(nn.Module):
         flat = x.reshape(B * T, D)  # batch-major, as the scan wants
         dynamic = self.attention(flat) * flat
         static = flat - dynamic
-        w = self.weight_ih  # parameter order: task (i, f, g) | output o | mode (i^m, f^m, g^m)
-        xp = torch.cat((dense(dynamic, w[: 3 * H]), dense(flat, w[3 * H : 4 * H]), dense(static, w[4 * H :])), 1)
-        xp = (xp + self.bias).view(B, T, 7 * H)  # the output gate sees the whole input
-        hs, cs, ms = mv_lstm_scan(xp, self.weight_hh, state)
+        w, b = self.weight_ih, self.bias  # parameter order: task (i, f, g) | output o | mode (i^m, f^m, g^m)
+        xp = torch.cat((dense(dynamic, w[: 3 * H], b[: 3 * H]), dense(flat, w[3 * H : 4 * H], b[3 * H : 4 * H]),
+                        dense(static, w[4 * H :], b[4 * H :])), 1).view(B, T, 7 * H)  # the output gate sees the whole input
+        hs, cs, ms = mv_lstm_scan(xp, self.weight_hh, state, consume_xp=True)  # xp is ours: the scan may reuse it
         return read_padded(hs, cs, ms, lengths)

@@ -170,10 +170,11 @@ class _MVScanNative(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, w_ih: torch.Tensor | None, bias: torch.Tensor | None, w: torch.Tensor,
-                h0: torch.Tensor, cm0: torch.Tensor, zero_mode_input: bool) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
+                h0: torch.Tensor, cm0: torch.Tensor, zero_mode_input: bool, consume_xp: bool = False,
+                ) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
         B, T = x.shape[:2]
         if w_ih is None:
-            xp, in_place, x2d = x, False, None
+            xp, in_place, x2d = x, consume_xp, None
         else:
             x2d = x.reshape(B * T, x.shape[2])
             xp, in_place = torch.addmm(bias, x2d, w_ih.T).view(B, T, -1), True
@@ -189,13 +190,13 @@ class _MVScanNative(torch.autograd.Function):
         w, act, hs, cms, td, x2d, w_ih = ctx.saved_tensors
         da, dw, dh0, dcm0 = mv_scan_native.native().backward(w, act, hs, cms, td, dhs, dcms, ctx.zero_mode_input)
         if w_ih is None:
-            return da, None, None, dw, dh0, dcm0, None
+            return da, None, None, dw, dh0, dcm0, None, None
         B, T, G = da.shape
         da2d = da.view(B * T, G)
         dx = torch.mm(da2d, w_ih).view(B, T, -1) if ctx.needs_input_grad[0] else None
         dw_ih = torch.mm(da2d.T, x2d) if ctx.needs_input_grad[1] else None
         db = da2d.sum(0) if ctx.needs_input_grad[2] else None
-        return dx, dw_ih, db, dw, dh0, dcm0, None
+        return dx, dw_ih, db, dw, dh0, dcm0, None, None
 
 
 def _native_ok(*tensors: torch.Tensor) -> bool:
@@ -231,7 +232,7 @@ def _split_state(hs: torch.Tensor, cms: torch.Tensor) -> tuple[torch.Tensor, tor
 
 def mv_lstm_scan(
     xp: torch.Tensor, weight_hh: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    zero_mode_input: bool = False,
+    zero_mode_input: bool = False, consume_xp: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run the MV-LSTM cell over every step of a padded, batch-major batch.
 
@@ -239,11 +240,13 @@ def mv_lstm_scan(
     order (i, f, g, o, i^m, f^m, g^m); state: (h0, c0, m0), each (B, H).
     Returns h, c, m of every step, each (B, T + 1, H), index 0 = the initial state.
     `zero_mode_input` forces the mode input gate to 0 (with m0 = 0 the cell is then exactly an LSTM).
+    `consume_xp`: the caller made xp for this call and keeps no use of it (no autograd node saved it
+    either), so the compiled scan may overwrite it with the gates instead of copying it.
     """
     h0, c0, m0 = state
     cm0 = torch.cat((c0, m0), 1)
     if _native_ok(xp, weight_hh, h0, cm0):
-        hs, cms = _MVScanNative.apply(xp, None, None, weight_hh, h0, cm0, zero_mode_input)
+        hs, cms = _MVScanNative.apply(xp, None, None, weight_hh, h0, cm0, zero_mode_input, consume_xp)
     else:
         hs, cms = _python_scan(xp, weight_hh, h0, cm0, zero_mode_input)
     return _split_state(hs, cms)
