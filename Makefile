@@ -43,7 +43,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q -r requirements.lock
 	$(BIN)/python -m pip install -q --no-deps $(NO_DEPS)
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/mvfer build-ext || echo "WARNING: the compiled MV-LSTM scan did not build (see above): models run on the Python scan, about 2x slower"
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/mvfer build-ext || echo "WARNING: the compiled MV-LSTM scan did not build (see above): models run on the Python scan, 2-3x slower"
 	touch $(STAMP)
 
 # Label Studio in its own environment: it pins label-studio-sdk, Django and an old pytz.

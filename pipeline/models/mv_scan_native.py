@@ -125,7 +125,7 @@ def native() -> ModuleType | None:
             problem = f"build failed in {paths.EXT_BUILD}: {_reason(exc)}"
     if wanted == "native":
         raise NativeScanUnavailable(f"MVFER_MV_SCAN=native but the compiled MV-LSTM scan is unavailable: {problem}")
-    log.warning("compiled MV-LSTM scan unavailable (%s); using the Python scan, about 2x slower", problem)
+    log.warning("compiled MV-LSTM scan unavailable (%s); using the Python scan, 2-3x slower", problem)
     return None
 
 
