@@ -28,7 +28,7 @@ from pipeline.models.mv_lstm_att import AttentiveMVLSTM
 def on_scan(impl: str) -> None:
     """Switch the MV-LSTM's recurrence between the compiled (`native`) and the Python scan."""
     os.environ["MVFER_MV_SCAN"] = impl
-    mv_scan_native.native.cache_clear()
+    mv_scan_native.reset()
     mv_scan_native.native()
 
 

@@ -67,10 +67,16 @@ class _Linear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy: torch.Tensor):  # noqa: D102
         x, weight = ctx.saved_tensors
-        dx = linear(dy, weight.T) if ctx.needs_input_grad[0] else None
-        dw = torch.mm(dy.T, x) if ctx.needs_input_grad[1] else None  # BLAS takes dy.T as it is (oneDNN copied it)
-        db = dy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return dx, dw, db
+        return linear_grads(dy, x, weight, ctx.needs_input_grad[:2] + (ctx.has_bias and ctx.needs_input_grad[2],))
+
+
+def linear_grads(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, needed: tuple[bool, bool, bool],
+                 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Gradients of y = x @ weight.T + bias for x, weight, bias (2-D), those `needed` only."""
+    dx = linear(dy, weight.T) if needed[0] else None
+    dw = torch.mm(dy.T, x) if needed[1] else None  # BLAS takes dy.T as it is (oneDNN copied it)
+    db = dy.sum(0) if needed[2] else None
+    return dx, dw, db
 
 
 # parameter block order (i, f, g, o, i^m, f^m, g^m) -> scan order (o, i, i^m, f, f^m, g, g^m)
@@ -170,14 +176,14 @@ class _MVScanNative(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, w_ih: torch.Tensor | None, bias: torch.Tensor | None, w: torch.Tensor,
-                h0: torch.Tensor, cm0: torch.Tensor, zero_mode_input: bool, consume_xp: bool = False,
+                h0: torch.Tensor, cm0: torch.Tensor, zero_mode_input: bool, consume_xp: bool,
                 ) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
         B, T = x.shape[:2]
         if w_ih is None:
             xp, in_place, x2d = x, consume_xp, None
         else:
             x2d = x.reshape(B * T, x.shape[2])
-            xp, in_place = torch.addmm(bias, x2d, w_ih.T).view(B, T, -1), True
+            xp, in_place = linear(x2d, w_ih, bias).view(B, T, -1), True
         hs, cms, act, td = mv_scan_native.native().forward(xp, w, h0, cm0, zero_mode_input, in_place)
         ctx.save_for_backward(w, act, hs, cms, td, x2d, w_ih)
         ctx.zero_mode_input = zero_mode_input
@@ -192,11 +198,8 @@ class _MVScanNative(torch.autograd.Function):
         if w_ih is None:
             return da, None, None, dw, dh0, dcm0, None, None
         B, T, G = da.shape
-        da2d = da.view(B * T, G)
-        dx = torch.mm(da2d, w_ih).view(B, T, -1) if ctx.needs_input_grad[0] else None
-        dw_ih = torch.mm(da2d.T, x2d) if ctx.needs_input_grad[1] else None
-        db = da2d.sum(0) if ctx.needs_input_grad[2] else None
-        return dx, dw_ih, db, dw, dh0, dcm0, None, None
+        dx, dw_ih, db = linear_grads(da.view(B * T, G), x2d, w_ih, ctx.needs_input_grad[:3])
+        return dx.view(B, T, -1) if dx is not None else None, dw_ih, db, dw, dh0, dcm0, None, None
 
 
 def _native_ok(*tensors: torch.Tensor) -> bool:
@@ -225,11 +228,6 @@ def _python_scan(xp: torch.Tensor, weight_hh: torch.Tensor, h0: torch.Tensor, cm
     return hs.transpose(0, 1), cms.transpose(0, 1)
 
 
-def _split_state(hs: torch.Tensor, cms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    H = hs.shape[2]
-    return hs, cms[..., :H], cms[..., H:]
-
-
 def mv_lstm_scan(
     xp: torch.Tensor, weight_hh: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     zero_mode_input: bool = False, consume_xp: bool = False,
@@ -243,13 +241,7 @@ def mv_lstm_scan(
     `consume_xp`: the caller made xp for this call and keeps no use of it (no autograd node saved it
     either), so the compiled scan may overwrite it with the gates instead of copying it.
     """
-    h0, c0, m0 = state
-    cm0 = torch.cat((c0, m0), 1)
-    if _native_ok(xp, weight_hh, h0, cm0):
-        hs, cms = _MVScanNative.apply(xp, None, None, weight_hh, h0, cm0, zero_mode_input, consume_xp)
-    else:
-        hs, cms = _python_scan(xp, weight_hh, h0, cm0, zero_mode_input)
-    return _split_state(hs, cms)
+    return _scan(xp, None, None, weight_hh, state, zero_mode_input, consume_xp)
 
 
 def mv_lstm_layer(
@@ -258,13 +250,22 @@ def mv_lstm_layer(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`mv_lstm_scan` of x (B, T, D) projected by weight_ih (7H, D) and bias (7H), parameter order; the
     compiled path writes the projection straight into its gate buffer."""
+    return _scan(x, weight_ih, bias, weight_hh, state, zero_mode_input, False)
+
+
+def _scan(x: torch.Tensor, weight_ih: torch.Tensor | None, bias: torch.Tensor | None, weight_hh: torch.Tensor,
+          state: tuple[torch.Tensor, torch.Tensor, torch.Tensor], zero_mode_input: bool, consume_xp: bool,
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The one dispatch of both entry points: compiled scan where it serves, else the Python one."""
     h0, c0, m0 = state
     cm0 = torch.cat((c0, m0), 1)
-    if _native_ok(x, weight_ih, weight_hh, h0, cm0):
-        hs, cms = _MVScanNative.apply(x, weight_ih, bias, weight_hh, h0, cm0, zero_mode_input)
+    if _native_ok(x, weight_hh, h0, cm0):
+        hs, cms = _MVScanNative.apply(x, weight_ih, bias, weight_hh, h0, cm0, zero_mode_input, consume_xp)
     else:
-        hs, cms = _python_scan(project(x, weight_ih, bias), weight_hh, h0, cm0, zero_mode_input)
-    return _split_state(hs, cms)
+        xp = x if weight_ih is None else project(x, weight_ih, bias)
+        hs, cms = _python_scan(xp, weight_hh, h0, cm0, zero_mode_input)
+    H = hs.shape[2]
+    return hs, cms[..., :H], cms[..., H:]
 
 
 def read_padded(

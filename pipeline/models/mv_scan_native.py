@@ -12,6 +12,7 @@ versions; a file lock serialises concurrent builds (parallel workers) and is rel
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import hashlib
@@ -20,6 +21,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -108,21 +110,41 @@ def _reason(exc: Exception) -> str:
     return (errors or lines or [type(exc).__name__])[0][:300]
 
 
-@functools.cache
 def native() -> ModuleType | None:
-    """The compiled scan, built if needed; None (after one warning) when it cannot be had and `auto` allows it."""
-    wanted = choice()
+    """The compiled scan as MVFER_MV_SCAN asks for it: built if needed; None (after one warning) when it
+    cannot be had and `auto` allows the Python scan."""
+    return _load(choice())
+
+
+def reset() -> None:
+    """Forget what was loaded or why it failed (tests and the benchmark switch implementations)."""
+    _load.cache_clear()
+
+
+@contextlib.contextmanager
+def _venv_on_path() -> Iterator[None]:
+    """The venv's bin (its ninja) on PATH while building, when the venv is not activated; PATH restored after."""
+    saved = os.environ.get("PATH", "")
+    venv_bin = str(Path(sys.executable).parent)
+    if venv_bin not in saved.split(os.pathsep):
+        os.environ["PATH"] = venv_bin + os.pathsep + saved
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = saved
+
+
+@functools.cache
+def _load(wanted: str) -> ModuleType | None:
     if wanted == "python":
         return None
-    venv_bin = str(Path(sys.executable).parent)  # the venv's ninja, when the venv is not on PATH
-    if venv_bin not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
-    problem = _toolchain_problem()
-    if problem is None:
-        try:
-            return _build(paths.EXT_BUILD)
-        except Exception as exc:  # noqa: BLE001 - a compiler's failure has many types; it is reported, not hidden
-            problem = f"build failed in {paths.EXT_BUILD}: {_reason(exc)}"
+    with _venv_on_path():
+        problem = _toolchain_problem()
+        if problem is None:
+            try:
+                return _build(paths.EXT_BUILD)
+            except Exception as exc:  # noqa: BLE001 - a compiler's failure has many types; it is reported, not hidden
+                problem = f"build failed in {paths.EXT_BUILD}: {_reason(exc)}"
     if wanted == "native":
         raise NativeScanUnavailable(f"MVFER_MV_SCAN=native but the compiled MV-LSTM scan is unavailable: {problem}")
     log.warning("compiled MV-LSTM scan unavailable (%s); using the Python scan, 2-3x slower", problem)
@@ -131,7 +153,4 @@ def native() -> ModuleType | None:
 
 def build() -> Path:
     """Build now (`mvfer build-ext`; `make install` runs it): the compiled module's file, or an error saying why not."""
-    os.environ["MVFER_MV_SCAN"] = "native"
-    native.cache_clear()
-    module = native()
-    return Path(module.__file__)
+    return Path(_load("native").__file__)

@@ -21,11 +21,11 @@ D, H = 4, 3
 def scan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
     """Every test of this module runs once per implementation (MVFER_MV_SCAN)."""
     monkeypatch.setenv("MVFER_MV_SCAN", request.param)
-    mv_scan_native.native.cache_clear()
+    mv_scan_native.reset()
     if request.param == "native":
         assert mv_scan_native.native() is not None
     yield request.param
-    mv_scan_native.native.cache_clear()
+    mv_scan_native.reset()
 
 
 def _reference(mv: MVLSTM, x: torch.Tensor, lengths: torch.Tensor, state: tuple[torch.Tensor, ...]):
@@ -121,7 +121,7 @@ def test_the_compiled_and_the_python_scan_agree_in_float32(zero_mode_input: bool
     results = {}
     for impl in ("native", "python"):
         monkeypatch.setenv("MVFER_MV_SCAN", impl)
-        mv_scan_native.native.cache_clear()
+        mv_scan_native.reset()
         got = []
         for layer in (mv, att):
             layer.zero_grad()
@@ -138,19 +138,19 @@ def test_without_a_compiler_auto_falls_back_with_a_warning_and_native_refuses_in
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("CXX", "no-such-compiler")
     monkeypatch.setenv("MVFER_MV_SCAN", "auto")
-    mv_scan_native.native.cache_clear()
+    mv_scan_native.reset()
     with caplog.at_level(logging.WARNING):
         assert mv_scan_native.native() is None
     assert "no-such-compiler" in caplog.text and "Python scan" in caplog.text
     out, _ = MVLSTM(D, H)(torch.randn(2, 3, D))  # still runs, on the Python scan
     assert out.shape == (2, 3, H)
     monkeypatch.setenv("MVFER_MV_SCAN", "native")
-    mv_scan_native.native.cache_clear()
+    mv_scan_native.reset()
     with pytest.raises(mv_scan_native.NativeScanUnavailable, match="no-such-compiler") as err:
         mv_scan_native.native()
     assert "\n" not in str(err.value)
     monkeypatch.setenv("MVFER_MV_SCAN", "fast")
-    mv_scan_native.native.cache_clear()
+    mv_scan_native.reset()
     with pytest.raises(mv_scan_native.NativeScanUnavailable, match="MVFER_MV_SCAN='fast'"):
         mv_scan_native.native()
 

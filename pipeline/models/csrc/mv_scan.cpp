@@ -247,7 +247,7 @@ std::vector<Tensor> forward(const Tensor& xp, const Tensor& w_in, const Tensor& 
   const int64_t B = xp.size(0), T = xp.size(1), G = xp.size(2), H = G / 7;
   TORCH_CHECK(G == 7 * H && w_in.size(0) == G && w_in.size(1) == H, "mv_scan: xp (B, T, 7H) and w (7H, H) disagree");
   const Tensor w = w_in.contiguous();
-  Tensor act = in_place && xp.is_contiguous() ? xp : xp.contiguous().clone();
+  Tensor act = in_place ? xp.contiguous() : xp.clone(at::MemoryFormat::Contiguous);
   Tensor hs = xp.new_empty({B, T + 1, H});
   Tensor cms = xp.new_empty({B, T + 1, 2 * H});
   Tensor td = xp.new_empty({B, T, H});
@@ -268,8 +268,8 @@ std::vector<Tensor> backward(const Tensor& w_in, const Tensor& act, const Tensor
   const Tensor dhs = dhs_in.has_value() && dhs_in->defined() ? dhs_in->contiguous() : Tensor();
   const Tensor dcms = dcms_in.has_value() && dcms_in->defined() ? dcms_in->contiguous() : Tensor();
   Tensor da = at::empty_like(act);
-  Tensor dcm = dcms.defined() ? dcms.select(1, T).contiguous().clone() : cms.new_zeros({B, 2 * H});
-  Tensor dh = dhs.defined() ? dhs.select(1, T).contiguous().clone() : hs.new_zeros({B, H});
+  Tensor dcm = dcms.defined() ? dcms.select(1, T).clone(at::MemoryFormat::Contiguous) : cms.new_zeros({B, 2 * H});
+  Tensor dh = dhs.defined() ? dhs.select(1, T).clone(at::MemoryFormat::Contiguous) : hs.new_zeros({B, H});
   AT_DISPATCH_FLOATING_TYPES(act.scalar_type(), "mv_scan_backward",
                              [&] { backward_impl<scalar_t>(da, dh, dcm, act, cms, td, w, dhs, dcms, zero_mode_input); });
   Tensor dh0;
