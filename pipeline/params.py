@@ -140,7 +140,7 @@ class FeaturesParams(_Strict):
     epochs: Annotated[int, Field(ge=1)]
     batch_size: Annotated[int, Field(ge=1)]
     lr: Annotated[float, Field(gt=0)]
-    backends: Annotated[list[Literal["cnn", "cnn_delta", "hog"]], Field(min_length=1)]  # pipeline/learn/backends
+    backends: Annotated[list[Literal["cnn", "cnn_delta", "cnn_pair", "hog"]], Field(min_length=1)]  # pipeline/learn/backends
     seeds: Annotated[list[int], Field(min_length=1)]  # feature extractors; sequence-model seeds cycle over them
     workers: Annotated[int, Field(ge=1)]  # extractors fitted in parallel, one thread each
 

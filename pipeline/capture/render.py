@@ -49,6 +49,16 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
     return x * x * (3 - 2 * x)
 
 
+@dataclass(frozen=True)
+class Surface:
+    """One frame's head in head space (before pose): points, unit normals, albedo, 68 landmarks (all N x 3)."""
+
+    points: np.ndarray
+    normals: np.ndarray
+    albedo: np.ndarray
+    landmarks: np.ndarray
+
+
 class HeadRenderer:
     """Renders one identity at one frame size; the point grid is built once and reused per frame."""
 
@@ -104,18 +114,13 @@ class HeadRenderer:
         bg[neck] = (self.ident.skin * 0.85) * shade[neck][:, None]
         return bg
 
-    def render(
-        self,
-        f: Features,
-        yaw: float,
-        pitch: float,
-        light: Light,
-        offset: tuple[float, float],
-        rng: np.random.Generator,
-        backdrop: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One frame: (H x W x 3 uint8 RGB image, 68 x 2 landmarks in pixels, 68 visibility flags)."""
-        ident, S = self.ident, self.size
+    def surface(self, f: Features) -> Surface:
+        """The head in its own space for one frame's expression: the same for every camera of the rig.
+
+        Why separate: relief, albedo and normals are about half of a frame's rendering time and do
+        not depend on the pose, so a performance filmed by three cameras computes them once.
+        """
+        ident = self.ident
         u, v = self.u, self.v
         z = self.z_base.copy()
         z[self.front] += relief(u[self.front], v[self.front], ident, f) * np.clip(self.cos_lam[self.front] * 3, 0, 1)
@@ -126,9 +131,31 @@ class HeadRenderer:
         col = self.static_albedo.copy()
         fi = self.feature_idx
         col[fi] = albedo(u[fi], v[fi], ident, f)
+        lm_uv = landmarks_uv(ident, f)
+        lu, lv = lm_uv[:, 0], lm_uv[:, 1]
+        cb = np.sqrt(np.clip(1 - lv**2, 1e-6, 1))
+        cl = np.sqrt(np.clip(1 - (lu / cb) ** 2, 0, 1))
+        lz = ident.head_c * cb * cl + relief(lu, lv, ident, f) * np.clip(cl * 3, 0, 1)
+        return Surface(pts, normals, col, self._surface(lu, lv, lz, f))
 
+    def render(
+        self,
+        f: Features | Surface,
+        yaw: float,
+        pitch: float,
+        light: Light,
+        offset: tuple[float, float],
+        rng: np.random.Generator,
+        backdrop: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One frame: (H x W x 3 uint8 RGB image, 68 x 2 landmarks in pixels, 68 visibility flags).
+
+        `f` is the frame's expression, or its `surface()` computed once for several cameras.
+        """
+        S = self.size
+        surf = f if isinstance(f, Surface) else self.surface(f)
         R = rotation(yaw, pitch)
-        all_pts, all_n, all_col = pts @ R.T, normals @ R.T, col
+        all_pts, all_n, all_col = surf.points @ R.T, surf.normals @ R.T, surf.albedo
 
         ldir = np.asarray(light.direction, dtype=np.float64)
         ldir = ldir / np.linalg.norm(ldir)
@@ -161,12 +188,7 @@ class HeadRenderer:
         out += rng.normal(0, light.noise_sigma, out.shape)
         frame = np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
-        lm_uv = landmarks_uv(ident, f)
-        lu, lv = lm_uv[:, 0], lm_uv[:, 1]
-        cb = np.sqrt(np.clip(1 - lv**2, 1e-6, 1))
-        cl = np.sqrt(np.clip(1 - (lu / cb) ** 2, 0, 1))
-        lz = ident.head_c * cb * cl + relief(lu, lv, ident, f) * np.clip(cl * 3, 0, 1)
-        lm3 = self._surface(lu, lv, lz, f) @ R.T
+        lm3 = surf.landmarks @ R.T
         lm2 = np.stack([cx + self.scale * lm3[:, 0], cy + self.scale * lm3[:, 1]], 1)
         li = np.clip(np.rint(lm2[:, 1]), 0, S - 1).astype(int) * S + np.clip(np.rint(lm2[:, 0]), 0, S - 1).astype(int)
         visible = lm3[:, 2] >= zbuf[li] - 0.06

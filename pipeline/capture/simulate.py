@@ -128,6 +128,7 @@ def render_performance(p: CaptureParams, perf: Performance, takes_dir: Path, tru
     feats = [features_from_aus(au_vector(perf.expression, float(c)), ident.au_gain) for c in curve]
     aus = np.array([[au_vector(perf.expression, float(c))[a] for a in ACTION_UNITS] for c in curve], dtype=np.float32)
 
+    surfaces = [renderer.surface(f) for f in feats]  # pose-independent: once per frame, shared by the cameras
     log_rows, truth_rows = [], []
     for pose in p.poses:
         take_id = f"{perf.perf_id}-{pose.camera}"
@@ -140,7 +141,7 @@ def render_performance(p: CaptureParams, perf: Performance, takes_dir: Path, tru
         lms, vis = np.zeros((n, 68, 2), np.float32), np.zeros((n, 68), bool)
         for t in range(n):
             yaw, pitch, dx, dy = motion[t]
-            frame, lm, v = renderer.render(feats[t], pose.yaw + yaw, pose.pitch + pitch, light, (dx, dy), cam_rng, backdrop)
+            frame, lm, v = renderer.render(surfaces[t], pose.yaw + yaw, pose.pitch + pitch, light, (dx, dy), cam_rng, backdrop)
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
             lms[t], vis[t] = lm, v
         writer.release()

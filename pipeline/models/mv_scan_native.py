@@ -146,7 +146,8 @@ def _load(wanted: str) -> ModuleType | None:
             except Exception as exc:  # noqa: BLE001 - a compiler's failure has many types; it is reported, not hidden
                 problem = f"build failed in {paths.EXT_BUILD}: {_reason(exc)}"
     if wanted == "native":
-        raise NativeScanUnavailable(f"MVFER_MV_SCAN=native but the compiled MV-LSTM scan is unavailable: {problem}")
+        asked = "MVFER_MV_SCAN=native but " if os.environ.get("MVFER_MV_SCAN", "").strip().lower() == "native" else ""
+        raise NativeScanUnavailable(f"{asked}the compiled MV-LSTM scan is unavailable: {problem}")
     log.warning("compiled MV-LSTM scan unavailable (%s); using the Python scan, 2-3x slower", problem)
     return None
 

@@ -85,12 +85,44 @@ def test_delta_cancels_what_is_constant_over_a_take() -> None:
     frames = rng.integers(50, 150, (20, 3, 16, 16), dtype=np.uint8)
     refs = rng.integers(50, 150, (20, 3, 16, 16), dtype=np.uint8)
     data = TrainingFrames(frames, refs, np.arange(20) % 2)
-    for name, invariant in (("cnn_delta", True), ("cnn", False)):
+    for name, invariant in (("cnn_delta", True), ("cnn", False), ("cnn_pair", False)):
         b = make_backend(name, input_size=16, feature_dim=8, epochs=1, batch_size=8, lr=0.01)
         b.fit(data, data, 2, seed=0)
         plain = b.encode(frames[:4], refs[0])
         shifted = b.encode(frames[:4] + 40, refs[0] + 40)
         assert np.allclose(plain, shifted, atol=1e-5) == invariant
+
+
+def test_pair_input_is_the_difference_stacked_on_the_frame() -> None:
+    """cnn_pair's 6 channels are exactly cnn_delta's input then cnn's: the same crops, nothing else."""
+    import torch
+
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 255, (4, 3, 16, 16), dtype=np.uint8)
+    refs = np.repeat(frames[:1], 4, axis=0)
+    kw = dict(input_size=16, feature_dim=8, epochs=1, batch_size=8, lr=0.01)
+    dev = torch.device("cpu")
+    pair, delta, frame = (make_backend(n, **kw)._batch(frames, refs, dev, None) for n in ("cnn_pair", "cnn_delta", "cnn"))
+    assert pair.shape == (4, 6, 16, 16)
+    torch.testing.assert_close(pair[:, :3], delta)
+    torch.testing.assert_close(pair[:, 3:], frame)
+    assert not delta[0].any()  # the reference frame minus itself
+
+
+@pytest.mark.parametrize("size", [16, 56, 112])
+def test_frame_cnn_gives_feature_dim_numbers_at_any_crop_size(size: int) -> None:
+    """The last map is pooled to a fixed 3 x 3 grid before the feature layer: any `features.input_size` works."""
+    import torch
+
+    from pipeline.models.frame_cnn import FrameCNN
+
+    torch.manual_seed(0)
+    net = FrameCNN(n_classes=6, feature_dim=8, in_channels=6).eval()
+    with torch.no_grad():
+        x = torch.rand(2, 6, size, size)
+        f, logits = net.features(x), net(x)
+    assert f.shape == (2, 8) and logits.shape == (2, 6)
+    assert (f >= 0).all() and f.abs().sum() > 0
 
 
 def test_hog_backend_and_unknown_names() -> None:
@@ -99,5 +131,5 @@ def test_hog_backend_and_unknown_names() -> None:
     out = b.encode(x, x[0])
     assert out.shape == (3, 324) and out.dtype == np.float32
     assert not np.allclose(out[0], out[1])
-    with pytest.raises(ValueError, match="unknown feature backend 'sift'; known: cnn, cnn_delta, hog"):
+    with pytest.raises(ValueError, match="unknown feature backend 'sift'; known: cnn, cnn_delta, cnn_pair, hog"):
         make_backend("sift")

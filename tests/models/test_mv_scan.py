@@ -148,7 +148,12 @@ def test_without_a_compiler_auto_falls_back_with_a_warning_and_native_refuses_in
     mv_scan_native.reset()
     with pytest.raises(mv_scan_native.NativeScanUnavailable, match="no-such-compiler") as err:
         mv_scan_native.native()
-    assert "\n" not in str(err.value)
+    assert "\n" not in str(err.value) and str(err.value).startswith("MVFER_MV_SCAN=native but")
+    monkeypatch.setenv("MVFER_MV_SCAN", "auto")  # `mvfer build-ext` asks for the compiled scan without the variable
+    mv_scan_native.reset()
+    with pytest.raises(mv_scan_native.NativeScanUnavailable, match="no-such-compiler") as err:
+        mv_scan_native.build()
+    assert "MVFER_MV_SCAN" not in str(err.value)
     monkeypatch.setenv("MVFER_MV_SCAN", "fast")
     mv_scan_native.reset()
     with pytest.raises(mv_scan_native.NativeScanUnavailable, match="MVFER_MV_SCAN='fast'"):

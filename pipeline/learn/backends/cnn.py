@@ -1,10 +1,11 @@
-"""The frame CNN backend, on raw frames (`cnn`) or on frames minus the take's first found frame
-(`cnn_delta`).
+"""The frame CNN backend, on raw frames (`cnn`), on frames minus the take's first found frame
+(`cnn_delta`), or on both stacked (`cnn_pair`, 6 channels).
 
 Subtracting the neutral first frame removes most of who the subject is, which a CNN trained on a
-dozen identities otherwise learns instead of the expression. The augmentation (shift, gain) is
-drawn once per sample and applied to the frame and its reference alike, so the difference stays a
-difference of the same face.
+dozen identities otherwise learns instead of the expression. The difference alone, though, has no
+anatomy to tell the network where a change sits; the pair gives it the frame as well. The
+augmentation (shift, gain) is drawn once per sample and applied to the frame and its reference
+alike, so the difference stays a difference of the same face.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pipeline.learn.common import device, seed_everything
 from pipeline.models.frame_cnn import FrameCNN
 
 _PAD = 4
+INPUTS = {"frame": ("cnn", 3), "delta": ("cnn_delta", 3), "pair": ("cnn_pair", 6)}  # input -> (backend name, channels)
 
 
 def augment_pair(x: torch.Tensor, r: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,9 +37,11 @@ def augment_pair(x: torch.Tensor, r: torch.Tensor, gen: torch.Generator) -> tupl
 class CNNBackend:
     """A FrameCNN per fold and seed; `encode` gives its penultimate layer (feature_dim numbers)."""
 
-    def __init__(self, delta: bool, input_size: int, feature_dim: int, epochs: int, batch_size: int, lr: float, **_: object) -> None:
-        self.delta = delta
-        self.name = "cnn_delta" if delta else "cnn"
+    def __init__(self, inputs: str, input_size: int, feature_dim: int, epochs: int, batch_size: int, lr: float, **_: object) -> None:
+        if inputs not in INPUTS:
+            raise ValueError(f"CNN inputs {inputs!r}: expected one of {', '.join(INPUTS)}")
+        self.inputs = inputs
+        self.name, self.channels = INPUTS[inputs]
         self.feature_dim, self.epochs, self.batch_size, self.lr = feature_dim, epochs, batch_size, lr
         self.model: FrameCNN | None = None
 
@@ -46,13 +50,19 @@ class CNNBackend:
         r = torch.as_tensor(refs, device=dev).float().div_(255.0)
         if gen is not None:
             x, r = augment_pair(x, r, gen)
+        if self.inputs == "frame":
+            out = x - 0.5
+        elif self.inputs == "delta":
+            out = x - r
+        else:
+            out = torch.cat([x - r, x - 0.5], dim=1)
         # channels-last: oneDNN's convolutions run about 25 % faster on it than on NCHW (1 thread, 56 px)
-        return (x - r if self.delta else x - 0.5).contiguous(memory_format=torch.channels_last)
+        return out.contiguous(memory_format=torch.channels_last)
 
     def fit(self, train: TrainingFrames, val: TrainingFrames, n_classes: int, seed: int) -> dict:
         dev = device()
         gen = seed_everything(seed)
-        model = FrameCNN(n_classes, self.feature_dim).to(dev, memory_format=torch.channels_last)
+        model = FrameCNN(n_classes, self.feature_dim, self.channels).to(dev, memory_format=torch.channels_last)
         opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.epochs)
         history = []
