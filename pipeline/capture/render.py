@@ -136,7 +136,10 @@ class HeadRenderer:
         cb = np.sqrt(np.clip(1 - lv**2, 1e-6, 1))
         cl = np.sqrt(np.clip(1 - (lu / cb) ** 2, 0, 1))
         lz = ident.head_c * cb * cl + relief(lu, lv, ident, f) * np.clip(cl * 3, 0, 1)
-        return Surface(pts, normals, col, self._surface(lu, lv, lz, f))
+        arrays = (pts, normals, col, self._surface(lu, lv, lz, f))
+        for a in arrays:  # shared by every camera: an in-place edit in render() must fail, not leak into the next camera
+            a.flags.writeable = False
+        return Surface(*arrays)
 
     def render(
         self,

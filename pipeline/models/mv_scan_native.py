@@ -38,7 +38,8 @@ LOCK_WAIT_S = 600.0  # a build takes ~35 s; a lock held for longer is a hung bui
 
 
 class NativeScanUnavailable(PipelineError, RuntimeError):
-    """The compiled scan was asked for (MVFER_MV_SCAN=native) and cannot be built or loaded."""
+    """The compiled scan was asked for (MVFER_MV_SCAN=native or `mvfer build-ext`) and cannot be built or loaded,
+    or MVFER_MV_SCAN holds an unknown value."""
 
 
 def choice() -> str:
@@ -113,7 +114,8 @@ def _reason(exc: Exception) -> str:
 def native() -> ModuleType | None:
     """The compiled scan as MVFER_MV_SCAN asks for it: built if needed; None (after one warning) when it
     cannot be had and `auto` allows the Python scan."""
-    return _load(choice())
+    wanted = choice()
+    return _load(wanted, "MVFER_MV_SCAN=native but " if wanted == "native" else "")
 
 
 def reset() -> None:
@@ -135,7 +137,8 @@ def _venv_on_path() -> Iterator[None]:
 
 
 @functools.cache
-def _load(wanted: str) -> ModuleType | None:
+def _load(wanted: str, asked: str) -> ModuleType | None:
+    """`asked` begins a refusal with who asked for the compiled scan (the variable, or nothing for build-ext)."""
     if wanted == "python":
         return None
     with _venv_on_path():
@@ -146,7 +149,6 @@ def _load(wanted: str) -> ModuleType | None:
             except Exception as exc:  # noqa: BLE001 - a compiler's failure has many types; it is reported, not hidden
                 problem = f"build failed in {paths.EXT_BUILD}: {_reason(exc)}"
     if wanted == "native":
-        asked = "MVFER_MV_SCAN=native but " if os.environ.get("MVFER_MV_SCAN", "").strip().lower() == "native" else ""
         raise NativeScanUnavailable(f"{asked}the compiled MV-LSTM scan is unavailable: {problem}")
     log.warning("compiled MV-LSTM scan unavailable (%s); using the Python scan, 2-3x slower", problem)
     return None
@@ -154,4 +156,4 @@ def _load(wanted: str) -> ModuleType | None:
 
 def build() -> Path:
     """Build now (`mvfer build-ext`; `make install` runs it): the compiled module's file, or an error saying why not."""
-    return Path(_load("native").__file__)
+    return Path(_load("native", "").__file__)

@@ -55,7 +55,7 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def features_params(**kw) -> FeaturesParams:
     base = dict(protocol="unseen_mode", input_size=16, feature_dim=8, frames_per_take=4, epochs=2, batch_size=32, lr=0.003,
-                backends=["cnn", "cnn_delta"], seeds=[0, 1], workers=1)
+                backends=["cnn", "cnn_delta", "cnn_pair"], seeds=[0, 1], workers=1)
     return FeaturesParams(**(base | kw))
 
 

@@ -43,7 +43,7 @@ def test_parallel_fits_equal_serial_fits_and_evaluate_reports(experiment: Path, 
     for workers in (1, 2):
         train.run(train_params(workers=workers), fp, experiment / "splits", feats, tmp_path / f"m{workers}", tmp_path / f"c{workers}.csv")
     ckpts = sorted(p.relative_to(tmp_path / "m1") for p in (tmp_path / "m1").rglob("*.pt"))
-    assert len(ckpts) == 2 * 2 * 3  # backends x variants x seeds, one fold
+    assert len(ckpts) == 3 * 2 * 3  # backends x variants x seeds, one fold
     for c in ckpts:
         a, b = (torch.load(tmp_path / m / c, weights_only=False) for m in ("m1", "m2"))
         assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
@@ -53,8 +53,8 @@ def test_parallel_fits_equal_serial_fits_and_evaluate_reports(experiment: Path, 
     rep = evaluate.run(train_params(), fp, experiment / "splits", feats, tmp_path / "m1", tmp_path / "metrics.json", tmp_path / "plots",
                        tmp_path / "predictions.csv", tmp_path / "no-labels.parquet", tmp_path / "no-manifest.parquet")
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(rep))
-    assert set(rep["backends"]) == {"cnn", "cnn_delta"}
-    for b in ("cnn", "cnn_delta"):
+    assert set(rep["backends"]) == {"cnn", "cnn_delta", "cnn_pair"}
+    for b in ("cnn", "cnn_delta", "cnn_pair"):
         assert set(rep["backends"][b]) == {"lstm", "mv_lstm"} and rep["backends"][b]["lstm"]["seeds"] == 3
         v = rep["verdicts"][b]["mv_lstm_vs_lstm"]
         assert v["n_pairs"] == 3 and v["n_subjects"] == 2 and isinstance(v["sentence"], str)

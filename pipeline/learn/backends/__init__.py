@@ -3,8 +3,9 @@
 - `cnn`: a small CNN trained per fold on the raw aligned frames of the training subjects.
 - `cnn_delta`: the same CNN on each frame minus the take's first found (neutral) frame: the
   subject's identity cancels, the expression remains; the strong baseline.
-- `cnn_pair`: the same CNN on the frame and that difference stacked (6 channels): the difference
-  says what changed, the frame where on the face it sits; the strongest on the default data.
+- `cnn_pair`: the same CNN on that difference and the frame stacked (6 channels, in that order):
+  the difference says what changed, the frame where on the face it sits; the strongest on the
+  default data.
 - `hog`: scikit-image HOG of the grey aligned crop; nothing trained.
 
 Every backend fits on the training takes only and encodes any take frame by frame.

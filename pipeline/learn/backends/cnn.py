@@ -10,6 +10,8 @@ alike, so the difference stays a difference of the same face.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -19,7 +21,8 @@ from pipeline.learn.common import device, seed_everything
 from pipeline.models.frame_cnn import FrameCNN
 
 _PAD = 4
-INPUTS = {"frame": ("cnn", 3), "delta": ("cnn_delta", 3), "pair": ("cnn_pair", 6)}  # input -> (backend name, channels)
+Inputs = Literal["frame", "delta", "pair"]
+INPUTS: dict[str, tuple[str, int]] = {"frame": ("cnn", 3), "delta": ("cnn_delta", 3), "pair": ("cnn_pair", 6)}  # -> (backend, channels)
 
 
 def augment_pair(x: torch.Tensor, r: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,7 +40,7 @@ def augment_pair(x: torch.Tensor, r: torch.Tensor, gen: torch.Generator) -> tupl
 class CNNBackend:
     """A FrameCNN per fold and seed; `encode` gives its penultimate layer (feature_dim numbers)."""
 
-    def __init__(self, inputs: str, input_size: int, feature_dim: int, epochs: int, batch_size: int, lr: float, **_: object) -> None:
+    def __init__(self, inputs: Inputs, input_size: int, feature_dim: int, epochs: int, batch_size: int, lr: float, **_: object) -> None:
         if inputs not in INPUTS:
             raise ValueError(f"CNN inputs {inputs!r}: expected one of {', '.join(INPUTS)}")
         self.inputs = inputs
