@@ -259,7 +259,7 @@ def _scan(x: torch.Tensor, weight_ih: torch.Tensor | None, bias: torch.Tensor | 
     """The one dispatch of both entry points: compiled scan where it serves, else the Python one."""
     h0, c0, m0 = state
     cm0 = torch.cat((c0, m0), 1)
-    if _native_ok(x, weight_hh, h0, cm0):
+    if _native_ok(x, weight_hh, h0, cm0, *(t for t in (weight_ih, bias) if t is not None)):
         hs, cms = _MVScanNative.apply(x, weight_ih, bias, weight_hh, h0, cm0, zero_mode_input, consume_xp)
     else:
         xp = x if weight_ih is None else project(x, weight_ih, bias)

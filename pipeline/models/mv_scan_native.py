@@ -115,12 +115,28 @@ def native() -> ModuleType | None:
     """The compiled scan as MVFER_MV_SCAN asks for it: built if needed; None (after one warning) when it
     cannot be had and `auto` allows the Python scan."""
     wanted = choice()
-    return _load(wanted, "MVFER_MV_SCAN=native but " if wanted == "native" else "")
+    if wanted == "python":
+        return None
+    module, problem = _attempt()
+    if module is None and wanted == "native":
+        raise NativeScanUnavailable(f"MVFER_MV_SCAN=native but the compiled MV-LSTM scan is unavailable: {problem}")
+    if module is None:
+        _warn_once(problem)
+    return module
+
+
+def build() -> Path:
+    """Build now (`mvfer build-ext`; `make install` runs it): the compiled module's file, or an error saying why not."""
+    module, problem = _attempt()
+    if module is None:
+        raise NativeScanUnavailable(f"the compiled MV-LSTM scan is unavailable: {problem}")
+    return Path(module.__file__)
 
 
 def reset() -> None:
     """Forget what was loaded or why it failed (tests and the benchmark switch implementations)."""
-    _load.cache_clear()
+    _attempt.cache_clear()
+    _warn_once.cache_clear()
 
 
 @contextlib.contextmanager
@@ -137,23 +153,18 @@ def _venv_on_path() -> Iterator[None]:
 
 
 @functools.cache
-def _load(wanted: str, asked: str) -> ModuleType | None:
-    """`asked` begins a refusal with who asked for the compiled scan (the variable, or nothing for build-ext)."""
-    if wanted == "python":
-        return None
+def _attempt() -> tuple[ModuleType | None, str | None]:
+    """Build or load once per process: the module, or None and why not (callers decide to refuse or fall back)."""
     with _venv_on_path():
         problem = _toolchain_problem()
         if problem is None:
             try:
-                return _build(paths.EXT_BUILD)
+                return _build(paths.EXT_BUILD), None
             except Exception as exc:  # noqa: BLE001 - a compiler's failure has many types; it is reported, not hidden
                 problem = f"build failed in {paths.EXT_BUILD}: {_reason(exc)}"
-    if wanted == "native":
-        raise NativeScanUnavailable(f"{asked}the compiled MV-LSTM scan is unavailable: {problem}")
+    return None, problem
+
+
+@functools.cache
+def _warn_once(problem: str) -> None:
     log.warning("compiled MV-LSTM scan unavailable (%s); using the Python scan, 2-3x slower", problem)
-    return None
-
-
-def build() -> Path:
-    """Build now (`mvfer build-ext`; `make install` runs it): the compiled module's file, or an error saying why not."""
-    return Path(_load("native", "").__file__)
