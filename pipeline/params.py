@@ -13,7 +13,6 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pipeline import paths
 from pipeline.errors import PipelineError
 
 
@@ -295,9 +294,9 @@ class ParamsError(PipelineError, ValueError):
     """params.yaml is missing, unreadable or does not match the schema."""
 
 
-def load_params(path: Path | None = None) -> Params:
+def load_params(path: Path) -> Params:
     """Parse and validate params.yaml; errors name the file and the offending key."""
-    path = Path(path) if path else paths.PARAMS_FILE
+    path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
@@ -313,5 +312,7 @@ def load_params(path: Path | None = None) -> Params:
 
 @lru_cache(maxsize=1)
 def params() -> Params:
-    """The repository's parameters, parsed once per process."""
-    return load_params()
+    """DEPRECATED (being removed by the stage-contract refactor): the discovered repository's parameters."""
+    from pipeline.layout import Layout
+
+    return load_params(Layout.discover().params_file)

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.layout import Layout
 from pipeline.params import CaptureParams, Params, Pose, load_params
-from pipeline import paths
+
+TEST_PARAMS = Path(__file__).parent / "params.test.yaml"
 
 # Under CI=true a skipped test fails the run (tests/skip_guard.py).
 pytest_plugins = ["tests.skip_guard", "tests.labelstudio_fixtures"]  # the latter: Label Studio home in a temp folder, server fixtures
@@ -16,7 +18,15 @@ pytest_plugins = ["tests.skip_guard", "tests.labelstudio_fixtures"]  # the latte
 
 @pytest.fixture(scope="session")
 def params() -> Params:
-    return load_params(paths.PARAMS_FILE)
+    """The tests' own parameters (tests/params.test.yaml), never the live params.yaml."""
+    return load_params(TEST_PARAMS)
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Layout:
+    """An empty project under tmp_path: stage shells read and write only through it."""
+    (tmp_path / "params.yaml").write_text(TEST_PARAMS.read_text())
+    return Layout(tmp_path)
 
 
 def tiny_capture_params(**overrides) -> CaptureParams:

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import environment_fault, is_environment_fault
+
 _CHUNK = 1 << 20
 
 
@@ -43,20 +45,29 @@ def _publish_mode(path: Path) -> None:
 @contextmanager
 def atomic_path(dest: Path, suffix: str = "", tmp_dir: Path | None = None) -> Iterator[Path]:
     """Yield a temp path (beside `dest`, or in `tmp_dir` on the same filesystem); rename it onto
-    `dest` only if the block succeeds."""
+    `dest` only if the block succeeds.
+
+    A failure to create, fill or rename the output (disk full, read-only, no permission) is a
+    fault of the environment, never of an input: it is raised as `EnvironmentFault`.
+    """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    where = Path(tmp_dir) if tmp_dir is not None else dest.parent
-    where.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".tmp{suffix}", dir=where)
-    os.close(fd)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        where = Path(tmp_dir) if tmp_dir is not None else dest.parent
+        where.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".tmp{suffix}", dir=where)
+        os.close(fd)
+    except OSError as e:
+        raise environment_fault(e, f"cannot write {dest}") from e
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         _publish_mode(tmp_path)
         os.replace(tmp_path, dest)
-    except BaseException:
+    except BaseException as e:
         tmp_path.unlink(missing_ok=True)
+        if is_environment_fault(e):
+            raise environment_fault(e, f"cannot write {dest}") from e
         raise
 
 
@@ -64,8 +75,11 @@ def atomic_path(dest: Path, suffix: str = "", tmp_dir: Path | None = None) -> It
 def atomic_dir(dest: Path) -> Iterator[Path]:
     """Yield a fresh temp directory beside `dest`; swap it in for `dest` on success."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    except OSError as e:
+        raise environment_fault(e, f"cannot write {dest}") from e
     try:
         yield tmp
         _publish_mode(tmp)
@@ -78,8 +92,10 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
             shutil.rmtree(old)
         else:
             os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_environment_fault(e):
+            raise environment_fault(e, f"cannot write {dest}") from e
         raise
 
 
