@@ -16,13 +16,21 @@ LS_STAMP := $(LS_VENV)/.installed
 S3_VENV  := .venv-s3
 S3_STAMP := $(S3_VENV)/.installed
 
-.PHONY: run test install labelstudio repro bench clean-venv system-packages
+.PHONY: run test lint install labelstudio repro bench clean-venv system-packages
 
 run: $(STAMP)  ## install (once) and run the whole pipeline on the built-in data
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
-test: $(STAMP) $(LS_STAMP) $(S3_STAMP) system-packages  ## run the test suite (Label Studio and S3 round trips included)
+test: $(STAMP) $(LS_STAMP) $(S3_STAMP) system-packages lint  ## lint, type check, dvc.yaml drift, then the test suite
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+
+# What CI checks before the tests: lint and format (ruff), types (mypy), dvc.yaml generated from pipeline/stages.py.
+# The docs' strict build and figure drift are tests (tests/test_docs.py).
+lint: $(STAMP)
+	$(BIN)/ruff check pipeline tests scripts
+	$(BIN)/ruff format --check pipeline tests scripts
+	$(BIN)/mypy
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/mvfer dvc-yaml --check
 
 install: $(STAMP)
 

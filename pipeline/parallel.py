@@ -50,7 +50,8 @@ class Executor:
 
 
 def _lost(done: int, total: int, what: str, stage: str, cause: BaseException) -> EnvironmentFault:
-    reason = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+    first = str(cause).strip().splitlines()[0][:160] if str(cause).strip() else ""
+    reason = f"{type(cause).__name__}: {first}" if first else type(cause).__name__
     return EnvironmentFault(f"{what} lost after {done} of {total} items ({reason}); finished items are kept: "
                             f"rerun `dvc repro {stage}` (or the same command) to do the other {total - done}")
 
@@ -129,11 +130,12 @@ def _local(fn: Callable[[T], R], jobs: list[T], workers: int, desc: str, unit: s
 def _dask(fn: Callable[[T], R], jobs: list[T], ex: Executor, desc: str, unit: str) -> Iterator[R]:
     from dask.distributed import Client, LocalCluster
 
+    _quiet_dask()
     address = ex.scheduler
     cluster = None
     try:
         if address:
-            client = Client(address, timeout="30s")
+            client = Client(address, timeout="10s")
         else:
             cluster = LocalCluster(n_workers=ex.workers, threads_per_worker=1, processes=True,
                                    dashboard_address=None, host="127.0.0.1")
@@ -163,6 +165,12 @@ def _dask(fn: Callable[[T], R], jobs: list[T], ex: Executor, desc: str, unit: st
             log.debug("dask client close failed", exc_info=True)
         if cluster is not None:
             cluster.close()
+
+
+def _quiet_dask() -> None:
+    """A lost scheduler is reported once, by pmap; the client's own reconnect tracebacks would bury it."""
+    for name in ("distributed.client", "distributed.comm", "distributed.core", "distributed.batched"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _is_dask_loss(exc: BaseException) -> bool:

@@ -88,7 +88,7 @@ class AlignThresholds(_Strict):
 
 
 class AlignParams(_Strict):
-    detector: Literal["mtcnn", "insightface"]
+    detector: str  # a name in pipeline.align.detectors.DETECTORS, checked by the align stage first thing
     insightface_pack: str
     min_face_px: Annotated[int, Field(ge=8)]
     precision: Literal["float32", "float64"]  # mtcnn only; insightface runs onnxruntime's float32
@@ -139,13 +139,13 @@ class FeaturesParams(_Strict):
     epochs: Annotated[int, Field(ge=1)]
     batch_size: Annotated[int, Field(ge=1)]
     lr: Annotated[float, Field(gt=0)]
-    backends: Annotated[list[Literal["cnn", "cnn_delta", "cnn_pair", "hog"]], Field(min_length=1)]  # pipeline/learn/backends
+    backends: Annotated[list[str], Field(min_length=1)]  # names in pipeline/learn/backends BACKENDS, checked by the stage
     seeds: Annotated[list[int], Field(min_length=1)]  # feature extractors; sequence-model seeds cycle over them
     workers: Annotated[int, Field(ge=1)]  # extractors fitted in parallel, one thread each
 
 
 class TrainParams(_Strict):
-    variants: list[Literal["lstm", "mv_lstm", "mv_lstm_sup", "mv_lstm_att"]]
+    variants: list[str]  # names in pipeline/models/registry.py VARIANTS, checked by the train and evaluate stages
     seeds: list[int]
     hidden: Annotated[int, Field(ge=1)]
     epochs: Annotated[int, Field(ge=1)]
@@ -263,8 +263,18 @@ class ImportParams(_Strict):
         return self
 
 
+class ExecutorParams(_Strict):
+    """Where every per-item stage (capture, verification, ingest's probe, align, media) maps its work:
+    local processes, or a Dask cluster (`dask_scheduler` address, $MVFER_DASK_SCHEDULER, or a LocalCluster
+    when both are empty). Each stage keeps its own `workers`."""
+
+    kind: Literal["local", "dask"] = "local"
+    dask_scheduler: str = ""
+
+
 class Params(_Strict):
     rig: RigParams
+    executor: ExecutorParams
     capture: CaptureParams
     capture_verify: CaptureVerifyParams
     ingest: IngestParams

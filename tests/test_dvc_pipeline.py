@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import paths
+from pipeline.layout import Layout
+
+ROOT = Layout.discover(Path(__file__).parent).root
 
 pytestmark = pytest.mark.integration
 
@@ -40,9 +42,9 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's files (as git would clone them) in a fresh repository with tiny params."""
     dest = tmp_path_factory.mktemp("clone")
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                           cwd=paths.ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
     for f in filter(None, files):
-        src = paths.ROOT / f
+        src = ROOT / f
         if src.is_file():
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / f)
@@ -104,6 +106,26 @@ def test_second_repro_is_a_no_op(clone: Path) -> None:
     out = _run(["dvc", "repro"], clone).stdout
     assert "Running stage" not in out
     assert json.loads(_run(["dvc", "status", "--json"], clone).stdout) == {}
+
+
+def test_a_cli_help_edit_reruns_nothing_and_a_module_edit_only_its_importers(clone: Path) -> None:
+    """No stage imports the CLI: editing a help text leaves `dvc status` clean; editing media's encoder
+    touches media alone, editing the release's datasheet the release alone."""
+    edits = {"pipeline/cli.py": "media", "pipeline/media/encode.py": "media", "pipeline/release/datasheet.py": "release"}
+    for rel in edits:
+        assert (clone / rel).is_file(), rel
+    cli = clone / "pipeline" / "cli.py"
+    original = {rel: (clone / rel).read_text() for rel in edits}
+    try:
+        cli.write_text(original["pipeline/cli.py"].replace("debug logging", "debug logging (verbose)"))
+        assert json.loads(_run(["dvc", "status", "--json"], clone).stdout) == {}
+        for rel, stage in list(edits.items())[1:]:
+            (clone / rel).write_text(original[rel] + "\n# an edit\n")
+            assert set(json.loads(_run(["dvc", "status", "--json"], clone).stdout)) == {stage}
+            (clone / rel).write_text(original[rel])
+    finally:
+        for rel, text in original.items():
+            (clone / rel).write_text(text)
 
 
 def test_an_ingest_parameter_change_touches_only_ingest(clone: Path) -> None:
@@ -259,7 +281,7 @@ def test_publish_to_a_local_remote_and_pull_into_a_fresh_clone(clone: Path, tmp_
 
 
 def test_publish_to_s3_on_a_local_moto_server(clone: Path, tmp_path: Path) -> None:
-    moto = paths.ROOT / ".venv-s3" / "bin" / "moto_server"
+    moto = ROOT / ".venv-s3" / "bin" / "moto_server"
     assert moto.exists(), "moto server not installed: `make test` builds .venv-s3"
     import dvc_s3  # noqa: F401  (in the lock: a missing plugin is a broken install, not a skip)
     import signal
