@@ -50,17 +50,12 @@ def _import(args: argparse.Namespace) -> int:
 
 def _consent_withdraw(args: argparse.Namespace) -> int:
     from pipeline.params import load_params
-    from pipeline.privacy.withdraw import withdraw
+    from pipeline.privacy.withdraw import withdraw_command
+    from pipeline.stage import invoke
 
     layout = Layout.discover()
-    rec = withdraw(args.subject, layout, load_params(layout.params_file), use_label_studio=not args.no_label_studio)
-    for line in rec["unreachable"]:
-        log.warning("not reached: %s", line)
-    sys.stdout.write(f"withdrawn: {rec['takes']} takes removed from the outputs, {rec['releases_amended']} release(s) "
-                     f"amended, {rec['dvc_cache_objects_removed']} DVC cache object(s) removed, "
-                     f"{rec['models_marked_for_retraining']} model(s) marked for retraining; record appended to "
-                     f"{layout.withdrawal_log.name}; now run `dvc repro`\n")
-    return 0
+    return invoke(withdraw_command, layout, load_params(layout.params_file), subject=args.subject,
+                  use_label_studio=not args.no_label_studio)
 
 
 def _release_verify(args: argparse.Namespace) -> int:

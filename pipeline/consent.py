@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import vocab
+from pipeline.csvfile import CaptureLogError, read_csv_rows
 
 _TRUE = frozenset({"true", "1", "yes", "y", "t"})
 _FALSE = frozenset({"false", "0", "no", "n", "f"})
@@ -57,14 +58,19 @@ class Ledger:
     def research_exclusion(self, subject_id: str) -> Exclusion | None:
         """None when the subject's takes may be used for research; otherwise why not."""
         if subject_id in self.invalid:
-            return Exclusion(CONSENT_INVALID, f"subject {subject_id}: consent record unusable ({self.invalid[subject_id]})")
+            return Exclusion(
+                CONSENT_INVALID, f"subject {subject_id}: consent record unusable ({self.invalid[subject_id]})"
+            )
         c = self.records.get(subject_id)
         if c is None:
             return Exclusion(UNKNOWN_SUBJECT, f"subject {subject_id} is not in {self.source}")
         if c.withdrawn:
             return Exclusion(CONSENT_WITHDRAWN, f"subject {subject_id} withdrew consent ({self.source} line {c.line})")
         if not c.research:
-            return Exclusion(NO_RESEARCH_CONSENT, f"subject {subject_id} has not consented to research use ({self.source} line {c.line})")
+            return Exclusion(
+                NO_RESEARCH_CONSENT,
+                f"subject {subject_id} has not consented to research use ({self.source} line {c.line})",
+            )
         return None
 
     def release_exclusion(self, subject_id: str) -> Exclusion | None:
@@ -74,7 +80,10 @@ class Ledger:
             return ex
         c = self.records[subject_id]
         if not c.public_release:
-            return Exclusion(NO_PUBLIC_RELEASE_CONSENT, f"subject {subject_id} has not consented to public release ({self.source} line {c.line})")
+            return Exclusion(
+                NO_PUBLIC_RELEASE_CONSENT,
+                f"subject {subject_id} has not consented to public release ({self.source} line {c.line})",
+            )
         return None
 
     def withdrawn(self) -> set[str]:
@@ -92,8 +101,6 @@ def parse_flag(text: str | None) -> bool | None:
 
 def parse_rows(rows: list[tuple[int, dict[str, str]]], path: Path) -> Ledger:
     """The ledger from (line, row) pairs; a blank subject_id is structural damage."""
-    from pipeline.ingest.schema import CaptureLogError  # lazy: schema re-exports this module's names
-
     records: dict[str, Consent] = {}
     invalid: dict[str, str] = {}
     seen: dict[str, int] = {}
@@ -110,18 +117,20 @@ def parse_rows(rows: list[tuple[int, dict[str, str]]], path: Path) -> Ledger:
         for col in vocab.CONSENT_FLAGS:
             value = parse_flag(raw.get(col))
             if value is None:
-                invalid.setdefault(sid, f"{path.name} line {line}, field '{col}': {raw.get(col, '')!r} is not true/false")
+                invalid.setdefault(
+                    sid, f"{path.name} line {line}, field '{col}': {raw.get(col, '')!r} is not true/false"
+                )
             else:
                 flags[col] = value
         if sid not in invalid:
-            records[sid] = Consent(sid, flags[vocab.CONSENT_RESEARCH], flags[vocab.CONSENT_PUBLIC], flags[vocab.WITHDRAWN], line)
+            records[sid] = Consent(
+                sid, flags[vocab.CONSENT_RESEARCH], flags[vocab.CONSENT_PUBLIC], flags[vocab.WITHDRAWN], line
+            )
     return Ledger(records, invalid, path.name)
 
 
 def read_ledger(path: Path) -> Ledger:
     """Read and parse `subjects.csv` (fail-closed, see the module docstring)."""
-    from pipeline.ingest.schema import read_csv_rows
-
     return parse_rows(read_csv_rows(path, vocab.SUBJECTS_REQUIRED), path)
 
 
@@ -130,11 +139,12 @@ REDACTED_REASON = "take of a subject who withdrew consent; identifiers removed"
 IDENTIFYING_COLUMNS = ("take_id", "path", "sha256", "subject_id", "recorded_at", "source_path", "file")
 
 
-def redact_manifest(df: pd.DataFrame, ids: set[str] = frozenset()) -> tuple[pd.DataFrame, set[str]]:
+def redact_manifest(df: pd.DataFrame, ids: set[str] | frozenset[str] = frozenset()) -> tuple[pd.DataFrame, set[str]]:
     """Blank the identifying fields of rows quarantined as `consent_withdrawn` (or naming one of
     `ids`), keeping status, codes and log line so the counts still add up. Returns the frame and the
     take ids it removed."""
-    codes = df["reason_codes"].fillna("") if "reason_codes" in df else df.get("reason_code", "").fillna("")
+    col = "reason_codes" if "reason_codes" in df else "reason_code"
+    codes = (df[col] if col in df else pd.Series("", index=df.index)).fillna("")
     hit = codes.astype(str).str.split(",").map(lambda cs: CONSENT_WITHDRAWN in cs)
     for col in ("take_id", "subject_id"):
         if ids and col in df:

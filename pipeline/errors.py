@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import errno
 
-# errno values that say the machine, not the data, failed.
-ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+# errno values that say the machine, not the data, failed (EFBIG: over the file-size limit, RLIMIT_FSIZE).
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EMFILE, errno.ENFILE, errno.ENOMEM,
+                                errno.EFBIG})
 
 
 class PipelineError(Exception):

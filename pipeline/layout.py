@@ -41,13 +41,15 @@ class Layout:
 
     @classmethod
     def discover(cls, start: Path | None = None) -> Layout:
-        """`$MVFER_ROOT`, else the nearest folder upwards from `start` (cwd) holding params.yaml and pipeline/."""
+        """`$MVFER_ROOT`, else the nearest folder upwards from `start` (cwd) holding params.yaml beside the
+        code (`pipeline/`), a `dvc.yaml` or a `.dvc/` folder; else the checkout this code is in."""
         env = os.environ.get(ROOT_ENV)
         if env:
             return cls(Path(env))
         here = Path(start or Path.cwd()).resolve()
         for candidate in (here, *here.parents):
-            if (candidate / "params.yaml").is_file() and (candidate / "pipeline").is_dir():
+            if (candidate / "params.yaml").is_file() and any(
+                    (candidate / marker).exists() for marker in ("pipeline", "dvc.yaml", ".dvc")):
                 return cls(candidate)
         return cls(Path(__file__).resolve().parent.parent)
 
@@ -161,6 +163,11 @@ class Layout:
         return self.processed / "features"
 
     @property
+    def models_provenance(self) -> Path:
+        """What trained the models (torch, threads, MV-LSTM scan): inside the `models` output, train writes no report."""
+        return self.models / "provenance.json"
+
+    @property
     def label_config(self) -> Path:
         return self.annotations / "labeling_config.xml"
 
@@ -180,6 +187,11 @@ class Layout:
     @property
     def label_studio_home(self) -> Path:
         return self.root / ".labelstudio"
+
+    @property
+    def dvc_dir(self) -> Path:
+        """DVC's own folder (config, cache): a withdrawal purges the cache objects that hold a subject."""
+        return self.root / ".dvc"
 
     @property
     def withdrawal_log(self) -> Path:
@@ -239,6 +251,24 @@ class Layout:
     def predictions(self) -> Path:
         """Per take, for `annotate push --guesses`."""
         return self.reports / "predictions.csv"
+
+    @property
+    def learning_curves(self) -> Path:
+        """Per epoch of every fit (stage train; a DVC plot)."""
+        return self.plots / "learning_curves.csv"
+
+    @property
+    def learning_curves_plot(self) -> Path:
+        return self.plots / "learning_curves.png"
+
+    @property
+    def confusion(self) -> Path:
+        """Per test take: actual and predicted class (stage evaluate; a DVC confusion plot)."""
+        return self.plots / "confusion.csv"
+
+    @property
+    def confusion_plot(self) -> Path:
+        return self.plots / "confusion.png"
 
     @property
     def release_report(self) -> Path:

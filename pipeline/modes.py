@@ -68,5 +68,7 @@ def manifest_modes(manifest: pd.DataFrame) -> pd.Series:
     (an imported dataset's `mode_fields`); a manifest without the column must be rebuilt.
     """
     if "mode" not in manifest.columns:
-        raise MissingModeError("data/interim/manifest.parquet: no column 'mode' (ingest writes it from ingest.mode_fields): re-run ingest")
+        raise MissingModeError(
+            "data/interim/manifest.parquet: no column 'mode' (ingest writes it from ingest.mode_fields): re-run ingest"
+        )
     return manifest["mode"]

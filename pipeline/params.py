@@ -99,8 +99,6 @@ class AlignParams(_Strict):
     reacquire_radius: Annotated[float, Field(gt=0)]
     min_appearance: Annotated[float, Field(ge=-1, le=1)]
     dark_threshold: Annotated[float, Field(ge=0, le=255)]
-    executor: Literal["local", "dask"]
-    dask_scheduler: str
     workers: Annotated[int, Field(ge=1)]
     thresholds: AlignThresholds
 
@@ -205,6 +203,9 @@ class QAThresholds(_Strict):
     min_gold_accuracy: Annotated[float, Field(ge=0, le=1)]
     fast_lead_time_z: Annotated[float, Field(gt=0)]
     min_lead_time_s: Annotated[float, Field(ge=0)]  # an annotation submitted faster than this is flagged too_fast
+    # an annotator is flagged for a confusion, gold accuracy or spamming only on at least this many items
+    # (of that class, of gold, in all); every flag states its count and a 95 % Wilson interval
+    min_items_for_flag: Annotated[int, Field(ge=1)] = 10
 
 
 class QAParams(_Strict):

@@ -21,6 +21,7 @@ import platform
 import sys
 from collections.abc import Callable
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 from pipeline import __version__
@@ -32,6 +33,8 @@ log = logging.getLogger("mvfer")
 
 Shell = Callable[..., Any]
 EXIT_INPUT, EXIT_ENVIRONMENT = 1, 2
+
+CODE_ROOT = Path(__file__).resolve().parent.parent  # the folder holding the `pipeline` package
 
 _current: ContextVar[tuple[str, Layout] | None] = ContextVar("mvfer_stage", default=None)
 
@@ -118,10 +121,10 @@ def provenance(params: Params | None = None, *sections: str, **extra: Any) -> di
                              "machine": {"cpu": _cpu_model(), "arch": platform.machine(), "cores": os.cpu_count(),
                                          "system": platform.system()}}
     if current is not None:
-        module, layout = current
+        module, _ = current
         block["stage_module"] = module
-        try:
-            block["code_sha256"] = code_digest(layout.root, module)
+        try:  # the code that ran: where this package is, whichever project folder it ran on
+            block["code_sha256"] = code_digest(CODE_ROOT, module)
         except OSError:
             block["code_sha256"] = None
     if params is not None and sections:

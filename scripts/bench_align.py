@@ -20,8 +20,14 @@ from pathlib import Path
 import cv2
 import pandas as pd
 
-from pipeline import paths
-from pipeline.params import params
+from pipeline.layout import Layout
+from pipeline.params import Params, load_params
+
+
+def _project() -> tuple[Layout, Params]:
+    """The repository this script runs in (`$MVFER_ROOT` or the working folder) and its params.yaml."""
+    layout = Layout.discover()
+    return layout, load_params(layout.params_file)
 
 
 def _decode(files: list[str]) -> int:
@@ -57,16 +63,22 @@ def _stage_job(args: tuple[Path, int, int, mp.Queue]) -> None:
     manifest, workers, n_takes, q = args
     logging.basicConfig(level="WARNING")
     from pipeline.align import stage
+    from pipeline.align.provenance import provenance
 
-    p = params()
-    p = p.model_copy(update={"align": p.align.model_copy(update={"workers": workers})})
+    layout, p = _project()
+    a = p.align.model_copy(update={"workers": workers})
     with tempfile.TemporaryDirectory() as tmp:
         m = pd.read_parquet(manifest)
         acc = m[m["status"] == "accepted"].head(n_takes)
-        sub = Path(tmp) / "manifest.parquet"
-        acc.to_parquet(sub, index=False)
         t = time.perf_counter()
-        rep = stage.run(p, sub, Path(tmp) / "aligned", Path(tmp) / "qc.parquet", Path(tmp) / "t.parquet", Path(tmp) / "a.json")
+        _, _, rep = stage.align(
+            acc,
+            layout.resolve(p.ingest.raw_dir),
+            Path(tmp) / "aligned",
+            Path(tmp) / "tmp",
+            a,
+            provenance(a.detector, a.insightface_pack),
+        )
         secs = time.perf_counter() - t
     q.put((rep["frames"], secs, _peak_mib()))
 
@@ -86,7 +98,8 @@ def stretch_gain(manifest: pd.DataFrame, raw: Path, n_takes: int) -> tuple[int, 
     from pipeline.align.detectors.mtcnn import MTCNN
     from pipeline.align.tracking import contrast_stretch
 
-    det = MTCNN(min_face_px=params().align.min_face_px, device="cpu")
+    _, p = _project()
+    det = MTCNN(min_face_px=p.align.min_face_px, device="cpu")
     dark = manifest[(manifest["status"] == "accepted") & (manifest["illumination"] == "dim")].head(n_takes)
     frames = plain = stretched = 0
     for f in dark["path"]:
@@ -94,7 +107,7 @@ def stretch_gain(manifest: pd.DataFrame, raw: Path, n_takes: int) -> tuple[int, 
         ok, bgr = cap.read()
         cap.release()
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        if cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).mean() >= params().align.dark_threshold:
+        if cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).mean() >= p.align.dark_threshold:
             continue
         frames += 1
         plain += bool(det.detect(rgb))
@@ -114,7 +127,9 @@ def _long_video(files: list[str], n_frames: int, dest: Path) -> tuple[int, ...]:
                 if not ok:
                     break
                 if writer is None:
-                    writer = cv2.VideoWriter(str(dest), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (bgr.shape[1], bgr.shape[0]))
+                    writer = cv2.VideoWriter(
+                        str(dest), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (bgr.shape[1], bgr.shape[0])
+                    )
                 writer.write(bgr)
                 written += 1
             cap.release()
@@ -129,12 +144,21 @@ def _take_job(args: tuple[str, int, mp.Queue]) -> None:
     from pipeline.align.process import process_take, take_key
     from pipeline.align.provenance import provenance, provenance_key
 
-    p = params()
-    cfg = stage.align_config(p, provenance_key(provenance(p.align.detector, p.align.insightface_pack)))
+    _, p = _project()
+    cfg = stage.align_config(p.align, provenance_key(provenance(p.align.detector, p.align.insightface_pack)))
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        r = process_take({"take_id": "long", "video": video, "expected_frames": n_frames, "key": take_key("x", cfg),
-                          "out": str(Path(tmp) / "out" / "long.npz"), "cfg": cfg, "tmp_dir": str(Path(tmp) / "tmp")})
+        r = process_take(
+            {
+                "take_id": "long",
+                "video": video,
+                "expected_frames": n_frames,
+                "key": take_key("x", cfg),
+                "out": str(Path(tmp) / "out" / "long.npz"),
+                "cfg": cfg,
+                "tmp_dir": str(Path(tmp) / "tmp"),
+            }
+        )
         secs = time.perf_counter() - t
         size = (Path(tmp) / "out" / "long.npz").stat().st_size
     q.put((r["decoded_frames"], secs, _peak_mib(), size))
@@ -152,8 +176,10 @@ def long_take(files: list[str], n_frames: int) -> None:
             frames, secs, peak, size = q.get()
             proc.join()
             raw = frames * shape[0] * shape[1] * 3 / 2**20
-            print(f"one take of {frames} frames: {frames / secs:6.1f} frames/s, peak RSS {peak:.0f} MiB "
-                  f"(its decoded frames alone: {raw:.0f} MiB; output {size / 2**20:.1f} MiB)")
+            print(
+                f"one take of {frames} frames: {frames / secs:6.1f} frames/s, peak RSS {peak:.0f} MiB "
+                f"(its decoded frames alone: {raw:.0f} MiB; output {size / 2**20:.1f} MiB)"
+            )
 
 
 def main() -> None:
@@ -161,26 +187,29 @@ def main() -> None:
     ap.add_argument("--takes", type=int, default=0, help="limit to the first N accepted takes (0: all)")
     ap.add_argument("--long", type=int, default=0, help="only measure one take of this many frames (e.g. 10000)")
     args = ap.parse_args()
+    layout, p = _project()
+    raw = layout.resolve(p.ingest.raw_dir)
     if args.long:
-        m = pd.read_parquet(paths.MANIFEST)
-        raw = paths.resolve(params().ingest.raw_dir)
+        m = pd.read_parquet(layout.manifest)
         long_take([str(raw / f) for f in m[m["status"] == "accepted"]["path"].head(50)], args.long)
         return
-    manifest = pd.read_parquet(paths.MANIFEST)
+    manifest = pd.read_parquet(layout.manifest)
     acc = manifest[manifest["status"] == "accepted"]
     n = args.takes or len(acc)
-    raw = paths.resolve(params().ingest.raw_dir)
     files = [str(raw / f) for f in acc["path"].head(n)]
-    print(f"{n} takes, detector {params().align.detector}, keyframe every {params().align.keyframe_every}")
+    print(f"{n} takes, detector {p.align.detector}, keyframe every {p.align.keyframe_every}")
     for w in (1, 2):
         frames, secs, peak = _in_child(_decode_job, files, w)
         print(f"decode only, {w} worker(s): {frames / secs:7.1f} frames/s  (peak RSS {peak:.0f} MiB)")
     small = max(1, n // 6)
-    frames, secs, peak = _in_child(_stage_job, paths.MANIFEST, 2, small)
+    frames, secs, peak = _in_child(_stage_job, layout.manifest, 2, small)
     print(f"align stage, 2 workers, {small} takes: {frames / secs:7.1f} frames/s, peak RSS {peak:.0f} MiB")
     for w in (1, 2):
-        frames, secs, peak = _in_child(_stage_job, paths.MANIFEST, w, n)
-        print(f"align stage, {w} worker(s), {n} takes: {frames / secs:7.1f} frames/s  ({secs:.1f} s, peak RSS {peak:.0f} MiB)")
+        frames, secs, peak = _in_child(_stage_job, layout.manifest, w, n)
+        print(
+            f"align stage, {w} worker(s), {n} takes: {frames / secs:7.1f} frames/s  "
+            f"({secs:.1f} s, peak RSS {peak:.0f} MiB)"
+        )
     f, a, b = stretch_gain(manifest, raw, 200)
     print(f"dark first frames: MTCNN finds {a}/{f} plain, {b}/{f} after the contrast stretch")
 

@@ -17,7 +17,8 @@ from pipeline.capture.expressions import au_vector
 from pipeline.capture.face_model import features_from_aus, sample_identity
 from pipeline.capture.render import ILLUMINATIONS, HeadRenderer
 from pipeline.capture.simulate import simulate
-from pipeline.params import params
+from pipeline.layout import Layout
+from pipeline.params import load_params
 
 
 def bench_render(frame_size: int, n: int) -> float:
@@ -40,14 +41,18 @@ def main() -> None:
     ap.add_argument("--subjects", type=int, default=2, help="subjects to simulate end to end")
     args = ap.parse_args()
     logging.basicConfig(level="WARNING")
-    p = params().capture
+    p = load_params(Layout.discover().params_file).capture
     print(f"render only, {p.frame_size}px, 1 core: {bench_render(p.frame_size, 100):.1f} frames/s")
     for workers in (1, 2):
-        q = p.model_copy(update={"n_subjects": args.subjects, "n_withdrawn": 0, "n_no_public_release": 0, "workers": workers})
+        q = p.model_copy(
+            update={"n_subjects": args.subjects, "n_withdrawn": 0, "n_no_public_release": 0, "workers": workers}
+        )
         with tempfile.TemporaryDirectory() as tmp:
             rep = simulate(q, Path(tmp) / "raw")
-        print(f"simulate {rep['n_takes']} takes / {rep['n_frames']} frames with {workers} worker(s): "
-              f"{rep['frames_per_s']:.1f} frames/s wall, {rep['frames_per_s_per_core']:.1f} frames/s per core")
+        print(
+            f"simulate {rep['n_takes']} takes / {rep['n_frames']} frames with {workers} worker(s): "
+            f"{rep['frames_per_s']:.1f} frames/s wall, {rep['frames_per_s_per_core']:.1f} frames/s per core"
+        )
 
 
 if __name__ == "__main__":

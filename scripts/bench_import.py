@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 
 from pipeline.capture.simulate import simulate
+from pipeline.layout import Layout
 from pipeline.params import CaptureParams, Pose, load_params
 from pipeline.utils.frames import iter_frames
 
@@ -32,9 +33,24 @@ def build_tree(root: Path, n_takes: int, n_frames: int, work: Path) -> int:
     """n_takes take folders of n_frames 320x240 JPEG frames each; returns the number of frames written."""
     sim = work / "sim"
     if not sim.exists():
-        simulate(CaptureParams(seed=7, n_subjects=2, n_withdrawn=0, n_no_public_release=0, expressions=["happiness", "surprise"],
-                               poses=[Pose(camera="cam_c", yaw=0, pitch=0)], illuminations=["frontal", "left"], frame_size=96,
-                               fps=25.0, n_frames=n_frames, return_to_neutral=False, sessions=1, workers=1), sim)
+        simulate(
+            CaptureParams(
+                seed=7,
+                n_subjects=2,
+                n_withdrawn=0,
+                n_no_public_release=0,
+                expressions=["happiness", "surprise"],
+                poses=[Pose(camera="cam_c", yaw=0, pitch=0)],
+                illuminations=["frontal", "left"],
+                frame_size=96,
+                fps=25.0,
+                n_frames=n_frames,
+                return_to_neutral=False,
+                sessions=1,
+                workers=1,
+            ),
+            sim,
+        )
     faces = [[cv2.resize(f, (320, 240)) for f in iter_frames(p)] for p in sorted((sim / "takes").iterdir())]
     n = 0
     for i in range(n_takes):
@@ -44,8 +60,9 @@ def build_tree(root: Path, n_takes: int, n_frames: int, work: Path) -> int:
         d.mkdir(parents=True)
         for j, frame in enumerate(faces[i % len(faces)][:n_frames]):
             frame = frame.copy()
-            for bit in range(12):  # the take's number as 8x8 black/white blocks: distinct content (no duplicate_content)
-                frame[:8, 8 * bit:8 * bit + 8] = 255 if (i >> bit) & 1 else 0
+            # the take's number as 8x8 black/white blocks: distinct content (no duplicate_content)
+            for bit in range(12):
+                frame[:8, 8 * bit : 8 * bit + 8] = 255 if (i >> bit) & 1 else 0
             (d / f"{j:03d}.jpeg").write_bytes(cv2.imencode(".jpeg", frame)[1].tobytes())
             n += 1
     return n
@@ -57,10 +74,14 @@ def _measure(args: tuple[str, Path, Path, int, mp.Queue]) -> None:
     from pipeline.importers import run_import
     from pipeline.ingest.run import ingest
 
-    p = load_params()
+    p = load_params(Layout.discover().params_file)
     lic = p.import_.licence.model_copy(update={"terms": "benchmark", "research_use": True})
-    p = p.model_copy(update={"import_": p.import_.model_copy(update={"licence": lic}),
-                             "ingest": p.ingest.model_copy(update={"workers": workers, "mode_fields": ["imaging", "light"]})})
+    p = p.model_copy(
+        update={
+            "import_": p.import_.model_copy(update={"licence": lic}),
+            "ingest": p.ingest.model_copy(update={"workers": workers, "mode_fields": ["imaging", "light"]}),
+        }
+    )
     t = time.perf_counter()
     if what == "import":
         rep = run_import("oulu-casia", src, out, p.import_, p.rig.expressions)
@@ -69,9 +90,17 @@ def _measure(args: tuple[str, Path, Path, int, mp.Queue]) -> None:
         _, rep = ingest(p, out)
         n = rep["accepted_frames"]
     wall = time.perf_counter() - t
-    q.put({"what": what, "workers": workers, "frames": n, "wall_s": round(wall, 2), "frames_per_s": round(n / wall, 1),
-           "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-           "peak_rss_worker_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)})
+    q.put(
+        {
+            "what": what,
+            "workers": workers,
+            "frames": n,
+            "wall_s": round(wall, 2),
+            "frames_per_s": round(n / wall, 1),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_worker_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        }
+    )
 
 
 def measure(what: str, src: Path, out: Path, workers: int) -> dict:

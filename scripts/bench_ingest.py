@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 
 from pipeline.ingest.run import ingest
-from pipeline.params import params
+from pipeline.layout import Layout
+from pipeline.params import load_params
 
 
 def build_tree(raw: Path, n_takes: int, n_frames: int, size: int = 96) -> None:
@@ -34,15 +35,29 @@ def build_tree(raw: Path, n_takes: int, n_frames: int, size: int = 96) -> None:
             cv2.circle(img, (10 + i % (size - 20), size // 2), 8, (200, 180, 160), -1)
             ok, buf = cv2.imencode(".png", img)
             (folder / f"{i:05d}.png").write_bytes(buf.tobytes())
-        rows.append({"take_id": f"t{t:05d}", "subject_id": "sub-bench", "session": "s1", "camera": "cam0",
-                     "yaw": "0", "pitch": "0", "illumination": "frontal", "prompted_expression": "happiness",
-                     "fps": "25", "recorded_at": "2026-01-01T00:00:00", "file": f"takes/t{t:05d}"})
+        rows.append(
+            {
+                "take_id": f"t{t:05d}",
+                "subject_id": "sub-bench",
+                "session": "s1",
+                "camera": "cam0",
+                "yaw": "0",
+                "pitch": "0",
+                "illumination": "frontal",
+                "prompted_expression": "happiness",
+                "fps": "25",
+                "recorded_at": "2026-01-01T00:00:00",
+                "file": f"takes/t{t:05d}",
+            }
+        )
     with open(raw / "capture_log.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    (raw / "subjects.csv").write_text("subject_id,consent_research,consent_public_release,withdrawn,consent_date,withdrawn_date\n"
-                                      "sub-bench,True,True,False,2026-01-01,\n")
+    (raw / "subjects.csv").write_text(
+        "subject_id,consent_research,consent_public_release,withdrawn,consent_date,withdrawn_date\n"
+        "sub-bench,True,True,False,2026-01-01,\n"
+    )
 
 
 def main() -> None:
@@ -52,7 +67,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    p = params()
+    p = load_params(Layout.discover().params_file)
     p = p.model_copy(update={"ingest": p.ingest.model_copy(update={"workers": args.workers})})
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw"
@@ -68,7 +83,17 @@ def main() -> None:
     logging.getLogger("bench").warning(
         "%d takes x %d frames = %d frames: tree built in %.1f s; ingest %.2f s = %.0f frames/s with %d workers "
         "(%d accepted); peak RSS parent %.0f MiB, largest worker %.0f MiB",
-        args.takes, args.frames, n, built, took, n / took, args.workers, report["accepted"], peak_parent, peak_child)
+        args.takes,
+        args.frames,
+        n,
+        built,
+        took,
+        n / took,
+        args.workers,
+        report["accepted"],
+        peak_parent,
+        peak_child,
+    )
 
 
 if __name__ == "__main__":

@@ -21,27 +21,36 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import paths
+from pipeline.layout import Layout
 
 PORTABLE = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE"}
 _CHILD = """
 import sys, time
 from pathlib import Path
+import pandas as pd
 from pipeline.align import stage
-from pipeline.params import params
-p = params()
-p = p.model_copy(update={"align": p.align.model_copy(update={"workers": int(sys.argv[2]), "precision": sys.argv[3]})})
+from pipeline.align.provenance import provenance
+from pipeline.layout import Layout
+from pipeline.params import load_params
+layout = Layout.discover()
+p = load_params(layout.params_file)
+a = p.align.model_copy(update={"workers": int(sys.argv[2]), "precision": sys.argv[3]})
 out = Path(sys.argv[1])
 t = time.perf_counter()
-stage.run(p, Path(sys.argv[4]), out / "aligned", out / "qc.parquet", out / "takes.parquet", out / "align.json")
+stage.align(pd.read_parquet(sys.argv[4]), layout.resolve(p.ingest.raw_dir), out / "aligned", out / "tmp", a,
+            provenance(a.detector, a.insightface_pack))
 print(f"{time.perf_counter() - t:.1f}")
 """
 
 
 def run(out: Path, env: dict[str, str], workers: int, precision: str, manifest: Path) -> float:
     clean = {k: v for k, v in os.environ.items() if k not in PORTABLE}
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(out), str(workers), precision, str(manifest)],
-                          env=clean | env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(out), str(workers), precision, str(manifest)],
+        env=clean | env,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode:
         raise SystemExit(f"align child failed:\n{proc.stderr[-3000:]}")
     return float(proc.stdout.strip().splitlines()[-1])
@@ -65,16 +74,22 @@ def main() -> None:
     ap.add_argument("--precision", default="float64", choices=["float32", "float64"])
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(dir=paths.INTERIM) as tmp:
-        m = pd.read_parquet(paths.MANIFEST)
+    layout = Layout.discover()
+    with tempfile.TemporaryDirectory(dir=layout.interim) as tmp:
+        m = pd.read_parquet(layout.manifest)
         acc = m[m["status"] == "accepted"]
         sub = Path(tmp) / "manifest.parquet"
         (acc.head(args.takes) if args.takes else acc).to_parquet(sub, index=False)
-        secs = {name: run(Path(tmp) / name, env, args.workers, args.precision, sub)
-                for name, env in (("native", {}), ("portable", PORTABLE))}
+        secs = {
+            name: run(Path(tmp) / name, env, args.workers, args.precision, sub)
+            for name, env in (("native", {}), ("portable", PORTABLE))
+        }
         n, differ, members = compare(Path(tmp) / "native" / "aligned", Path(tmp) / "portable" / "aligned")
-    print(f"MTCNN {args.precision}: {len(differ)} of {n} aligned files differ between the native and the portable "
-          f"CPU code path (arrays: {dict(members) or 'none'}); align took {secs['native']:.1f} s / {secs['portable']:.1f} s")
+    print(
+        f"MTCNN {args.precision}: {len(differ)} of {n} aligned files differ between the native and the portable "
+        f"CPU code path (arrays: {dict(members) or 'none'}); "
+        f"align took {secs['native']:.1f} s / {secs['portable']:.1f} s"
+    )
     for name in differ[:10]:
         print("  differs:", name)
 

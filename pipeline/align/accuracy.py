@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,7 @@ def accuracy(manifest: pd.DataFrame, aligned: Path, truth_dir: Path) -> dict:
     groups: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
     no_truth = 0
     manifest_modes(manifest)  # ingest's mode, never recomputed
+    row: Any  # a manifest row (itertuples)
     for row in manifest[manifest["status"] == vocab.ACCEPTED].itertuples(index=False):
         tfile, afile = truth_dir / f"{row.take_id}.npz", aligned / f"{row.take_id}.npz"
         if not tfile.exists() or not afile.exists():
@@ -52,11 +54,10 @@ def accuracy(manifest: pd.DataFrame, aligned: Path, truth_dir: Path) -> dict:
             continue
         with np.load(afile) as a, np.load(tfile) as t:
             e = take_errors(a["points"], a["valid"], t["landmarks5"])
-        keys = {"pose": pose_id(row.yaw, row.pitch), "illumination": row.illumination,
-                "mode": row.mode}
+        keys = {"pose": pose_id(row.yaw, row.pitch), "illumination": row.illumination, "mode": row.mode}
         groups["overall"]["all"].append(e)
         for kind, k in keys.items():
             groups[kind][k].append(e)
-    out = {kind: {k: _summary(v) for k, v in sorted(g.items())} for kind, g in groups.items()}
+    out: dict[str, Any] = {kind: {k: _summary(v) for k, v in sorted(g.items())} for kind, g in groups.items()}
     out["takes_without_truth"] = no_truth
     return out

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +24,16 @@ import numpy as np
 from pipeline.align.detectors import make_detector
 from pipeline.align.quality import blur_score, estimate_yaw, longest_gap
 from pipeline.align.template import align_crop
-from pipeline.align.tracking import SOURCE_DETECT, SOURCE_NONE, FaceTracker, TrackerConfig, eye_distance, mean_distance, smooth_one
+from pipeline.align.tracking import (
+    SOURCE_DETECT,
+    SOURCE_NONE,
+    FaceTracker,
+    TrackerConfig,
+    eye_distance,
+    mean_distance,
+    smooth_one,
+)
+from pipeline.errors import environment_fault, is_environment_fault
 from pipeline.utils import io
 from pipeline.utils.frames import FrameReadError, iter_frames
 
@@ -85,8 +95,23 @@ def align_take(take: Path, expected_frames: int, cfg: AlignConfig, spill: Path) 
     """
     tracker = FaceTracker(_detector(cfg), cfg.tracker)
     S = cfg.crop_size
-    rows: dict[str, list] = {k: [] for k in ("raw", "pts", "score", "source", "stretched", "n_faces", "mats",
-                                             "blur", "bright", "iod", "yaw", "jitter")}
+    rows: dict[str, list] = {
+        k: []
+        for k in (
+            "raw",
+            "pts",
+            "score",
+            "source",
+            "stretched",
+            "n_faces",
+            "mats",
+            "blur",
+            "bright",
+            "iod",
+            "yaw",
+            "jitter",
+        )
+    }
     frame_shape: tuple[int, ...] | None = None
     blank = np.zeros((S, S, 3), np.uint8)
     nan_pts, nan_mat = np.full((5, 2), np.nan), np.full((2, 3), np.nan)
@@ -100,8 +125,11 @@ def align_take(take: Path, expected_frames: int, cfg: AlignConfig, spill: Path) 
                 rows[k].append(np.nan)
             out.write(blank.tobytes())
             return
-        pts = smooth_one(prev.raw if prev is not None and prev.valid else None, cur.raw,
-                         nxt.raw if nxt is not None and nxt.valid else None)
+        pts = smooth_one(
+            prev.raw if prev is not None and prev.valid else None,
+            cur.raw,
+            nxt.raw if nxt is not None and nxt.valid else None,
+        )
         crop, M = align_crop(cur.rgb, pts, S)
         gray = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
         iod = eye_distance(pts)
@@ -122,7 +150,12 @@ def align_take(take: Path, expected_frames: int, cfg: AlignConfig, spill: Path) 
                 frame_shape = frame_shape or rgb.shape
                 r = tracker.step(rgb)
                 rows["raw"].append(r.points if r.points is not None else nan_pts)
-                for k, v in (("score", r.score), ("source", r.source), ("stretched", r.stretched), ("n_faces", r.n_faces)):
+                for k, v in (
+                    ("score", r.score),
+                    ("source", r.source),
+                    ("stretched", r.stretched),
+                    ("n_faces", r.n_faces),
+                ):
                     rows[k].append(v)
                 new = _Pending(rgb, rows["raw"][-1], r.points is not None)
                 if window:
@@ -138,12 +171,24 @@ def align_take(take: Path, expected_frames: int, cfg: AlignConfig, spill: Path) 
         "frames": io.RawArray(spill, np.dtype(np.uint8), (T, S, S, 3)),
         "points": np.array(rows["pts"], np.float32).reshape(T, 5, 2),
         "raw_points": np.array(rows["raw"], np.float32).reshape(T, 5, 2),
-        "valid": valid, "source": np.array(rows["source"], np.uint8), "score": np.array(rows["score"], np.float32),
-        "stretched": np.array(rows["stretched"], bool), "n_faces": np.array(rows["n_faces"], np.int16),
+        "valid": valid,
+        "source": np.array(rows["source"], np.uint8),
+        "score": np.array(rows["score"], np.float32),
+        "stretched": np.array(rows["stretched"], bool),
+        "n_faces": np.array(rows["n_faces"], np.int16),
         "matrices": np.array(rows["mats"], np.float32).reshape(T, 2, 3),
-        **{name: np.array(rows[k], np.float32) for name, k in (("blur", "blur"), ("brightness", "bright"), ("iod_px", "iod"),
-                                                               ("yaw_est", "yaw"), ("jitter", "jitter"))},
-        "expected_frames": np.array(expected_frames), "frame_shape": np.array(frame_shape or (0, 0, 0)),
+        **{
+            name: np.array(rows[k], np.float32)
+            for name, k in (
+                ("blur", "blur"),
+                ("brightness", "bright"),
+                ("iod_px", "iod"),
+                ("yaw_est", "yaw"),
+                ("jitter", "jitter"),
+            )
+        },
+        "expected_frames": np.array(expected_frames),
+        "frame_shape": np.array(frame_shape or (0, 0, 0)),
     }
 
 
@@ -172,28 +217,40 @@ def summarise(arrays: dict[str, np.ndarray]) -> dict:
     }
 
 
-def process_take(job: dict) -> dict:
+NpzWriter = Callable[..., str]
+
+
+def process_take(job: dict, write: NpzWriter = io.write_npz) -> dict:
     """Worker entry point: align, write `<out>` (deterministic, self-verifying) with its cache key.
 
     Temp files go to `job["tmp_dir"]` (outside the output folder, same filesystem). A take that
-    fails for any reason is logged in one line and returned with `error`; the stage goes on.
+    fails because of its own content is logged in one line and returned with `error`; the stage
+    goes on. A fault of the machine (disk full, memory) is raised as `EnvironmentFault`: it is no
+    take's fault, and the stage must stop. `write` is `io.write_npz` (a parameter so a test can
+    make the disk fail).
     """
     cfg: AlignConfig = job["cfg"]
     tmp_dir = Path(job["tmp_dir"])
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd, spill_name = tempfile.mkstemp(prefix=f".{job['take_id']}.", suffix=".frames.tmp", dir=tmp_dir)
-    os.close(fd)
+    try:
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, spill_name = tempfile.mkstemp(prefix=f".{job['take_id']}.", suffix=".frames.tmp", dir=tmp_dir)
+        os.close(fd)
+    except OSError as e:
+        raise environment_fault(e, f"align {job['take_id']}: cannot create a temp file in {tmp_dir}") from e
     spill = Path(spill_name)
     try:
         arrays = align_take(Path(job["video"]), job["expected_frames"], cfg, spill)
         members = {"key": np.array(job["key"]), "take_id": np.array(job["take_id"]), **arrays}
-        digest = io.write_npz(Path(job["out"]), members, tmp_dir=tmp_dir)
+        digest = write(Path(job["out"]), members, tmp_dir=tmp_dir)
         small = {k: v for k, v in arrays.items() if not isinstance(v, io.RawArray)}
         return {"take_id": job["take_id"], "sha256": digest} | summarise(small)
-    except Exception as e:  # one bad take never stops the stage: it is reported and flagged
+    except Exception as e:
+        Path(job["out"]).unlink(missing_ok=True)
+        if is_environment_fault(e):
+            raise environment_fault(e, f"align {job['take_id']}") from e
+        # one bad take never stops the stage: it is reported and flagged
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         log.warning("align: %s failed: %s: %s", job["take_id"], type(e).__name__, first)
-        Path(job["out"]).unlink(missing_ok=True)
         return {"take_id": job["take_id"], "error": f"{type(e).__name__}: {first}"}
     finally:
         spill.unlink(missing_ok=True)

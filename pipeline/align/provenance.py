@@ -31,9 +31,9 @@ LOGGED_ENV = ("MVFER_DASK_SCHEDULER", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the `pipeline` package
 
 
-def _module_file(name: str) -> Path | None:
-    """The source file of a `pipeline` module, found on disk without importing it."""
-    base = _PACKAGE_DIR.joinpath(*name.split(".")[1:])
+def _module_file(name: str, package_dir: Path = _PACKAGE_DIR) -> Path | None:
+    """The source file of a `pipeline` module under `package_dir`, found on disk without importing it."""
+    base = package_dir.joinpath(*name.split(".")[1:])
     for cand in (base / "__init__.py", base.with_suffix(".py")):
         if cand.is_file():
             return cand
@@ -59,7 +59,7 @@ def _imports(name: str, path: Path) -> set[str]:
     return {m for m in found if m == "pipeline" or m.startswith("pipeline.")}
 
 
-def module_closure(roots: tuple[str, ...]) -> dict[str, Path]:
+def module_closure(roots: tuple[str, ...], package_dir: Path = _PACKAGE_DIR) -> dict[str, Path]:
     """Every `pipeline` module the roots import at module level, transitively (with their packages)."""
     seen: dict[str, Path] = {}
     todo = list(roots)
@@ -67,7 +67,7 @@ def module_closure(roots: tuple[str, ...]) -> dict[str, Path]:
         name = todo.pop()
         if name in seen:
             continue
-        path = _module_file(name)
+        path = _module_file(name, package_dir)
         if path is None:  # a name imported from a module (a function or class), not a module
             continue
         seen[name] = path
@@ -101,7 +101,12 @@ def library_versions(detector: str) -> dict[str, str]:
     import numpy as np
     import torch
 
-    v = {"numpy": np.__version__, "opencv": cv2.__version__, "torch": torch.__version__, "zlib": zlib.ZLIB_RUNTIME_VERSION}
+    v = {
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+        "torch": torch.__version__,
+        "zlib": zlib.ZLIB_RUNTIME_VERSION,
+    }
     if detector == "insightface":
         import onnxruntime
 
@@ -110,17 +115,20 @@ def library_versions(detector: str) -> dict[str, str]:
 
 
 @lru_cache(maxsize=8)
-def _code(detector: str) -> tuple[str, tuple[str, ...]]:
-    files = module_closure((*ROOT_MODULES, f"pipeline.align.detectors.{detector}"))
+def _code(detector: str, package_dir: Path) -> tuple[str, tuple[str, ...]]:
+    files = module_closure((*ROOT_MODULES, f"pipeline.align.detectors.{detector}"), package_dir)
     h = hashlib.sha256()
     for name, path in files.items():
         h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest(), tuple(files)
 
 
-def provenance(detector: str, pack: str) -> dict:
-    """Everything besides take and parameters that an output depends on (logged, and keyed)."""
-    code, modules = _code(detector)
+def provenance(detector: str, pack: str, package_dir: Path = _PACKAGE_DIR) -> dict:
+    """Everything besides take and parameters that an output depends on (logged, and keyed).
+
+    `package_dir` is the `pipeline` package whose source is hashed (this one; a test hashes an edited copy).
+    """
+    code, modules = _code(detector, Path(package_dir))
     weights = {str(p): _sha256(p) for p in weights_files(detector, pack)}
     return {
         "code_sha256": code,

@@ -47,13 +47,36 @@ def take_verdict(summary: dict, thresholds: dict) -> list[tuple[str, str]]:
     """(code, reason) for each threshold in params the take fails (empty: it passes)."""
     reasons = []
     if summary["decoded_frames"] < summary["expected_frames"]:
-        reasons.append(("decode_stopped", f"decoding stopped at frame {summary['decoded_frames']} of {summary['expected_frames']} (corrupt mid-stream)"))
+        reasons.append(
+            (
+                "decode_stopped",
+                f"decoding stopped at frame {summary['decoded_frames']} of {summary['expected_frames']} "
+                "(corrupt mid-stream)",
+            )
+        )
     if summary["detection_rate"] < thresholds["min_detection_rate"]:
-        reasons.append(("low_detection_rate", f"face found in {summary['detection_rate']:.0%} of frames (< {thresholds['min_detection_rate']:.0%})"))
+        reasons.append(
+            (
+                "low_detection_rate",
+                f"face found in {summary['detection_rate']:.0%} of frames (< {thresholds['min_detection_rate']:.0%})",
+            )
+        )
     if summary["longest_gap"] > thresholds["max_gap_frames"]:
-        reasons.append(("long_gap", f"{summary['longest_gap']} consecutive frames without a face (> {thresholds['max_gap_frames']})"))
+        reasons.append(
+            (
+                "long_gap",
+                f"{summary['longest_gap']} consecutive frames without a face (> {thresholds['max_gap_frames']})",
+            )
+        )
     if summary["median_iod_px"] is not None and summary["median_iod_px"] < thresholds["min_iod_px"]:
-        reasons.append(("small_face", f"face too small: median eye distance {summary['median_iod_px']:.1f} px (< {thresholds['min_iod_px']})"))
+        reasons.append(
+            (
+                "small_face",
+                f"face too small: median eye distance {summary['median_iod_px']:.1f} px (< {thresholds['min_iod_px']})",
+            )
+        )
     if summary["median_blur"] is not None and summary["median_blur"] < thresholds["min_blur"]:
-        reasons.append(("blurred", f"blurred: median Laplacian variance {summary['median_blur']:.1f} (< {thresholds['min_blur']})"))
+        reasons.append(
+            ("blurred", f"blurred: median Laplacian variance {summary['median_blur']:.1f} (< {thresholds['min_blur']})")
+        )
     return reasons

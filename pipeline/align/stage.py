@@ -6,6 +6,10 @@ parameter or the code reprocesses all, and a take that left the manifest loses i
 `data/aligned` is a persistent DVC output: every file in it verifies itself (sha256 in the zip
 comment) and is checked before it is trusted; a damaged one is rebuilt with a warning. Temp files
 live outside it (`data/interim/.tmp/align`) and leftovers of a killed run are removed at start.
+
+A take that cannot be aligned (a damaged video) is flagged with its reason and the stage goes on;
+a fault of the machine (disk full, memory, a lost Dask scheduler) stops the stage before any table
+or report is written, keeping the takes already finished, so a rerun does only the rest.
 """
 
 from __future__ import annotations
@@ -15,27 +19,34 @@ import shutil
 import time
 import zipfile
 from collections import Counter
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pipeline import paths, vocab
-from pipeline.align.executors import run_dask, run_local
-from pipeline.align.process import AlignConfig, process_take, summarise, take_key
+from pipeline import vocab
+from pipeline.align.detectors import DETECTORS, PARAM_KEY
+from pipeline.align.process import AlignConfig, NpzWriter, process_take, summarise, take_key
 from pipeline.align.provenance import provenance, provenance_key
 from pipeline.align.quality import take_verdict
 from pipeline.align.tracking import TrackerConfig
+from pipeline.layout import Layout
 from pipeline.modes import manifest_modes
-from pipeline.params import Params
+from pipeline.parallel import Executor, pmap
+from pipeline.params import AlignParams, Params
+from pipeline.stage import main, with_provenance
 from pipeline.utils import io
 
 log = logging.getLogger(__name__)
 QC_FIELDS = ("valid", "source", "score", "stretched", "n_faces", "blur", "brightness", "iod_px", "yaw_est", "jitter")
+# What of align's own provenance (pipeline/align/provenance.py) the report keeps.
+REPORTED_PROVENANCE = ("code_sha256", "modules", "weights_sha256", "libraries", "env", "env_not_keyed")
 
 
-def align_config(params: Params, provenance_hash: str = "") -> AlignConfig:
-    a = params.align
+def align_config(a: AlignParams, provenance_hash: str = "") -> AlignConfig:
+    """The parameters that change an aligned output (part of every take's cache key)."""
     options: dict[str, object] = {"min_face_px": a.min_face_px}
     if a.detector == "insightface":
         options["pack"] = a.insightface_pack
@@ -45,27 +56,16 @@ def align_config(params: Params, provenance_hash: str = "") -> AlignConfig:
         detector=a.detector,
         detector_options=tuple(sorted(options.items())),
         crop_size=a.crop_size,
-        tracker=TrackerConfig(a.keyframe_every, a.max_fb_error, a.max_jump, a.dark_threshold,
-                              a.reacquire_radius, a.min_appearance),
+        tracker=TrackerConfig(
+            a.keyframe_every, a.max_fb_error, a.max_jump, a.dark_threshold, a.reacquire_radius, a.min_appearance
+        ),
         provenance=provenance_hash,
     )
 
 
-def _check_detector_available(params: Params) -> None:
-    """Fail before any worker starts if the detector's weights or pack are not on disk."""
-    if params.align.detector == "insightface":
-        from pipeline.align.detectors.insightface import find_detector_file
-
-        find_detector_file(params.align.insightface_pack)
-    else:
-        from pipeline.align.detectors.mtcnn import find_weights_dir
-
-        find_weights_dir()
-
-
-def default_tmp_dir(out_dir: Path) -> Path:
-    """Where align's temp files go: outside the output folder, on the same filesystem."""
-    return paths.ALIGN_TMP if Path(out_dir) == paths.ALIGNED else Path(out_dir).parent / ".tmp-align"
+def executor_of(params: Params) -> Executor:
+    """The shared `executor` section with `align.workers`: where the takes are aligned."""
+    return Executor(params.executor.kind, params.align.workers, params.executor.dask_scheduler)
 
 
 def clean_leftovers(out_dir: Path, tmp_dir: Path) -> int:
@@ -101,12 +101,15 @@ def check_output(out: Path, key: str) -> str | None:
     return None
 
 
-def plan(accepted: pd.DataFrame, out_dir: Path, cfg: AlignConfig, raw: Path,
-         tmp_dir: Path | None = None) -> tuple[list[dict], list[str], list[Path], list[str]]:
+def plan(
+    accepted: pd.DataFrame, out_dir: Path, cfg: AlignConfig, raw: Path, tmp_dir: Path
+) -> tuple[list[dict], list[str], list[Path], list[str]]:
     """(jobs to run, take ids already up to date, stale outputs to delete, damaged take ids)."""
-    jobs, fresh, damaged = [], [], []
+    jobs: list[dict] = []
+    fresh: list[str] = []
+    damaged: list[str] = []
     wanted = set(accepted["take_id"])
-    tmp = str(tmp_dir or default_tmp_dir(out_dir))
+    row: Any  # a manifest row (itertuples)
     for row in accepted.itertuples(index=False):
         key = take_key(row.sha256, cfg)
         out = out_dir / f"{row.take_id}.npz"
@@ -117,8 +120,17 @@ def plan(accepted: pd.DataFrame, out_dir: Path, cfg: AlignConfig, raw: Path,
         if why not in ("missing", "key"):
             log.warning("align: rebuilding %s: %s", row.take_id, why)
             damaged.append(row.take_id)
-        jobs.append({"take_id": row.take_id, "video": str(raw / row.path), "expected_frames": int(row.n_frames),
-                     "key": key, "out": str(out), "cfg": cfg, "tmp_dir": tmp})
+        jobs.append(
+            {
+                "take_id": row.take_id,
+                "video": str(raw / row.path),
+                "expected_frames": int(row.n_frames),
+                "key": key,
+                "out": str(out),
+                "cfg": cfg,
+                "tmp_dir": str(tmp_dir),
+            }
+        )
     stale = [p for p in sorted(out_dir.glob("*.npz")) if p.stem not in wanted]
     return jobs, fresh, stale, damaged
 
@@ -134,44 +146,66 @@ def collect(accepted: pd.DataFrame, out_dir: Path, thresholds: dict) -> tuple[pd
     """Per-frame QC and per-take tables from every output (reading only the small arrays)."""
     frames, takes = [], []
     manifest_modes(accepted)
+    row: Any  # a manifest row (itertuples)
     for row in accepted.itertuples(index=False):
         out = out_dir / f"{row.take_id}.npz"
-        mode = row.mode  # ingest's mode (manifest_modes checked the column)
-        base = {"take_id": row.take_id, "subject_id": row.subject_id, "mode": mode, "prompted_expression": row.prompted_expression}
+        base = {
+            "take_id": row.take_id,
+            "subject_id": row.subject_id,
+            "mode": row.mode,  # ingest's mode
+            "prompted_expression": row.prompted_expression,
+        }
         try:
             with np.load(out) as z:
                 arrays = {k: z[k] for k in (*QC_FIELDS, "expected_frames")}
         except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as e:
             why = f"no aligned output ({type(e).__name__}); see the log"
-            takes.append(base | {"status": vocab.FLAGGED, "reason_codes": "align_failed", "reason": why, "sha256": None})
+            takes.append(
+                base | {"status": vocab.FLAGGED, "reason_codes": "align_failed", "reason": why, "sha256": None}
+            )
             continue
         frames.append(_qc_frame(row.take_id, arrays))
         s = summarise(arrays)
         reasons = take_verdict(s, thresholds)
-        takes.append(base | s | {"status": vocab.FLAGGED if reasons else vocab.ALIGN_OK,
-                                 "reason_codes": ",".join(c for c, _ in reasons) or None,
-                                 "reason": "; ".join(m for _, m in reasons) or None,
-                                 "sha256": io.npz_sha256(out)})
+        takes.append(
+            base
+            | s
+            | {
+                "status": vocab.FLAGGED if reasons else vocab.ALIGN_OK,
+                "reason_codes": ",".join(c for c, _ in reasons) or None,
+                "reason": "; ".join(m for _, m in reasons) or None,
+                "sha256": io.npz_sha256(out),
+            }
+        )
     qc = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["take_id", "frame", *QC_FIELDS])
     return qc, pd.DataFrame(takes)
 
 
-def run(params: Params, manifest_path: Path = paths.MANIFEST, out_dir: Path = paths.ALIGNED,
-        qc_path: Path = paths.FRAMES_QC, takes_path: Path = paths.ALIGN_TAKES, report_path: Path = paths.ALIGN_REPORT,
-        tmp_dir: Path | None = None) -> dict:
-    """Run the stage; returns the report it writes."""
+def accepted_takes(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The manifest's accepted takes, in take_id order (the order of every table align writes)."""
+    return manifest[manifest["status"] == vocab.ACCEPTED].sort_values("take_id").reset_index(drop=True)
+
+
+def align(
+    manifest: pd.DataFrame,
+    raw: Path,
+    out_dir: Path,
+    tmp_dir: Path,
+    a: AlignParams,
+    prov: dict[str, Any],
+    *,
+    executor: Executor | None = None,
+    write: NpzWriter = io.write_npz,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Bring `out_dir` up to date with the manifest's accepted takes; (frames QC, takes, report).
+
+    `prov` is align's provenance (`provenance.provenance`): its keyed part is in every cache key.
+    Raises `EnvironmentFault` (finished takes kept on disk) when the machine or the cluster fails.
+    """
     t0 = time.perf_counter()
-    a = params.align
-    out_dir, tmp_dir = Path(out_dir), Path(tmp_dir or default_tmp_dir(out_dir))
-    manifest = pd.read_parquet(manifest_path)
-    accepted = manifest[manifest["status"] == vocab.ACCEPTED].sort_values("take_id").reset_index(drop=True)
-    raw = paths.resolve(params.ingest.raw_dir)
-    _check_detector_available(params)
-    prov = provenance(a.detector, a.insightface_pack)
-    cfg = align_config(params, provenance_key(prov))
-    log.info("align: code %s, weights %s, libraries %s, keyed env %s, not keyed %s", prov["code_sha256"][:12],
-             ",".join(w[:12] for w in prov["weights_sha256"]), prov["libraries"], prov["env"] or "none",
-             prov["env_not_keyed"] or "none")
+    ex = executor or Executor("local", a.workers)
+    accepted = accepted_takes(manifest)
+    cfg = align_config(a, provenance_key(prov))
     out_dir.mkdir(parents=True, exist_ok=True)
     leftovers = clean_leftovers(out_dir, tmp_dir)
     t_check = time.perf_counter()
@@ -179,37 +213,46 @@ def run(params: Params, manifest_path: Path = paths.MANIFEST, out_dir: Path = pa
     check_s = time.perf_counter() - t_check
     for p in stale:
         p.unlink()
-    log.info("align: %d takes to process (%d damaged), %d up to date, %d stale outputs removed (%s executor)",
-             len(jobs), len(damaged), len(fresh), len(stale), a.executor)
-    results = []
-    if jobs:
-        if a.executor == "dask":
-            results = list(run_dask(process_take, jobs, a.workers, a.dask_scheduler))
-        else:
-            results = list(run_local(process_take, jobs, a.workers))
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    thresholds = a.thresholds.model_dump()
-    qc, takes = collect(accepted, out_dir, thresholds)
-    io.write_parquet(qc_path, qc)
-    io.write_parquet(takes_path, takes)
-    report = build_report(takes, qc, len(jobs), len(fresh), len(stale), time.perf_counter() - t0, params)
-    report |= {"outputs_damaged_rebuilt": sorted(damaged), "temp_leftovers_removed": leftovers,
-               "integrity_check_s": round(check_s, 2),
-               "take_errors": sorted((r["take_id"], r["error"]) for r in results if "error" in r),
-               "provenance": {k: prov[k] for k in ("code_sha256", "modules", "weights_sha256", "libraries", "env", "env_not_keyed")}}
-    io.write_json(report_path, report)
-    log.info("align: %d takes ok, %d flagged; face found in %.1f %% of frames",
-             report["takes_ok"], report["takes_flagged"], 100 * report["frame_detection_rate"])
-    return report
+    log.info(
+        "align: %d takes to process (%d damaged), %d up to date, %d stale outputs removed (%s executor)",
+        len(jobs),
+        len(damaged),
+        len(fresh),
+        len(stale),
+        ex.kind,
+    )
+    work = process_take if write is io.write_npz else partial(process_take, write=write)
+    try:
+        results = list(pmap(work, jobs, ex, desc="align", unit="take"))
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    qc, takes = collect(accepted, out_dir, a.thresholds.model_dump())
+    report = build_report(takes, qc, len(jobs), len(fresh), len(stale), time.perf_counter() - t0, a, ex.kind)
+    report |= {
+        "outputs_damaged_rebuilt": sorted(damaged),
+        "temp_leftovers_removed": leftovers,
+        "integrity_check_s": round(check_s, 2),
+        "take_errors": sorted((r["take_id"], r["error"]) for r in results if "error" in r),
+    }
+    return qc, takes, report
 
 
-def build_report(takes: pd.DataFrame, qc: pd.DataFrame, processed: int, fresh: int, removed: int, seconds: float, params: Params) -> dict:
+def build_report(
+    takes: pd.DataFrame,
+    qc: pd.DataFrame,
+    processed: int,
+    fresh: int,
+    removed: int,
+    seconds: float,
+    a: AlignParams,
+    executor: str = "local",
+) -> dict:
     flagged = takes[takes["status"] == "flagged"] if len(takes) else takes
     reasons = Counter(c for cs in flagged.get("reason_codes", pd.Series(dtype=str)).dropna() for c in cs.split(","))
     by_mode = {m: round(float(g["detection_rate"].mean()), 4) for m, g in takes.groupby("mode")} if len(takes) else {}
     return {
-        "detector": params.align.detector,
-        "executor": params.align.executor,
+        "detector": a.detector,
+        "executor": executor,
         "takes": len(takes),
         "takes_processed": processed,
         "takes_up_to_date": fresh,
@@ -224,6 +267,50 @@ def build_report(takes: pd.DataFrame, qc: pd.DataFrame, processed: int, fresh: i
         "frames_contrast_stretched": int(qc["stretched"].sum()) if len(qc) else 0,
         "detection_rate_by_mode": by_mode,
         "median_jitter": round(float(qc["jitter"].median()), 4) if len(qc) and qc["jitter"].notna().any() else None,
-        "flagged_takes": [{"take_id": t, "reason": r} for t, r in zip(flagged.get("take_id", []), flagged.get("reason", []))],
+        "flagged_takes": [
+            {"take_id": t, "reason": r} for t, r in zip(flagged.get("take_id", []), flagged.get("reason", []))
+        ],
         "wall_s": round(seconds, 2),
     }
+
+
+def run(layout: Layout, params: Params) -> None:
+    """Align every accepted take of the manifest into `data/aligned`; write the QC tables and the report."""
+    a = params.align
+    DETECTORS.check(a.detector, PARAM_KEY)
+    prov = provenance(a.detector, a.insightface_pack)  # resolves the weights: a missing file fails here, in one line
+    log.info(
+        "align: code %s, weights %s, libraries %s, keyed env %s, not keyed %s",
+        prov["code_sha256"][:12],
+        ",".join(w[:12] for w in prov["weights_sha256"]),
+        prov["libraries"],
+        prov["env"] or "none",
+        prov["env_not_keyed"] or "none",
+    )
+    manifest = pd.read_parquet(layout.manifest)
+    qc, takes, report = align(
+        manifest,
+        layout.resolve(params.ingest.raw_dir),
+        layout.aligned,
+        layout.stage_tmp("align"),
+        a,
+        prov,
+        executor=executor_of(params),
+    )
+    io.write_parquet(layout.frames_qc, qc)
+    io.write_parquet(layout.align_takes, takes)
+    aligned_with = {k: prov[k] for k in REPORTED_PROVENANCE}
+    io.write_json(
+        layout.align_report,
+        with_provenance(report, params, "align", "ingest.raw_dir", "executor", aligned_with=aligned_with),
+    )
+    log.info(
+        "align: %d takes ok, %d flagged; face found in %.1f %% of frames",
+        report["takes_ok"],
+        report["takes_flagged"],
+        100 * report["frame_detection_rate"],
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(run))

@@ -32,18 +32,18 @@ _LK = dict(winSize=(15, 15), maxLevel=3, criteria=(cv2.TERM_CRITERIA_EPS | cv2.T
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    keyframe_every: int = 4       # detect on every nth frame (1: detect every frame)
-    max_fb_error: float = 0.15    # forward-backward LK error allowed, as a fraction of the eye distance
-    max_jump: float = 0.6         # detection within this fraction of the eye distance of the track
+    keyframe_every: int = 4  # detect on every nth frame (1: detect every frame)
+    max_fb_error: float = 0.15  # forward-backward LK error allowed, as a fraction of the eye distance
+    max_jump: float = 0.6  # detection within this fraction of the eye distance of the track
     dark_threshold: float = 70.0  # mean luma below which a frame is stretched before detection
     reacquire_radius: float = 1.5  # a lost subject is looked for within this many eye distances (grows with the gap)
-    min_appearance: float = 0.5    # normalised correlation with the subject's last face needed to re-acquire
+    min_appearance: float = 0.5  # normalised correlation with the subject's last face needed to re-acquire
 
 
 @dataclass(frozen=True)
 class FrameTrack:
-    points: np.ndarray | None     # 5 x 2 in frame pixels, or None when the face was not found
-    score: float                  # detector confidence on detected frames, NaN when tracked
+    points: np.ndarray | None  # 5 x 2 in frame pixels, or None when the face was not found
+    score: float  # detector confidence on detected frames, NaN when tracked
     source: int
     stretched: bool
     n_faces: int
@@ -100,8 +100,14 @@ def select_face(dets: list[Detection], predicted: np.ndarray | None, max_jump: f
     return dets[best] if dist[best] <= max_jump else None
 
 
-def reacquire(dets: list[Detection], gray: np.ndarray, last_points: np.ndarray, last_look: np.ndarray,
-              gap: int, cfg: TrackerConfig) -> Detection | None:
+def reacquire(
+    dets: list[Detection],
+    gray: np.ndarray,
+    last_points: np.ndarray,
+    last_look: np.ndarray,
+    gap: int,
+    cfg: TrackerConfig,
+) -> Detection | None:
     """The lost subject among `dets`: near where it was last seen and looking like it, else None.
 
     The search radius grows with the frames missed; candidates are ranked by distance (in radii)
@@ -132,18 +138,18 @@ class FaceTracker:
         self.prev_points: np.ndarray | None = None
         self.since_detect = 0
         self.last_points: np.ndarray | None = None  # where the subject was last found
-        self.last_look: np.ndarray | None = None    # its appearance at the last detection
-        self.gap = 0                                # frames since it was last found
+        self.last_look: np.ndarray | None = None  # its appearance at the last detection
+        self.gap = 0  # frames since it was last found
 
     def _flow(self, gray: np.ndarray) -> np.ndarray | None:
         """LK-propagated points, or None if the forward-backward check fails (track lost)."""
         if self.prev_points is None or self.prev_gray is None:
             return None
         p0 = self.prev_points.astype(np.float32).reshape(-1, 1, 2)
-        p1, st1, _ = cv2.calcOpticalFlowPyrLK(self.prev_gray, gray, p0, None, **_LK)
+        p1, st1, _ = cv2.calcOpticalFlowPyrLK(self.prev_gray, gray, p0, None, **_LK)  # type: ignore[call-overload]
         if p1 is None or not st1.all():
             return None
-        back, st2, _ = cv2.calcOpticalFlowPyrLK(gray, self.prev_gray, p1, None, **_LK)
+        back, st2, _ = cv2.calcOpticalFlowPyrLK(gray, self.prev_gray, p1, None, **_LK)  # type: ignore[call-overload]
         if back is None or not st2.all():
             return None
         back, p1 = snap(back.reshape(-1, 2)), snap(p1.reshape(-1, 2))
@@ -201,6 +207,9 @@ def smooth_points(points: np.ndarray, valid: np.ndarray) -> np.ndarray:
     T = len(points)
     for t in range(T):
         if valid[t]:
-            out[t] = smooth_one(points[t - 1] if t > 0 and valid[t - 1] else None, points[t],
-                                points[t + 1] if t + 1 < T and valid[t + 1] else None)
+            out[t] = smooth_one(
+                points[t - 1] if t > 0 and valid[t - 1] else None,
+                points[t],
+                points[t + 1] if t + 1 < T and valid[t + 1] else None,
+            )
     return out

@@ -15,8 +15,14 @@ import numpy as np
 # Skin albedos (sRGB, 0..1) spanning light to dark tones; hair and iris palettes.
 SKIN_TONES = np.array(
     [
-        [0.93, 0.78, 0.68], [0.88, 0.70, 0.58], [0.80, 0.62, 0.48], [0.72, 0.54, 0.40],
-        [0.62, 0.44, 0.32], [0.52, 0.36, 0.25], [0.42, 0.28, 0.19], [0.34, 0.22, 0.15],
+        [0.93, 0.78, 0.68],
+        [0.88, 0.70, 0.58],
+        [0.80, 0.62, 0.48],
+        [0.72, 0.54, 0.40],
+        [0.62, 0.44, 0.32],
+        [0.52, 0.36, 0.25],
+        [0.42, 0.28, 0.19],
+        [0.34, 0.22, 0.15],
     ]
 )
 HAIR_COLOURS = np.array(
@@ -34,10 +40,10 @@ def _linear(srgb: np.ndarray) -> np.ndarray:
 class Identity:
     """What makes one synthetic subject look like themselves."""
 
-    head_a: float       # half-width of the head ellipsoid
-    head_b: float       # half-height
-    head_c: float       # half-depth
-    jaw_taper: float    # narrowing of the lower face
+    head_a: float  # half-width of the head ellipsoid
+    head_b: float  # half-height
+    head_c: float  # half-depth
+    jaw_taper: float  # narrowing of the lower face
     eye_dx: float
     eye_y: float
     eye_w: float
@@ -48,8 +54,8 @@ class Identity:
     mouth_y: float
     mouth_w: float
     lip_thick: float
-    hairline: float     # v of the hairline at the centre
-    skin: np.ndarray    # linear RGB albedo
+    hairline: float  # v of the hairline at the centre
+    skin: np.ndarray  # linear RGB albedo
     hair: np.ndarray
     iris: np.ndarray
     shirt: np.ndarray
@@ -59,7 +65,11 @@ class Identity:
 
 def sample_identity(rng: np.random.Generator, tone_index: int | None = None) -> Identity:
     """A random but plausible face; tone_index picks the skin tone (cycled over subjects)."""
-    tone = SKIN_TONES[tone_index % len(SKIN_TONES)] if tone_index is not None else SKIN_TONES[rng.integers(len(SKIN_TONES))]
+    tone = (
+        SKIN_TONES[tone_index % len(SKIN_TONES)]
+        if tone_index is not None
+        else SKIN_TONES[rng.integers(len(SKIN_TONES))]
+    )
     skin = np.clip(tone * rng.uniform(0.95, 1.05, 3), 0, 1)
     return Identity(
         head_a=rng.uniform(0.72, 0.84),
@@ -90,20 +100,20 @@ def sample_identity(rng: np.random.Generator, tone_index: int | None = None) -> 
 class Features:
     """Feature geometry for one frame: identity plus the action units' displacements."""
 
-    eye_open_up: float     # upper lid height above the eye centre line
-    eye_open_lo: float     # lower lid depth below it
-    brow_inner_dv: float   # vertical shift of the inner brow end (negative: raised)
+    eye_open_up: float  # upper lid height above the eye centre line
+    eye_open_lo: float  # lower lid depth below it
+    brow_inner_dv: float  # vertical shift of the inner brow end (negative: raised)
     brow_outer_dv: float
-    brow_inner_du: float   # horizontal shift of the inner end towards the midline (positive)
-    corner_dv: float       # mouth corner vertical shift (negative: up)
-    corner_du: float       # mouth corner outward shift
-    upper_lip_dv: float    # upper lip raise (negative)
-    lower_lip_dv: float    # lower lip depression (positive)
-    jaw_open: float        # gap between the lips from the jaw drop
-    lip_thin: float        # lip thickness factor (AU23 tightens)
-    cheek_raise: float     # AU6 cheek bulge and lower-lid push
-    nose_wrinkle: float    # AU9
-    brow_furrow: float     # AU4 vertical lines between the brows
+    brow_inner_du: float  # horizontal shift of the inner end towards the midline (positive)
+    corner_dv: float  # mouth corner vertical shift (negative: up)
+    corner_du: float  # mouth corner outward shift
+    upper_lip_dv: float  # upper lip raise (negative)
+    lower_lip_dv: float  # lower lip depression (positive)
+    jaw_open: float  # gap between the lips from the jaw drop
+    lip_thin: float  # lip thickness factor (AU23 tightens)
+    cheek_raise: float  # AU6 cheek bulge and lower-lid push
+    nose_wrinkle: float  # AU9
+    brow_furrow: float  # AU4 vertical lines between the brows
 
 
 def features_from_aus(aus: dict[int, float], gain: dict[int, float]) -> Features:
@@ -132,6 +142,7 @@ NEUTRAL = features_from_aus({}, {})
 
 
 # ---------------------------------------------------------------- feature curves in (u, v)
+
 
 def _brow_polyline(ident: Identity, f: Features, side: int, n: int = 9) -> np.ndarray:
     """Points along one eyebrow (side -1: image-left, +1: image-right), inner to outer."""
@@ -171,10 +182,18 @@ def _mouth_lines(ident: Identity, f: Features, u: np.ndarray) -> dict[str, np.nd
     bow = 0.012 * np.exp(-((u / (0.35 * mw)) ** 2))  # cupid's bow dip
     upper_out = upper_in - th * 0.85 * bulge + bow * bulge
     lower_out = lower_in + th * 1.15 * bulge
-    return {"t": t, "line": line, "upper_in": upper_in, "lower_in": lower_in, "upper_out": upper_out, "lower_out": lower_out}
+    return {
+        "t": t,
+        "line": line,
+        "upper_in": upper_in,
+        "lower_in": lower_in,
+        "upper_out": upper_out,
+        "lower_out": lower_out,
+    }
 
 
 # ---------------------------------------------------------------- relief and albedo
+
 
 def _gauss(u: np.ndarray, v: np.ndarray, cu: float, cv: float, su: float, sv: float) -> np.ndarray:
     return np.exp(-(((u - cu) / su) ** 2 + ((v - cv) / sv) ** 2))
@@ -277,7 +296,9 @@ def albedo(u: np.ndarray, v: np.ndarray, ident: Identity, f: Features) -> np.nda
     lips = in_u & (vk > m["upper_out"]) & (vk < m["lower_out"])
     ck = np.where(lips[:, None], ident.skin * ident.lip_tint * 0.75, ck)
     opening = in_u & (vk > m["upper_in"]) & (vk < m["lower_in"])
-    cavity = np.where((vk < m["upper_in"] + 0.03)[:, None], np.array([0.75, 0.72, 0.62]), np.array([0.08, 0.015, 0.015]))
+    cavity = np.where(
+        (vk < m["upper_in"] + 0.03)[:, None], np.array([0.75, 0.72, 0.62]), np.array([0.08, 0.015, 0.015])
+    )
     ck = np.where(opening[:, None], cavity, ck)
     seam = in_u & (np.abs(vk - (m["upper_in"] + m["lower_in"]) / 2) < 0.008 + 0.5 * (m["lower_in"] - m["upper_in"]))
     shade[k] *= np.where(seam & ~opening, 0.55, 1.0)
@@ -288,6 +309,7 @@ def albedo(u: np.ndarray, v: np.ndarray, ident: Identity, f: Features) -> np.nda
 
 
 # ---------------------------------------------------------------- landmarks
+
 
 def landmarks_uv(ident: Identity, f: Features) -> np.ndarray:
     """The 68 iBUG landmarks in face coordinates (image-left first, as the iBUG scheme orders them)."""
@@ -302,16 +324,26 @@ def landmarks_uv(ident: Identity, f: Features) -> np.ndarray:
     tip = ident.nose_tip_y
     bridge_v = np.linspace(ident.eye_y - 0.01, tip, 4)
     pts.append(np.stack([np.zeros(4), bridge_v], 1))
-    pts.append(np.array([[-0.1, tip + 0.05], [-0.05, tip + 0.065], [0.0, tip + 0.07], [0.05, tip + 0.065], [0.1, tip + 0.05]]))
+    pts.append(
+        np.array([[-0.1, tip + 0.05], [-0.05, tip + 0.065], [0.0, tip + 0.07], [0.05, tip + 0.065], [0.1, tip + 0.05]])
+    )
     for s in (-1, 1):
         ex, w = s * ident.eye_dx, ident.eye_w
         us = np.array([ex - w, ex - w / 3, ex + w / 3, ex + w])
         up = _lid(ident, f, s, us, True)
         lo = _lid(ident, f, s, us, False)
         if s == -1:  # outer corner, upper, inner corner, lower (iBUG 36..41)
-            pts.append(np.array([[us[0], up[0]], [us[1], up[1]], [us[2], up[2]], [us[3], up[3]], [us[2], lo[2]], [us[1], lo[1]]]))
+            pts.append(
+                np.array(
+                    [[us[0], up[0]], [us[1], up[1]], [us[2], up[2]], [us[3], up[3]], [us[2], lo[2]], [us[1], lo[1]]]
+                )
+            )
         else:  # inner corner, upper, outer corner, lower (42..47)
-            pts.append(np.array([[us[0], up[0]], [us[1], up[1]], [us[2], up[2]], [us[3], up[3]], [us[2], lo[2]], [us[1], lo[1]]]))
+            pts.append(
+                np.array(
+                    [[us[0], up[0]], [us[1], up[1]], [us[2], up[2]], [us[3], up[3]], [us[2], lo[2]], [us[1], lo[1]]]
+                )
+            )
     _, mw = _mouth(ident, f)
     uo = np.array([-1, -0.6, -0.25, 0, 0.25, 0.6, 1]) * mw
     m = _mouth_lines(ident, f, uo)

@@ -37,7 +37,7 @@ ILLUMINATIONS: dict[str, Light] = {
 
 
 def rotation(yaw_deg: float, pitch_deg: float) -> np.ndarray:
-    """Head rotation: yaw about the vertical axis (positive turns the nose to image-right), then pitch (positive: up)."""
+    """Head rotation: yaw about the vertical axis (positive turns the nose to image-right), then pitch (up)."""
     y, p = np.deg2rad(yaw_deg), np.deg2rad(pitch_deg)
     ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
     rx = np.array([[1, 0, 0], [0, np.cos(p), np.sin(p)], [0, -np.sin(p), np.cos(p)]])
@@ -83,7 +83,9 @@ class HeadRenderer:
         hair_top = self.v < ident.hairline + 0.25 * self.u**2
         self.is_hair = hair_back | hair_top
         # Features can only appear on the front of the face: recompute albedo there per frame.
-        self.feature_idx = np.flatnonzero(front & (np.abs(self.u) < 0.8) & (self.v > -0.55) & (self.v < 1.0) & ~hair_back)
+        self.feature_idx = np.flatnonzero(
+            front & (np.abs(self.u) < 0.8) & (self.v > -0.55) & (self.v < 1.0) & ~hair_back
+        )
         self.front = front
         self.static_albedo = np.where(self.is_hair[:, None], ident.hair, ident.skin)
 
@@ -137,7 +139,8 @@ class HeadRenderer:
         cl = np.sqrt(np.clip(1 - (lu / cb) ** 2, 0, 1))
         lz = ident.head_c * cb * cl + relief(lu, lv, ident, f) * np.clip(cl * 3, 0, 1)
         arrays = (pts, normals, col, self._surface(lu, lv, lz, f))
-        for a in arrays:  # shared by every camera: an in-place edit in render() must fail, not leak into the next camera
+        # shared by every camera: an in-place edit in render() must fail, not leak into the next camera
+        for a in arrays:
             a.flags.writeable = False
         return Surface(*arrays)
 
@@ -179,16 +182,15 @@ class HeadRenderer:
         zbuf = np.full(S * S, -np.inf)
         np.maximum.at(zbuf, idx, depth)
         win = depth >= zbuf[idx]
-        img = backdrop.reshape(-1, 3).copy()
+        flat = backdrop.reshape(-1, 3).copy()
         covered = np.zeros(S * S, dtype=np.uint8)
-        img[idx[win]] = rgb[ok][win]
+        flat[idx[win]] = rgb[ok][win]
         covered[idx[win]] = 1
-        img = img.reshape(S, S, 3)
-        img = _fill_holes(img, covered.reshape(S, S))
+        img = _fill_holes(flat.reshape(S, S, 3), covered.reshape(S, S))
 
-        out = np.clip(img, 0, 1) ** GAMMA * 255.0
+        out: np.ndarray = np.clip(img, 0, 1) ** GAMMA * 255.0
         out = cv2.GaussianBlur(out, (0, 0), 0.6)
-        out += rng.normal(0, light.noise_sigma, out.shape)
+        out += rng.normal(0, light.noise_sigma, out.shape)  # type: ignore[misc]  # cv2's stubs: float64 stays float64
         frame = np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
         lm3 = surf.landmarks @ R.T

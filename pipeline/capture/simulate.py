@@ -15,32 +15,49 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
-from pipeline import paths, vocab
+from pipeline import vocab
 from pipeline.capture.expressions import ACTION_UNITS, au_vector, intensity_curve
-from pipeline.capture.face_model import five_points, features_from_aus, sample_identity, with_gain
+from pipeline.capture.face_model import features_from_aus, five_points, sample_identity, with_gain
 from pipeline.capture.render import ILLUMINATIONS, HeadRenderer
+from pipeline.layout import CAPTURE_LOG_NAME, SUBJECTS_NAME, TAKES_SUBDIR, TRUTH_SUBDIR
+from pipeline.parallel import Executor, pmap
 from pipeline.params import CaptureParams
 from pipeline.utils import io
 
 log = logging.getLogger(__name__)
 
 LOG_COLUMNS = [
-    "take_id", "subject_id", "session", "camera", "yaw", "pitch",
-    "illumination", "prompted_expression", "fps", "recorded_at", "file",
+    "take_id",
+    "subject_id",
+    "session",
+    "camera",
+    "yaw",
+    "pitch",
+    "illumination",
+    "prompted_expression",
+    "fps",
+    "recorded_at",
+    "file",
 ]
-SUBJECT_COLUMNS = ["subject_id", "consent_research", "consent_public_release", "withdrawn", "consent_date", "withdrawn_date"]
+SUBJECT_COLUMNS = [
+    "subject_id",
+    "consent_research",
+    "consent_public_release",
+    "withdrawn",
+    "consent_date",
+    "withdrawn_date",
+]
 FOURCC = "mp4v"
-SESSION_START = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+SESSION_START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -72,31 +89,40 @@ def plan_subjects(p: CaptureParams) -> pd.DataFrame:
     rows = []
     for i, sid in enumerate(ids):
         w = i in withdrawn
-        rows.append({
-            "subject_id": sid,
-            "consent_research": True,
-            "consent_public_release": i not in no_public and not w,
-            "withdrawn": w,
-            "consent_date": (SESSION_START - timedelta(days=7)).date().isoformat(),
-            "withdrawn_date": (SESSION_START + timedelta(days=60)).date().isoformat() if w else "",
-        })
+        rows.append(
+            {
+                "subject_id": sid,
+                "consent_research": True,
+                "consent_public_release": i not in no_public and not w,
+                "withdrawn": w,
+                "consent_date": (SESSION_START - timedelta(days=7)).date().isoformat(),
+                "withdrawn_date": (SESSION_START + timedelta(days=60)).date().isoformat() if w else "",
+            }
+        )
     return pd.DataFrame(rows, columns=SUBJECT_COLUMNS)
 
 
 def plan_performances(p: CaptureParams, ids: list[str]) -> list[Performance]:
     """Every subject x session x illumination x expression, in recording order."""
-    perfs = []
+    perfs: list[Performance] = []
     for si, sid in enumerate(ids):
         for ses in range(p.sessions):
             t = SESSION_START + timedelta(days=si + 30 * ses)
             for illum in p.illuminations:
                 for expr in p.expressions:
                     idx = len(perfs)
-                    perfs.append(Performance(
-                        index=idx, perf_id=f"pf{idx:05d}", subject_index=si, subject_id=sid,
-                        session=f"ses-{ses + 1:02d}", illumination=illum, expression=expr,
-                        recorded_at=t.isoformat(timespec="seconds"),
-                    ))
+                    perfs.append(
+                        Performance(
+                            index=idx,
+                            perf_id=f"pf{idx:05d}",
+                            subject_index=si,
+                            subject_id=sid,
+                            session=f"ses-{ses + 1:02d}",
+                            illumination=illum,
+                            expression=expr,
+                            recorded_at=t.isoformat(timespec="seconds"),
+                        )
+                    )
                     t += timedelta(seconds=45)
     return perfs
 
@@ -109,7 +135,9 @@ def _head_motion(rng: np.random.Generator, n: int, frame_size: int) -> np.ndarra
     return walk + rng.normal(0, 1, 4) * np.array([1.0, 1.0, 0.02 * frame_size, 0.02 * frame_size])
 
 
-def render_performance(p: CaptureParams, perf: Performance, takes_dir: Path, truth_dir: Path) -> tuple[list[dict], list[dict], float, int]:
+def render_performance(
+    p: CaptureParams, perf: Performance, takes_dir: Path, truth_dir: Path
+) -> tuple[list[dict], list[dict], float, int]:
     """Render and encode every camera's take of one performance; returns log rows, truth rows, CPU s, frames."""
     t_cpu = time.process_time()
     ident = sample_identity(np.random.default_rng([p.seed, 2, perf.subject_index]), tone_index=perf.subject_index)
@@ -135,29 +163,54 @@ def render_performance(p: CaptureParams, perf: Performance, takes_dir: Path, tru
         cam_rng = np.random.default_rng([p.seed, 4, perf.index, _stable_int(pose.camera)])
         backdrop = renderer.backdrop(pose.yaw, light, cam_rng)
         video = takes_dir / f"{take_id}.mp4"
-        writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*FOURCC), p.fps, (p.frame_size, p.frame_size))
+        writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*FOURCC), p.fps, (p.frame_size, p.frame_size))
         if not writer.isOpened():
             raise RuntimeError(f"{video}: OpenCV cannot open a {FOURCC} video writer")
         lms, vis = np.zeros((n, 68, 2), np.float32), np.zeros((n, 68), bool)
         for t in range(n):
             yaw, pitch, dx, dy = motion[t]
-            frame, lm, v = renderer.render(surfaces[t], pose.yaw + yaw, pose.pitch + pitch, light, (dx, dy), cam_rng, backdrop)
+            frame, lm, v = renderer.render(
+                surfaces[t], pose.yaw + yaw, pose.pitch + pitch, light, (dx, dy), cam_rng, backdrop
+            )
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
             lms[t], vis[t] = lm, v
         writer.release()
         five = np.stack([five_points(lm) for lm in lms]).astype(np.float32)
-        np.savez_compressed(truth_dir / f"{take_id}.npz", landmarks68=lms, visible68=vis, landmarks5=five,
-                            intensity=curve.astype(np.float32), aus=aus, action_units=np.array(ACTION_UNITS))
-        log_rows.append({
-            "take_id": take_id, "subject_id": perf.subject_id, "session": perf.session, "camera": pose.camera,
-            "yaw": pose.yaw, "pitch": pose.pitch, "illumination": perf.illumination, "prompted_expression": perf.expression,
-            "fps": p.fps, "recorded_at": perf.recorded_at, "file": f"{paths.TAKES_SUBDIR}/{take_id}.mp4",
-        })
-        truth_rows.append({
-            "take_id": take_id, "performance": perf.perf_id, "expression": perf.expression,
-            "onset_frame": -1 if neutral else onset, "apex_frame": -1 if neutral else apex,
-            "peak_intensity": peak, "skin_tone_index": perf.subject_index % 8,
-        })
+        np.savez_compressed(
+            truth_dir / f"{take_id}.npz",
+            landmarks68=lms,
+            visible68=vis,
+            landmarks5=five,
+            intensity=curve.astype(np.float32),
+            aus=aus,
+            action_units=np.array(ACTION_UNITS),
+        )
+        log_rows.append(
+            {
+                "take_id": take_id,
+                "subject_id": perf.subject_id,
+                "session": perf.session,
+                "camera": pose.camera,
+                "yaw": pose.yaw,
+                "pitch": pose.pitch,
+                "illumination": perf.illumination,
+                "prompted_expression": perf.expression,
+                "fps": p.fps,
+                "recorded_at": perf.recorded_at,
+                "file": f"{TAKES_SUBDIR}/{take_id}.mp4",
+            }
+        )
+        truth_rows.append(
+            {
+                "take_id": take_id,
+                "performance": perf.perf_id,
+                "expression": perf.expression,
+                "onset_frame": -1 if neutral else onset,
+                "apex_frame": -1 if neutral else apex,
+                "peak_intensity": peak,
+                "skin_tone_index": perf.subject_index % 8,
+            }
+        )
     return log_rows, truth_rows, time.process_time() - t_cpu, n * len(p.poses)
 
 
@@ -166,41 +219,63 @@ def _stable_int(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
 
 
-def _render_job(args: tuple[CaptureParams, Performance, Path, Path]) -> tuple[list[dict], list[dict], float, int]:
-    cv2.setNumThreads(1)  # one worker per core; OpenCV's own threads would oversubscribe
-    return render_performance(*args)
+RenderResult = tuple[list[dict], list[dict], float, int]
+Render = Callable[[CaptureParams, Performance, Path, Path], RenderResult]
 
 
-def simulate(p: CaptureParams, out_dir: Path) -> dict:
-    """Render the whole capture into `out_dir` atomically; returns the figures for the report."""
+def _render_job(args: tuple[Render, CaptureParams, Performance, Path, Path]) -> RenderResult:
+    """One performance in a worker: one OpenCV thread (one worker per core; its own threads would oversubscribe)."""
+    render, p, perf, takes_dir, truth_dir = args
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        return render(p, perf, takes_dir, truth_dir)
+    finally:
+        cv2.setNumThreads(threads)
+
+
+def simulate(
+    p: CaptureParams, out_dir: Path, executor: Executor | None = None, render: Render = render_performance
+) -> dict:
+    """Render the whole capture into `out_dir` atomically; returns the figures for the report.
+
+    Every performance draws from its own seeded generators, so the bytes do not depend on the
+    executor or the number of workers. Any failure (a disk that fills up is raised by `pmap` as
+    `EnvironmentFault`) leaves `out_dir` as it was: the capture is published whole or not at all.
+    `render` is a module-level function (workers are spawned); a test passes one that fails.
+    """
+    ex = executor or Executor("local", p.workers)
     ids = subject_ids(p.seed, p.n_subjects)
     subjects = plan_subjects(p)
     perfs = plan_performances(p, ids)
     n_takes = len(perfs) * len(p.poses)
-    log.info("simulating %d subjects, %d performances, %d takes of %d frames (%dpx) with %d workers",
-             p.n_subjects, len(perfs), n_takes, p.n_frames, p.frame_size, p.workers)
+    log.info(
+        "simulating %d subjects, %d performances, %d takes of %d frames (%dpx) with %d workers",
+        p.n_subjects,
+        len(perfs),
+        n_takes,
+        p.n_frames,
+        p.frame_size,
+        ex.workers,
+    )
     t0 = time.perf_counter()
     with io.atomic_dir(out_dir) as tmp:
-        takes_dir, truth_dir = tmp / paths.TAKES_SUBDIR, tmp / paths.TRUTH_SUBDIR
+        takes_dir, truth_dir = tmp / TAKES_SUBDIR, tmp / TRUTH_SUBDIR
         takes_dir.mkdir()
         truth_dir.mkdir()
-        jobs = [(p, perf, takes_dir, truth_dir) for perf in perfs]
-        results = []
-        if p.workers == 1:
-            for job in tqdm(jobs, desc="render", unit="perf"):
-                results.append(render_performance(*job))
-        else:
-            with ProcessPoolExecutor(max_workers=p.workers) as pool:
-                results = list(tqdm(pool.map(_render_job, jobs, chunksize=2), total=len(jobs), desc="render", unit="perf"))
+        jobs = [(render, p, perf, takes_dir, truth_dir) for perf in perfs]
+        results = list(pmap(_render_job, jobs, ex, desc="render", unit="perf"))
         log_rows = [r for res in results for r in res[0]]
         truth_rows = [r for res in results for r in res[1]]
         cpu = sum(res[2] for res in results)
         frames = sum(res[3] for res in results)
         capture_log = pd.DataFrame(log_rows, columns=LOG_COLUMNS).sort_values("take_id", kind="stable")
-        io.write_csv(tmp / paths.CAPTURE_LOG_NAME, capture_log)
-        io.write_csv(tmp / paths.SUBJECTS_NAME, subjects)
+        io.write_csv(tmp / CAPTURE_LOG_NAME, capture_log)
+        io.write_csv(tmp / SUBJECTS_NAME, subjects)
         # ingest records source=simulator from this marker; the release says "simulated" only then
-        io.write_text(tmp / vocab.SIMULATOR_MARKER, "Rendered by the mvfer capture simulator: synthetic faces, no real person.\n")
+        io.write_text(
+            tmp / vocab.SIMULATOR_MARKER, "Rendered by the mvfer capture simulator: synthetic faces, no real person.\n"
+        )
         io.write_csv(truth_dir / "takes.csv", pd.DataFrame(truth_rows).sort_values("take_id", kind="stable"))
     wall = time.perf_counter() - t0
     return {
@@ -209,7 +284,7 @@ def simulate(p: CaptureParams, out_dir: Path) -> dict:
         "n_takes": n_takes,
         "n_frames": frames,
         "frame_size": p.frame_size,
-        "workers": p.workers,
+        "workers": ex.workers,
         "wall_s": round(wall, 2),
         "cpu_s": round(cpu, 2),
         "frames_per_s": round(frames / wall, 1),

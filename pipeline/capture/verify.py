@@ -9,33 +9,38 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
-from pipeline import paths
 from pipeline.align.accuracy import nme
 from pipeline.align.detectors.mtcnn import MTCNN
+from pipeline.errors import environment_fault, is_environment_fault
+from pipeline.layout import CAPTURE_LOG_NAME, TRUTH_SUBDIR
 from pipeline.modes import mode_id, pose_id
+from pipeline.parallel import Executor, pmap
 from pipeline.params import CaptureVerifyParams
 
 log = logging.getLogger(__name__)
-_detector: MTCNN | None = None
+
+FrameResult = tuple[int, bool, float | None]
+_detectors: dict[tuple, MTCNN] = {}  # one detector per worker process and settings, built on first use
 
 
-def _init(p: CaptureVerifyParams) -> None:
-    global _detector
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-    _detector = MTCNN(min_face_px=p.min_face_px, thresholds=p.thresholds, device="cpu")
+def _detector(p: CaptureVerifyParams) -> MTCNN:
+    key = (p.min_face_px, tuple(p.thresholds))
+    if key not in _detectors:
+        _detectors[key] = MTCNN(min_face_px=p.min_face_px, thresholds=p.thresholds, device="cpu")
+    return _detectors[key]
 
 
-def frame_result(det_boxes: list[np.ndarray], det_points: list[np.ndarray], truth5: np.ndarray) -> tuple[bool, float | None]:
+def frame_result(
+    det_boxes: list[np.ndarray], det_points: list[np.ndarray], truth5: np.ndarray
+) -> tuple[bool, float | None]:
     """(detected, normalised mean error of the 5 points) for one frame, given detections best-first."""
     nose = truth5[2]
     for box, pts in zip(det_boxes, det_points):
@@ -44,23 +49,45 @@ def frame_result(det_boxes: list[np.ndarray], det_points: list[np.ndarray], trut
     return False, None
 
 
-def verify_take(args: tuple[Path, Path, int]) -> list[tuple[int, bool, float | None]]:
-    """Detect on every nth frame of one take; (frame index, detected, nme) per sampled frame."""
-    video, truth_file, every = args
-    truth5 = np.load(truth_file)["landmarks5"]
+def _detect_frames(video: Path, truth5: np.ndarray, every: int, detector: MTCNN) -> list[FrameResult]:
     cap = cv2.VideoCapture(str(video))
     out = []
     t = 0
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        if t % every == 0:
-            dets = _detector.detect(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-            out.append((t, *frame_result([d.box for d in dets], [d.landmarks for d in dets], truth5[t])))
-        t += 1
-    cap.release()
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if t % every == 0:
+                dets = detector.detect(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                out.append((t, *frame_result([d.box for d in dets], [d.landmarks for d in dets], truth5[t])))
+            t += 1
+    finally:
+        cap.release()
     return out
+
+
+def verify_take(args: tuple[Path, Path, int, CaptureVerifyParams]) -> tuple[list[FrameResult], str | None]:
+    """Detect on every nth frame of one take: ((frame index, detected, nme) per sampled frame, None), or
+    ([], why) when the take cannot be verified (no truth, no decodable frame, truth shorter than the video).
+
+    One thread each for torch and OpenCV (one worker per core), restored afterwards.
+    """
+    video, truth_file, every, p = args
+    threads = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    try:
+        truth5 = np.load(truth_file)["landmarks5"]
+        out = _detect_frames(video, truth5, every, _detector(p))
+    except (OSError, ValueError, KeyError, IndexError) as e:
+        if is_environment_fault(e):
+            raise environment_fault(e, f"verifying {video.name}") from e
+        return [], f"{type(e).__name__}: {e}"
+    finally:
+        torch.set_num_threads(threads[0])
+        cv2.setNumThreads(threads[1])
+    return (out, None) if out else ([], "no frame could be decoded")
 
 
 def _summarise(groups: dict[str, list[tuple[bool, float | None]]]) -> dict[str, dict]:
@@ -76,27 +103,45 @@ def _summarise(groups: dict[str, list[tuple[bool, float | None]]]) -> dict[str, 
     return out
 
 
-def verify(raw: Path, p: CaptureVerifyParams, workers: int) -> dict:
-    """Run the detector over the simulated capture; figures per pose, illumination, mode, skin tone."""
-    capture_log = pd.read_csv(raw / paths.CAPTURE_LOG_NAME)
-    truth = pd.read_csv(raw / paths.TRUTH_SUBDIR / "takes.csv").set_index("take_id")
-    jobs = [(raw / f, raw / paths.TRUTH_SUBDIR / f"{t}.npz", p.every_nth_frame) for t, f in zip(capture_log["take_id"], capture_log["file"])]
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init, initargs=(p,)) as pool:
-        results = list(tqdm(pool.map(verify_take, jobs, chunksize=4), total=len(jobs), desc="mtcnn", unit="take"))
+def verify(raw: Path, p: CaptureVerifyParams, executor: Executor | int) -> dict:
+    """Run the detector over the simulated capture; figures per pose, illumination, mode, skin tone.
+
+    A take that cannot be verified is listed under `skipped` with its reason and the others go on;
+    a fault of the machine stops the map (`EnvironmentFault`).
+    """
+    capture_log = pd.read_csv(raw / CAPTURE_LOG_NAME)
+    truth = pd.read_csv(raw / TRUTH_SUBDIR / "takes.csv").set_index("take_id")
+    jobs = [
+        (raw / f, raw / TRUTH_SUBDIR / f"{t}.npz", p.every_nth_frame, p)
+        for t, f in zip(capture_log["take_id"], capture_log["file"])
+    ]
+    results = list(pmap(verify_take, jobs, executor, desc="mtcnn", unit="take"))
     groups: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    for row, res in zip(capture_log.itertuples(index=False), results):
+    skipped: dict[str, str] = {}
+    tones = truth["skin_tone_index"].to_dict()
+    for row, (res, why) in zip(capture_log.to_dict("records"), results):
+        take = str(row["take_id"])
+        if why is not None:
+            log.warning("%s: not verified (%s); the other takes go on", take, why)
+            skipped[take] = why
+            continue
         keys = {
-            "pose": pose_id(row.yaw, row.pitch),
-            "illumination": row.illumination,
-            "mode": mode_id(row.yaw, row.pitch, row.illumination),
-            "skin_tone": f"tone{int(truth.loc[row.take_id, 'skin_tone_index'])}",
-            "expression": row.prompted_expression,
+            "pose": pose_id(row["yaw"], row["pitch"]),
+            "illumination": str(row["illumination"]),
+            "mode": mode_id(row["yaw"], row["pitch"], row["illumination"]),
+            "skin_tone": f"tone{int(tones[row['take_id']])}",
+            "expression": str(row["prompted_expression"]),
         }
         for _, detected, err in res:
             groups["overall"]["all"].append((detected, err))
             for kind, key in keys.items():
                 groups[kind][key].append((detected, err))
-    report = {kind: _summarise(g) for kind, g in groups.items()}
-    report["detector"] = {"name": "mtcnn", "min_face_px": p.min_face_px, "thresholds": list(p.thresholds),
-                          "every_nth_frame": p.every_nth_frame}
+    report: dict[str, Any] = {kind: _summarise(g) for kind, g in groups.items()}
+    report["detector"] = {
+        "name": "mtcnn",
+        "min_face_px": p.min_face_px,
+        "thresholds": list(p.thresholds),
+        "every_nth_frame": p.every_nth_frame,
+    }
+    report["skipped"] = dict(sorted(skipped.items()))
     return report

@@ -1,44 +1,55 @@
-"""Importers for the public dynamic-FER layouts, one module each, chosen by name.
+"""Importers for the public dynamic-FER layouts, one module each, registered by name in `IMPORTERS`.
 
 `mvfer import <layout> SRC --out DIR` reads a dataset tree (never writing into it) and writes the
-rig layout ingest reads. Each module has `scan(src, params.import, rig expressions) -> ImportResult`.
+rig layout ingest reads. Each module registers `scan(src, params.import, rig expressions) ->
+ImportResult` with `@IMPORTERS.register(NAME)`; importing this package imports them all, so
+`IMPORTERS.names()` is the list of layouts (the CLI's help takes it from there).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.importers import afew, ckplus, dfew, ferv39k, mafw, oulu_casia, pattern
-from pipeline.importers.common import DatasetImportError, ImportResult, check_source, write_rig
+from pipeline.importers import afew, ckplus, dfew, ferv39k, mafw, oulu_casia, pattern  # noqa: F401  (registration)
+from pipeline.importers.common import (
+    IMPORTERS,
+    DatasetImportError,
+    Importer,
+    Link,
+    check_source,
+    link_or_copy,
+    write_rig,
+)
 from pipeline.params import ImportParams
 
+__all__ = ["IMPORTERS", "DatasetImportError", "get", "run_import"]
 
-def _pattern(src: Path, cfg: ImportParams, expressions: list[str]) -> ImportResult:
-    p = cfg.pattern
-    return pattern.scan(src, p.template, p.maps, cfg.fps["pattern"], expressions, layout="pattern", frontal=p.frontal)
-
-
-IMPORTERS: dict[str, Callable[[Path, ImportParams, list[str]], ImportResult]] = {
-    oulu_casia.NAME: oulu_casia.scan, ckplus.NAME: ckplus.scan, dfew.NAME: dfew.scan,
-    ferv39k.NAME: ferv39k.scan, mafw.NAME: mafw.scan, afew.NAME: afew.scan, "pattern": _pattern,
-}
+LAYOUT_KEY = "layout"  # what an unknown name is reported against: the command's argument
 
 
-def get(layout: str) -> Callable[[Path, ImportParams, list[str]], ImportResult]:
-    """The importer for a layout name; an unknown name lists the known ones."""
-    try:
-        return IMPORTERS[layout]
-    except KeyError:
-        raise DatasetImportError(f"unknown layout {layout!r}; known: {', '.join(sorted(IMPORTERS))}") from None
+def get(layout: str) -> Importer:
+    """The importer for a layout name; an unknown name is one line listing the known ones."""
+    return IMPORTERS.get(layout, key=LAYOUT_KEY)
 
 
-def run_import(layout: str, src: Path, out: Path, cfg: ImportParams, expressions: list[str]) -> dict:
+def run_import(
+    layout: str, src: Path, out: Path, cfg: ImportParams, expressions: list[str], link: Link = link_or_copy
+) -> dict:
     """Scan the source tree with the layout's importer and write the rig layout into `out`."""
     src, out = Path(src), Path(out)
     importer = get(layout)
+    if layout not in cfg.fps:
+        raise DatasetImportError(f"params.yaml: import.fps.{layout} is missing (frame folders carry no frame rate)")
     check_source(src, out)
     result = importer(src, cfg, expressions)
     lic = cfg.licence
-    return write_rig(result, src, out, copy=cfg.copy_files, licence_terms=lic.terms, research_use=lic.research_use,
-                     redistribution=lic.redistribution)
+    return write_rig(
+        result,
+        src,
+        out,
+        copy=cfg.copy_files,
+        licence_terms=lic.terms,
+        research_use=lic.research_use,
+        redistribution=lic.redistribution,
+        link=link,
+    )

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 
 from pipeline.importers import pattern
-from pipeline.importers.common import ImportResult
+from pipeline.importers.common import IMPORTERS, ImportResult
 from pipeline.importers.dfew import IN_THE_WILD_NOTE
 from pipeline.params import ImportParams
 
@@ -29,6 +29,7 @@ def video_fps(path: Path, default: float) -> float:
     return float(fps) if fps and fps > 0 else default
 
 
+@IMPORTERS.register(NAME)
 def scan(src: Path, cfg: ImportParams, expressions: list[str]) -> ImportResult:
     res = pattern.scan(src, TEMPLATE, {"expression": cfg.label_maps["folder"]}, cfg.fps[NAME], expressions, layout=NAME)
     res.notes.append(IN_THE_WILD_NOTE.replace("the official folds", "the official Train/Val split"))
@@ -37,6 +38,8 @@ def scan(src: Path, cfg: ImportParams, expressions: list[str]) -> ImportResult:
         split = t.fields["split"].lower()
         official = "test" if split == "val" else split
         fields = {k: v for k, v in t.fields.items() if k != "split"}
-        takes.append(replace(t, subject_id=t.take_id, fps=video_fps(t.source, t.fps), official_fold=official, fields=fields))
+        takes.append(
+            replace(t, subject_id=t.take_id, fps=video_fps(t.source, t.fps), official_fold=official, fields=fields)
+        )
     res.takes = takes
     return res

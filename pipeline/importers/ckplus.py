@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.importers.common import ImportResult, Take, check_label, frame_take, rel, safe_id
+from pipeline.importers.common import IMPORTERS, ImportResult, Take, check_label, frame_take, rel, safe_id
 from pipeline.params import ImportParams
 
 NAME = "ckplus"
@@ -23,6 +23,7 @@ def read_code(path: Path) -> str | None:
     return str(int(value)) if value.is_integer() else None
 
 
+@IMPORTERS.register(NAME)
 def scan(src: Path, cfg: ImportParams, expressions: list[str]) -> ImportResult:
     res = ImportResult(NAME)
     images, emotion = src / "cohn-kanade-images", src / "Emotion"
@@ -46,6 +47,15 @@ def scan(src: Path, cfg: ImportParams, expressions: list[str]) -> ImportResult:
             label = check_label(res, r, cfg.label_maps[NAME].get(code), code, expressions)
             if label is None:
                 continue
-            res.takes.append(Take(take_id=safe_id(NAME, subject.name, seq.name), subject_id=safe_id(NAME, subject.name),
-                                  source=seq, label=label, fps=cfg.fps[NAME], yaw=0.0, pitch=0.0))
+            res.takes.append(
+                Take(
+                    take_id=safe_id(NAME, subject.name, seq.name),
+                    subject_id=safe_id(NAME, subject.name),
+                    source=seq,
+                    label=label,
+                    fps=cfg.fps[NAME],
+                    yaw=0.0,
+                    pitch=0.0,
+                )
+            )
     return res

@@ -16,21 +16,36 @@ import os
 import re
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from tqdm import tqdm
 
-from pipeline import paths
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, environment_fault, is_environment_fault
+from pipeline.layout import CAPTURE_LOG_NAME, SUBJECTS_NAME, TAKES_SUBDIR
+from pipeline.params import ImportParams
+from pipeline.registry import Registry
 from pipeline.utils import io
 from pipeline.utils.frames import list_frame_files
 
 log = logging.getLogger(__name__)
 
 # Capture-log columns ingest requires, then the columns importers add (carried into the manifest).
-LOG_COLUMNS = ["take_id", "subject_id", "session", "camera", "yaw", "pitch", "illumination",
-               "prompted_expression", "fps", "recorded_at", "file"]
+LOG_COLUMNS = [
+    "take_id",
+    "subject_id",
+    "session",
+    "camera",
+    "yaw",
+    "pitch",
+    "illumination",
+    "prompted_expression",
+    "fps",
+    "recorded_at",
+    "file",
+]
 EXTRA_COLUMNS = ["dataset", "dataset_label", "official_fold", "source_path"]
 SUBJECT_COLUMNS = ["subject_id", "consent_research", "consent_public_release", "withdrawn", "consent_basis"]
 UNKNOWN_TIME = "1970-01-01T00:00:00"  # the public datasets do not say when a clip was recorded
@@ -49,14 +64,14 @@ class Take:
 
     take_id: str
     subject_id: str
-    source: Path                      # frame folder or video file inside the source tree
-    label: str                        # the dataset's label, already mapped to an expression name
+    source: Path  # frame folder or video file inside the source tree
+    label: str  # the dataset's label, already mapped to an expression name
     fps: float
-    yaw: float | None = None          # None: unknown (in-the-wild datasets); written empty
+    yaw: float | None = None  # None: unknown (in-the-wild datasets); written empty
     pitch: float | None = None
     illumination: str = "unknown"
-    official_fold: str = ""           # DFEW/MAFW: the test set (1-5) the clip is in; FERV39k/AFEW: train/test
-    fields: dict[str, str] = field(default_factory=dict)   # mode fields from the path (imaging, light, scene)
+    official_fold: str = ""  # DFEW/MAFW: the test set (1-5) the clip is in; FERV39k/AFEW: train/test
+    fields: dict[str, str] = field(default_factory=dict)  # mode fields from the path (imaging, light, scene)
 
 
 @dataclass(frozen=True)
@@ -64,7 +79,7 @@ class Exclusion:
     """Something in the source tree that did not become a take, with a stable code and a sentence."""
 
     path: str
-    code: str                         # unknown_label, missing_label, empty_folder, label_not_in_rig, ...
+    code: str  # unknown_label, missing_label, empty_folder, label_not_in_rig, ...
     reason: str
 
 
@@ -73,10 +88,20 @@ class ImportResult:
     layout: str
     takes: list[Take] = field(default_factory=list)
     excluded: list[Exclusion] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)   # what the layout cannot tell (subjects, pose, ...)
+    notes: list[str] = field(default_factory=list)  # what the layout cannot tell (subjects, pose, ...)
 
     def exclude(self, path: Path | str, code: str, reason: str) -> None:
         self.excluded.append(Exclusion(str(path), code, reason))
+
+
+class Importer(Protocol):
+    """`scan(src, params.import, rig expressions)`: the takes a dataset tree holds, read only."""
+
+    def __call__(self, src: Path, cfg: ImportParams, expressions: list[str]) -> ImportResult: ...
+
+
+# The import layouts by name (`mvfer import <layout>`): each importer module registers its scan here.
+IMPORTERS: Registry[Importer] = Registry("import layout")
 
 
 def safe_id(*parts: str) -> str:
@@ -100,7 +125,11 @@ def frame_take(folder: Path) -> list[Path]:
 def check_label(result: ImportResult, where: str, label: str | None, raw: str, allowed: list[str]) -> str | None:
     """The mapped label if usable; otherwise a counted exclusion saying why."""
     if label is None:
-        result.exclude(where, "unknown_label", f"{where}: label {raw!r} is not in the layout's label map (params import.label_maps)")
+        result.exclude(
+            where,
+            "unknown_label",
+            f"{where}: label {raw!r} is not in the layout's label map (params import.label_maps)",
+        )
         return None
     if label not in allowed:
         result.exclude(where, "label_not_in_rig", f"{where}: label {label!r} is not in rig.expressions")
@@ -114,22 +143,30 @@ def check_source(src: Path, out: Path) -> None:
         raise DatasetImportError(f"{src}: source folder not found")
     s, o = src.resolve(), out.resolve()
     if o == s or s in o.parents:
-        raise DatasetImportError(f"{out}: the output must be outside the source tree {src} (the source is never written)")
+        raise DatasetImportError(
+            f"{out}: the output must be outside the source tree {src} (the source is never written)"
+        )
     if o in s.parents:
         raise DatasetImportError(f"{out}: the output must not contain the source tree {src}")
     if out.is_dir() and any(out.iterdir()) and not (out / IMPORT_INFO).is_file():
-        raise DatasetImportError(f"{out}: exists, is not empty and holds no {IMPORT_INFO}: not an earlier import, "
-                                 "so nothing in it is overwritten (choose an empty or new folder)")
+        raise DatasetImportError(
+            f"{out}: exists, is not empty and holds no {IMPORT_INFO}: not an earlier import, "
+            "so nothing in it is overwritten (choose an empty or new folder)"
+        )
 
 
-def _link_or_copy(src: Path, dest: Path, copy: bool) -> None:
+def link_or_copy(src: Path, dest: Path, copy: bool) -> None:
+    """The one call that puts a source file under takes/ (a test passes another to simulate failures)."""
     if copy:
         shutil.copy2(src, dest)
     else:
         os.link(src, dest)
 
 
-def place_take(take: Take, takes_dir: Path, copy: bool) -> str:
+Link = Callable[[Path, Path, bool], None]
+
+
+def place_take(take: Take, takes_dir: Path, copy: bool, link: Link = link_or_copy) -> str:
     """Put a take under takes/ (frame folder or video) and return its path relative to the raw folder.
 
     Hard links reference the source bytes without copying them and look like plain files to every
@@ -147,22 +184,24 @@ def place_take(take: Take, takes_dir: Path, copy: bool) -> str:
         if take.source.is_dir():
             tmp.mkdir(parents=True)
             for f in frame_take(take.source):
-                _link_or_copy(f, tmp / f.name, copy)
+                link(f, tmp / f.name, copy)
         else:
-            _link_or_copy(take.source, tmp, copy)
+            link(take.source, tmp, copy)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        if is_environment_fault(e):  # a full disk is not the take's fault: stop, write no log
+            raise environment_fault(e, f"placing {take.source} into {takes_dir}") from e
         if copy or e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
             raise DatasetImportError(f"{take.source}: cannot place into {takes_dir} ({e.strerror})") from None
         os.symlink(take.source.resolve(), tmp, target_is_directory=take.source.is_dir())
     os.replace(tmp, dest)
-    return f"{paths.TAKES_SUBDIR}/{name}"
+    return f"{TAKES_SUBDIR}/{name}"
 
 
 def _remove_stale(takes_dir: Path, placed: set[str]) -> None:
     """Takes an earlier import of this folder placed and this one did not: our own links, removed."""
     for entry in sorted(takes_dir.iterdir()):
-        if f"{paths.TAKES_SUBDIR}/{entry.name}" in placed:
+        if f"{TAKES_SUBDIR}/{entry.name}" in placed:
             continue
         log.info("removing %s: placed by an earlier import, not by this one", entry)
         if entry.is_dir() and not entry.is_symlink():
@@ -178,13 +217,26 @@ def _num(x: float | None) -> str:
 def log_rows(takes: list[Take], files: dict[str, str], src: Path, layout: str, field_names: list[str]) -> list[dict]:
     rows = []
     for t in takes:
-        rows.append({
-            "take_id": t.take_id, "subject_id": t.subject_id, "session": "s1", "camera": "cam0",
-            "yaw": _num(t.yaw), "pitch": _num(t.pitch), "illumination": t.illumination,
-            "prompted_expression": t.label, "fps": f"{t.fps:g}", "recorded_at": UNKNOWN_TIME,
-            "file": files[t.take_id], "dataset": layout, "dataset_label": t.label,
-            "official_fold": t.official_fold, "source_path": rel(t.source, src),
-        } | {k: t.fields.get(k, "") for k in field_names})
+        rows.append(
+            {
+                "take_id": t.take_id,
+                "subject_id": t.subject_id,
+                "session": "s1",
+                "camera": "cam0",
+                "yaw": _num(t.yaw),
+                "pitch": _num(t.pitch),
+                "illumination": t.illumination,
+                "prompted_expression": t.label,
+                "fps": f"{t.fps:g}",
+                "recorded_at": UNKNOWN_TIME,
+                "file": files[t.take_id],
+                "dataset": layout,
+                "dataset_label": t.label,
+                "official_fold": t.official_fold,
+                "source_path": rel(t.source, src),
+            }
+            | {k: t.fields.get(k, "") for k in field_names}
+        )
     return rows
 
 
@@ -193,11 +245,15 @@ def subject_rows(takes: list[Take], licence_terms: str, research_use: bool, redi
     granted = bool(licence_terms) and research_use
     rows = []
     for sid in sorted({t.subject_id for t in takes}):
-        rows.append({"subject_id": sid,
-                     "consent_research": "true" if granted else "",
-                     "consent_public_release": ("true" if redistribution else "false") if granted else "",
-                     "withdrawn": "false" if granted else "",
-                     "consent_basis": f"dataset licence: {licence_terms}" if granted else ""})
+        rows.append(
+            {
+                "subject_id": sid,
+                "consent_research": "true" if granted else "",
+                "consent_public_release": ("true" if redistribution else "false") if granted else "",
+                "withdrawn": "false" if granted else "",
+                "consent_basis": f"dataset licence: {licence_terms}" if granted else "",
+            }
+        )
     return rows
 
 
@@ -221,7 +277,9 @@ def merge_subjects(existing: str | None, rows: list[dict], where: Path) -> tuple
     reader = csv.DictReader(_io.StringIO(existing.removeprefix("\ufeff")))
     fields = list(reader.fieldnames or [])
     if "subject_id" not in fields:
-        raise DatasetImportError(f"{where}: no subject_id column; this consent table is not overwritten, fix or move it")
+        raise DatasetImportError(
+            f"{where}: no subject_id column; this consent table is not overwritten, fix or move it"
+        )
     old = [{k: v for k, v in r.items() if k is not None} for r in reader]  # None: cells beyond the header
     known = {(r.get("subject_id") or "").strip() for r in old}
     added = [r for r in rows if r["subject_id"] not in known]
@@ -231,42 +289,69 @@ def merge_subjects(existing: str | None, rows: list[dict], where: Path) -> tuple
     return _csv_text(old + added, columns), len(old), len(added)
 
 
-def write_rig(result: ImportResult, src: Path, out: Path, *, copy: bool, licence_terms: str, research_use: bool,
-              redistribution: bool) -> dict:
-    """Write the raw folder ingest reads; returns the import report (also written as import_report.json)."""
+def write_rig(
+    result: ImportResult,
+    src: Path,
+    out: Path,
+    *,
+    copy: bool,
+    licence_terms: str,
+    research_use: bool,
+    redistribution: bool,
+    link: Link = link_or_copy,
+) -> dict:
+    """Write the raw folder ingest reads; returns the import report (also written as import_report.json).
+
+    A take that cannot be placed is excluded with its reason and the others go on; a fault of the
+    machine (disk full) stops the import before the capture log and the report are written.
+    """
     check_source(src, out)
-    takes_dir = out / paths.TAKES_SUBDIR
+    takes_dir = out / TAKES_SUBDIR
     takes_dir.mkdir(parents=True, exist_ok=True)
     dup = Counter(t.take_id for t in result.takes)
     kept: list[Take] = []
     for t in result.takes:
         if dup[t.take_id] > 1:
-            result.exclude(rel(t.source, src), "duplicate_take_id", f"{rel(t.source, src)}: take id {t.take_id} is produced by {dup[t.take_id]} source paths")
+            result.exclude(
+                rel(t.source, src),
+                "duplicate_take_id",
+                f"{rel(t.source, src)}: take id {t.take_id} is produced by {dup[t.take_id]} source paths",
+            )
         else:
             kept.append(t)
     files: dict[str, str] = {}
     for t in tqdm(kept, desc="import", unit="take"):
         try:
-            files[t.take_id] = place_take(t, takes_dir, copy)
+            files[t.take_id] = place_take(t, takes_dir, copy, link)
         except DatasetImportError as e:  # one unreadable source take never stops the import
             result.exclude(rel(t.source, src), "cannot_place", str(e))
     kept = [t for t in kept if t.take_id in files]
     _remove_stale(takes_dir, set(files.values()))
     field_names = sorted({k for t in kept for k in t.fields})
     columns = LOG_COLUMNS + EXTRA_COLUMNS + [f for f in field_names if f not in LOG_COLUMNS + EXTRA_COLUMNS]
-    io.write_text(out / paths.CAPTURE_LOG_NAME, _csv_text(log_rows(kept, files, src, result.layout, field_names), columns))
-    ledger = out / paths.SUBJECTS_NAME
-    table, subjects_kept, subjects_added = merge_subjects(ledger.read_text(encoding="utf-8") if ledger.is_file() else None,
-                                                          subject_rows(kept, licence_terms, research_use, redistribution), ledger)
+    io.write_text(out / CAPTURE_LOG_NAME, _csv_text(log_rows(kept, files, src, result.layout, field_names), columns))
+    ledger = out / SUBJECTS_NAME
+    table, subjects_kept, subjects_added = merge_subjects(
+        ledger.read_text(encoding="utf-8") if ledger.is_file() else None,
+        subject_rows(kept, licence_terms, research_use, redistribution),
+        ledger,
+    )
     if table is not None:
         io.write_text(ledger, table)
     granted = bool(licence_terms) and research_use
-    info = {"layout": result.layout, "source_root": str(src.resolve()), "copied": copy,
-            "licence": {"terms": licence_terms, "research_use": research_use, "redistribution": redistribution},
-            "mode_fields": field_names}
+    info = {
+        "layout": result.layout,
+        "source_root": str(src.resolve()),
+        "copied": copy,
+        "licence": {"terms": licence_terms, "research_use": research_use, "redistribution": redistribution},
+        "mode_fields": field_names,
+    }
     io.write_json(out / IMPORT_INFO, info)
-    report = {
-        "layout": result.layout, "source": str(src), "out": str(out), "takes": len(kept),
+    report: dict[str, Any] = {
+        "layout": result.layout,
+        "source": str(src),
+        "out": str(out),
+        "takes": len(kept),
         "frames": sum(len(frame_take(t.source)) if t.source.is_dir() else 0 for t in kept),
         "subjects": len({t.subject_id for t in kept}),
         "by_label": dict(sorted(Counter(t.label for t in kept).items())),
@@ -274,13 +359,20 @@ def write_rig(result: ImportResult, src: Path, out: Path, *, copy: bool, licence
         "excluded": len(result.excluded),
         "excluded_by_reason": dict(sorted(Counter(e.code for e in result.excluded).items())),
         "excluded_items": [{"path": e.path, "reason_code": e.code, "reason": e.reason} for e in result.excluded],
-        "consent": "granted by the dataset licence (import.licence)" if granted else
-                   "left blank in subjects.csv: ingest quarantines every take until the lab fills it or sets import.licence",
+        "consent": "granted by the dataset licence (import.licence)"
+        if granted
+        else "left blank in subjects.csv: ingest quarantines every take until the lab fills it or sets import.licence",
         "consent_table": {"rows_kept": subjects_kept, "subjects_added": subjects_added},
         "notes": result.notes,
     }
     io.write_json(out / IMPORT_REPORT, report)
-    log.info("%s: %d takes of %d subjects imported into %s; %d excluded (%s)", result.layout, report["takes"],
-             report["subjects"], out, report["excluded"],
-             ", ".join(f"{k}: {v}" for k, v in report["excluded_by_reason"].items()) or "none")
+    log.info(
+        "%s: %d takes of %d subjects imported into %s; %d excluded (%s)",
+        result.layout,
+        report["takes"],
+        report["subjects"],
+        out,
+        report["excluded"],
+        ", ".join(f"{k}: {v}" for k, v in report["excluded_by_reason"].items()) or "none",
+    )
     return report

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.importers.common import ImportResult, Take, check_label, frame_take, rel, safe_id
+from pipeline.importers.common import IMPORTERS, ImportResult, Take, check_label, frame_take, rel, safe_id
 from pipeline.importers.folds import merge_sets
 from pipeline.importers.labels import clip_key, read_video_label_csv, set_number
 from pipeline.params import ImportParams
 
 NAME = "dfew"
-IN_THE_WILD_NOTE = ("clips in the wild: subject ids unknown (each clip is its own pseudonymous subject), yaw/pitch "
-                    "left empty, illumination 'unknown'; use the official folds (split protocol `official`)")
+IN_THE_WILD_NOTE = (
+    "clips in the wild: subject ids unknown (each clip is its own pseudonymous subject), yaw/pitch "
+    "left empty, illumination 'unknown'; use the official folds (split protocol `official`)"
+)
 
 
+@IMPORTERS.register(NAME)
 def scan(src: Path, cfg: ImportParams, expressions: list[str]) -> ImportResult:
     res = ImportResult(NAME, notes=[IN_THE_WILD_NOTE])
     label_root = src / "EmoLabel_DataSplit"
@@ -46,7 +49,9 @@ def scan(src: Path, cfg: ImportParams, expressions: list[str]) -> ImportResult:
         if label is None:
             continue
         tid = safe_id(NAME, folder.name)
-        res.takes.append(Take(take_id=tid, subject_id=tid, source=folder, label=label, fps=cfg.fps[NAME], official_fold=fold))
+        res.takes.append(
+            Take(take_id=tid, subject_id=tid, source=folder, label=label, fps=cfg.fps[NAME], official_fold=fold)
+        )
     for key in sorted(set(labelled) - set(folders)):
         res.exclude(f"data/{key}", "missing_take", f"clip {key} is in the label files but data/ has no folder for it")
     return res

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.importers.common import ImportResult, Take, check_label, frame_take, rel, safe_id
+from pipeline.importers.common import IMPORTERS, ImportResult, Take, check_label, frame_take, rel, safe_id
 from pipeline.importers.dfew import IN_THE_WILD_NOTE
 from pipeline.importers.labels import read_space_list
 from pipeline.params import ImportParams
@@ -22,10 +22,11 @@ def _norm(p: str) -> str:
     """A list's clip path relative to the clips folder, whatever prefix the list uses."""
     parts = [x for x in p.replace("\\", "/").split("/") if x]
     if CLIPS in parts:
-        parts = parts[parts.index(CLIPS) + 1:]
+        parts = parts[parts.index(CLIPS) + 1 :]
     return "/".join(parts[-3:])
 
 
+@IMPORTERS.register(NAME)
 def scan(src: Path, cfg: ImportParams, expressions: list[str]) -> ImportResult:
     res = ImportResult(NAME, notes=[IN_THE_WILD_NOTE.replace("the official folds", "the official train/test split")])
     labelled: dict[str, tuple[str, str]] = {}
@@ -37,7 +38,11 @@ def scan(src: Path, cfg: ImportParams, expressions: list[str]) -> ImportResult:
         for p, code in read_space_list(f, src, res).items():
             key = _norm(p)
             if key in labelled and labelled[key] != (code, part):
-                res.exclude(f"{SETUP}/{f.name}:{key}", "conflicting_labels", f"{key} is listed twice with different labels or splits")
+                res.exclude(
+                    f"{SETUP}/{f.name}:{key}",
+                    "conflicting_labels",
+                    f"{key} is listed twice with different labels or splits",
+                )
                 continue
             labelled[key] = (code, part)
     clips = src / CLIPS
@@ -59,8 +64,17 @@ def scan(src: Path, cfg: ImportParams, expressions: list[str]) -> ImportResult:
             continue
         scene = folder.parent.parent.name
         tid = safe_id(NAME, *key.split("/"))
-        res.takes.append(Take(take_id=tid, subject_id=tid, source=folder, label=label, fps=cfg.fps[NAME],
-                              official_fold=part, fields={"scene": scene}))
+        res.takes.append(
+            Take(
+                take_id=tid,
+                subject_id=tid,
+                source=folder,
+                label=label,
+                fps=cfg.fps[NAME],
+                official_fold=part,
+                fields={"scene": scene},
+            )
+        )
     for key in sorted(set(labelled) - seen):
         res.exclude(f"{CLIPS}/{key}", "missing_take", f"clip {key} is in an official list but has no folder")
     return res

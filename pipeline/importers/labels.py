@@ -25,7 +25,9 @@ def read_video_label_csv(path: Path, src: Path, res: ImportResult) -> dict[str, 
             if n == 1 and not row[-1].strip().lstrip("-").isdigit():
                 continue  # header
             if len(row) < 2:
-                res.exclude(f"{rel(path, src)}:{n}", "bad_label_line", f"{rel(path, src)} line {n}: expected video_name,label")
+                res.exclude(
+                    f"{rel(path, src)}:{n}", "bad_label_line", f"{rel(path, src)} line {n}: expected video_name,label"
+                )
                 continue
             out[clip_key(row[0])] = row[1].strip()
     return out

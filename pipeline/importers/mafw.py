@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.importers.common import ImportResult, Take, check_label, frame_take, rel, safe_id
+from pipeline.importers.common import IMPORTERS, ImportResult, Take, check_label, frame_take, rel, safe_id
 from pipeline.importers.dfew import IN_THE_WILD_NOTE
 from pipeline.importers.folds import merge_sets
 from pipeline.importers.labels import clip_key, read_space_list, set_number
@@ -18,6 +18,7 @@ NAME = "mafw"
 SPLIT_DIR = Path("split/single/no_caption")
 
 
+@IMPORTERS.register(NAME)
 def scan(src: Path, cfg: ImportParams, expressions: list[str]) -> ImportResult:
     res = ImportResult(NAME, notes=[IN_THE_WILD_NOTE])
     sets: dict[str, dict[str, dict[str, str]]] = {}
@@ -40,11 +41,19 @@ def scan(src: Path, cfg: ImportParams, expressions: list[str]) -> ImportResult:
             res.exclude(r, "missing_label", f"{r}: clip {key} is in no label file")
             continue
         raw, fold = labelled[key]
-        label = check_label(res, r, cfg.label_maps[NAME].get(raw, cfg.label_maps[NAME].get(raw.lower())), raw, expressions)
+        label = check_label(
+            res, r, cfg.label_maps[NAME].get(raw, cfg.label_maps[NAME].get(raw.lower())), raw, expressions
+        )
         if label is None:
             continue
         tid = safe_id(NAME, folder.name)
-        res.takes.append(Take(take_id=tid, subject_id=tid, source=folder, label=label, fps=cfg.fps[NAME], official_fold=fold))
+        res.takes.append(
+            Take(take_id=tid, subject_id=tid, source=folder, label=label, fps=cfg.fps[NAME], official_fold=fold)
+        )
     for key in sorted(set(labelled) - set(folders)):
-        res.exclude(f"data/frames/{key}", "missing_take", f"clip {key} is in the label files but data/frames/ has no folder for it")
+        res.exclude(
+            f"data/frames/{key}",
+            "missing_take",
+            f"clip {key} is in the label files but data/frames/ has no folder for it",
+        )
     return res

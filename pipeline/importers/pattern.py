@@ -3,8 +3,9 @@
 `{imaging}/{light}/{subject}/{expression}/{frame}.jpeg` matches every frame file; frames that share
 all fields but `{frame}` form one take (a frame folder). A template without `{frame}` matches one
 file per take (a video). Reserved fields: `expression` (the label, required), `subject` (without
-it each take is its own subject), `frame`, `take` (optional clip id); every other field is metadata kept as a capture-log column, usable as a mode
-field. `illumination` (if a field or a map says so) fills the log's illumination.
+it each take is its own subject), `frame`, `take` (optional clip id); every other field is metadata
+kept as a capture-log column, usable as a mode field. `illumination` (if a field or a map says so)
+fills the log's illumination.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import re
 from pathlib import Path
 
 from pipeline.errors import PipelineError
-from pipeline.importers.common import ImportResult, Take, check_label, frame_take, rel, safe_id
+from pipeline.importers.common import IMPORTERS, ImportResult, Take, check_label, frame_take, rel, safe_id
+from pipeline.params import ImportParams
 
 RESERVED = {"subject", "expression", "frame", "take"}
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -37,10 +39,10 @@ def compile_template(template: str) -> tuple[re.Pattern[str], list[str]]:
 
 
 def _regex_body(template: str) -> str:
-    """Literal text escaped; each field one path component or part of one (frames are ordered by the number in their name)."""
+    """Literal text escaped; each field one path component or part of one (frames ordered by their number)."""
     out, pos = [], 0
     for m in _FIELD.finditer(template):
-        out.append(re.escape(template[pos:m.start()]))
+        out.append(re.escape(template[pos : m.start()]))
         name = m.group(1)
         out.append(rf"(?P<{name}>[^/]+?)")
         pos = m.end()
@@ -50,7 +52,7 @@ def _regex_body(template: str) -> str:
 
 def walk_files(src: Path) -> list[Path]:
     """Every file under src, in a stable order (links not followed: a loop cannot hang the import)."""
-    found = []
+    found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(src):
         dirnames.sort()
         found.extend(Path(dirpath) / f for f in sorted(filenames))
@@ -65,8 +67,15 @@ def apply_map(maps: dict[str, dict[str, str]], name: str, value: str) -> str | N
     return m.get(value, m.get(value.lower()))
 
 
-def scan(src: Path, template: str, maps: dict[str, dict[str, str]], fps: float, expressions: list[str],
-         layout: str = "pattern", frontal: bool = False) -> ImportResult:
+def scan(
+    src: Path,
+    template: str,
+    maps: dict[str, dict[str, str]],
+    fps: float,
+    expressions: list[str],
+    layout: str = "pattern",
+    frontal: bool = False,
+) -> ImportResult:
     """Takes described by a template; files that do not match and unusable values are counted exclusions."""
     regex, names = compile_template(template)
     result = ImportResult(layout)
@@ -107,19 +116,38 @@ def scan(src: Path, template: str, maps: dict[str, dict[str, str]], fps: float, 
                 break
             fields[k] = mapped
         if bad:
-            result.exclude(r, "unknown_value", f"{r}: field {bad[0]} = {bad[1]!r} is not in its value map (params import)")
+            result.exclude(
+                r, "unknown_value", f"{r}: field {bad[0]} = {bad[1]!r} is not in its value map (params import)"
+            )
             continue
         parts = [where_fields[k] for k in names if k not in ("frame",) and k in where_fields]
         take_id = safe_id(layout, *parts)
         # Without a {subject} field each take is its own subject (clips from films: nobody is known).
         subject = safe_id(layout, where_fields["subject"]) if "subject" in where_fields else take_id
         illum = fields.pop("illumination", None) or "unknown"
-        result.takes.append(Take(take_id=take_id, subject_id=subject, source=source, label=label, fps=fps,
-                                 yaw=0.0 if frontal else None, pitch=0.0 if frontal else None,
-                                 illumination=illum, fields=fields))
+        result.takes.append(
+            Take(
+                take_id=take_id,
+                subject_id=subject,
+                source=source,
+                label=label,
+                fps=fps,
+                yaw=0.0 if frontal else None,
+                pitch=0.0 if frontal else None,
+                illumination=illum,
+                fields=fields,
+            )
+        )
     if "frame" in names:
         _count_empty_folders(src, template, seen_folders, result)
     return result
+
+
+@IMPORTERS.register("pattern")
+def scan_pattern(src: Path, cfg: ImportParams, expressions: list[str]) -> ImportResult:
+    """The `pattern` layout: a lab's own tree described by `import.pattern` (template, value maps, frontal)."""
+    p = cfg.pattern
+    return scan(src, p.template, p.maps, cfg.fps["pattern"], expressions, layout="pattern", frontal=p.frontal)
 
 
 def _count_empty_folders(src: Path, template: str, used: set[Path], result: ImportResult) -> None:

@@ -1,7 +1,7 @@
 """Assemble the manifest: every log row and every file in exactly one manifest row, with reasons.
 
 Pure logic over already-parsed rows, consent records and probe results, so each rule is tested
-directly; `pipeline.ingest.run` does the I/O around it.
+directly; `pipeline.ingest.run` reads the inputs and `pipeline.ingest.stage` writes the outputs.
 """
 
 from __future__ import annotations
@@ -11,17 +11,35 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from pipeline.ingest.probe import FRAMES_CONTAINER, ProbeResult
 from pipeline.consent import Consent, Ledger, redact_withdrawn
+from pipeline.ingest.probe import FRAMES_CONTAINER, ProbeResult
 from pipeline.ingest.schema import PORTABLE_NAME_RE, LogRow, Problem
 from pipeline.modes import DEFAULT_FIELDS, mode_of
 from pipeline.params import Bounds
 from pipeline.vocab import ACCEPTED, QUARANTINED
 
 MANIFEST_COLUMNS = [
-    "take_id", "path", "sha256", "size_bytes", "subject_id", "session", "camera", "yaw", "pitch",
-    "illumination", "prompted_expression", "fps", "n_frames", "width", "height", "duration_s",
-    "recorded_at", "status", "reason_code", "reason", "log_line",
+    "take_id",
+    "path",
+    "sha256",
+    "size_bytes",
+    "subject_id",
+    "session",
+    "camera",
+    "yaw",
+    "pitch",
+    "illumination",
+    "prompted_expression",
+    "fps",
+    "n_frames",
+    "width",
+    "height",
+    "duration_s",
+    "recorded_at",
+    "status",
+    "reason_code",
+    "reason",
+    "log_line",
 ]
 # Columns every manifest has; the capture log's own extra columns follow them. The rig's checksum
 # column is compared with the file's, not copied (the manifest's sha256 is the file's).
@@ -36,32 +54,42 @@ class Inputs:
     rows: list[LogRow]
     consent: dict[str, Consent]
     bad_consent: dict[str, str]
-    disk_files: list[str]                 # files found under the takes folder, relative posix paths
-    probes: dict[str, ProbeResult]        # by relative path, for every file that exists and is safe
+    disk_files: list[str]  # files found under the takes folder, relative posix paths
+    probes: dict[str, ProbeResult]  # by relative path, for every file that exists and is safe
     log_name: str = "capture_log.csv"
-    entries_not_walked: int = 0           # entries inside linked folders, counted but not taken in
-    folders_not_listed: int = 0           # folders that could not be listed: their entries are unknown
-    mode_fields: tuple[str, ...] = DEFAULT_FIELDS   # ingest.mode_fields: the mode is computed once, here
+    entries_not_walked: int = 0  # entries inside linked folders, counted but not taken in
+    folders_not_listed: int = 0  # folders that could not be listed: their entries are unknown
+    mode_fields: tuple[str, ...] = DEFAULT_FIELDS  # ingest.mode_fields: the mode is computed once, here
 
 
-def _probe_problems(path: str, probe: ProbeResult, log_fps: float | None, bounds: Bounds, fps_tol: float) -> list[Problem]:
+def _probe_problems(
+    path: str, probe: ProbeResult, log_fps: float | None, bounds: Bounds, fps_tol: float
+) -> list[Problem]:
     """Decoding errors, bounds from params, and disagreement between the log's fps and the file's."""
     if probe.error_code:
         return [Problem(probe.error_code, f"{path}: {probe.error}")]
     out = []
-    frames = probe.container == FRAMES_CONTAINER   # a frame folder plays at the log's fps
+    frames = probe.container == FRAMES_CONTAINER  # a frame folder plays at the log's fps
     fps = log_fps if frames else probe.fps
     duration = probe.n_frames / log_fps if frames and log_fps and probe.n_frames else probe.duration_s
     checks = (
-        ("fps", fps, bounds.fps), ("n_frames", probe.n_frames, bounds.n_frames),
-        ("width", probe.width, bounds.width), ("height", probe.height, bounds.height),
+        ("fps", fps, bounds.fps),
+        ("n_frames", probe.n_frames, bounds.n_frames),
+        ("width", probe.width, bounds.width),
+        ("height", probe.height, bounds.height),
         ("duration_s", duration, bounds.duration_s),
     )
     for name, value, (lo, hi) in checks:
         if value is None or not lo <= value <= hi:
-            out.append(Problem("out_of_bounds", f"{path}: {name} = {value} is outside the bounds [{lo}, {hi}] in params.yaml"))
+            out.append(
+                Problem("out_of_bounds", f"{path}: {name} = {value} is outside the bounds [{lo}, {hi}] in params.yaml")
+            )
     if not frames and log_fps is not None and probe.fps and abs(probe.fps - log_fps) > fps_tol * log_fps:
-        out.append(Problem("fps_mismatch", f"{path}: the capture log says {log_fps:g} fps, the file plays at {probe.fps:g} fps"))
+        out.append(
+            Problem(
+                "fps_mismatch", f"{path}: the capture log says {log_fps:g} fps, the file plays at {probe.fps:g} fps"
+            )
+        )
     return out
 
 
@@ -90,7 +118,9 @@ def _checksum_problem(path: str, expected: str, probe: ProbeResult) -> Problem |
     if not expected or not probe.sha256 or probe.error_code:
         return None
     if expected != probe.sha256:
-        return Problem("checksum_mismatch", f"{path}: sha256 is {probe.sha256[:12]}..., the capture log says {expected[:12]}...")
+        return Problem(
+            "checksum_mismatch", f"{path}: sha256 is {probe.sha256[:12]}..., the capture log says {expected[:12]}..."
+        )
     return None
 
 
@@ -108,32 +138,54 @@ def assemble(inp: Inputs, bounds: Bounds, fps_tolerance: float) -> tuple[pd.Data
         probe = inp.probes.get(path) if path else None
         if path and len(refs[path]) > 1:
             others = ", ".join(str(n) for n in refs[path] if n != r.line)
-            problems.append(Problem("shared_file", f"{inp.log_name} line {r.line}: {path} is also claimed by line(s) {others}"))
+            problems.append(
+                Problem("shared_file", f"{inp.log_name} line {r.line}: {path} is also claimed by line(s) {others}")
+            )
         if path and probe is None:
-            problems.append(Problem("missing_file", f"{inp.log_name} line {r.line}, field 'file': {path} does not exist in the raw folder"))
-        elif probe is not None:
+            problems.append(
+                Problem(
+                    "missing_file",
+                    f"{inp.log_name} line {r.line}, field 'file': {path} does not exist in the raw folder",
+                )
+            )
+        elif probe is not None and path:
             problems += _probe_problems(path, probe, v.get("fps"), bounds, fps_tolerance)
             mismatch = _checksum_problem(path, r.raw.get("sha256") or "", probe)
             problems += [mismatch] if mismatch else []
         problems += _consent_problems(v.get("subject_id"), inp)
-        records.append({
-            "take_id": v.get("take_id") or (r.raw.get("take_id") or None),
-            "path": path if path else (r.raw.get("file") or None),
-            "subject_id": v.get("subject_id"), "session": v.get("session"), "camera": v.get("camera"),
-            "yaw": v.get("yaw"), "pitch": v.get("pitch"), "illumination": v.get("illumination"),
-            "prompted_expression": v.get("prompted_expression"), "fps": v.get("fps"),
-            "recorded_at": v.get("recorded_at"), "log_line": r.line, "_problems": problems,
-            "mode": mode_of(r.raw | v, inp.mode_fields),
-        } | _extra_columns(r) | _record(probe, v.get("fps")))
+        records.append(
+            {
+                "take_id": v.get("take_id") or (r.raw.get("take_id") or None),
+                "path": path if path else (r.raw.get("file") or None),
+                "subject_id": v.get("subject_id"),
+                "session": v.get("session"),
+                "camera": v.get("camera"),
+                "yaw": v.get("yaw"),
+                "pitch": v.get("pitch"),
+                "illumination": v.get("illumination"),
+                "prompted_expression": v.get("prompted_expression"),
+                "fps": v.get("fps"),
+                "recorded_at": v.get("recorded_at"),
+                "log_line": r.line,
+                "_problems": problems,
+                "mode": mode_of(r.raw | v, inp.mode_fields),
+            }
+            | _extra_columns(r)
+            | _record(probe, v.get("fps"))
+        )
 
     for path in sorted(set(inp.disk_files) - set(refs)):
         probe = inp.probes.get(path)
         # What the entry itself is (a FIFO, a loop, damaged) comes first: it is the reason people act on.
-        problems = [Problem(probe.error_code, f"{path}: {probe.error}")] if probe is not None and probe.error_code else []
+        problems = (
+            [Problem(probe.error_code, f"{path}: {probe.error}")] if probe is not None and probe.error_code else []
+        )
         problems.append(Problem("orphan_file", f"{path}: no capture log row refers to this entry"))
         name = path.rsplit("/", 1)[-1]
         if not PORTABLE_NAME_RE.match(name):
-            problems.append(Problem("non_portable_name", f"file name {name!r} is not in the portable set [A-Za-z0-9._-]"))
+            problems.append(
+                Problem("non_portable_name", f"file name {name!r} is not in the portable set [A-Za-z0-9._-]")
+            )
         records.append({"path": path, "log_line": None, "_problems": problems} | _record(probe))
 
     _mark_duplicate_content(records)
@@ -155,7 +207,9 @@ def _mark_duplicate_content(records: list[dict]) -> None:
     for group in groups.values():
         if len(group) < 2:
             continue
-        group.sort(key=lambda r: (r.get("log_line") is None, r.get("recorded_at") or "", r.get("take_id") or "", r["path"]))
+        group.sort(
+            key=lambda r: (r.get("log_line") is None, r.get("recorded_at") or "", r.get("take_id") or "", r["path"])
+        )
         keeper = group[0]
         name = keeper.get("take_id") or keeper["path"]
         for rec in group[1:]:
@@ -170,13 +224,23 @@ def _frame(records: list[dict]) -> pd.DataFrame:
         rec["reason"] = "; ".join(p.message for p in problems) if problems else None
         rec["reason_codes"] = ",".join(dict.fromkeys(p.code for p in problems)) if problems else None
     df = pd.DataFrame.from_records(records)
-    for col in MANIFEST_COLUMNS + ["file_fps", "reason_codes"]:
+    for col in _BASE_COLUMNS:  # a log of only its header (no rows, maybe no files) still gives every column
         if col not in df:
             df[col] = None
     extras = sorted(c for c in df.columns if c not in _BASE_COLUMNS)
     df = df[_BASE_COLUMNS + extras]
-    types = {"yaw": "Float64", "pitch": "Float64", "fps": "Float64", "file_fps": "Float64", "duration_s": "Float64",
-             "n_frames": "Int64", "width": "Int64", "height": "Int64", "size_bytes": "Int64", "log_line": "Int64"}
+    types = {
+        "yaw": "Float64",
+        "pitch": "Float64",
+        "fps": "Float64",
+        "file_fps": "Float64",
+        "duration_s": "Float64",
+        "n_frames": "Int64",
+        "width": "Int64",
+        "height": "Int64",
+        "size_bytes": "Int64",
+        "log_line": "Int64",
+    }
     df = df.astype(types)
     for col in df.columns.difference(list(types)):
         df[col] = df[col].astype("string")
@@ -193,7 +257,8 @@ def _report(df: pd.DataFrame, inp: Inputs) -> dict:
     accounting_ok = from_log == n_rows and files_listed == on_disk and len(df) == n_rows + orphans
     if not accounting_ok:
         raise RuntimeError(
-            f"ingest accounting bug: {n_rows} log rows, {from_log} in manifest; {len(on_disk)} files, {len(files_listed)} listed"
+            f"ingest accounting bug: {n_rows} log rows, {from_log} in manifest; "
+            f"{len(on_disk)} files, {len(files_listed)} listed"
         )
     q = df[df["status"] == QUARANTINED]
     codes = Counter(c for cs in q["reason_codes"].dropna() for c in cs.split(","))
@@ -210,13 +275,23 @@ def _report(df: pd.DataFrame, inp: Inputs) -> dict:
         "accepted_subjects": int(acc["subject_id"].nunique()),
         "accepted_frames": int(acc["n_frames"].sum()) if len(acc) else 0,
         "accepted_by_illumination": {k: int(v) for k, v in sorted(Counter(acc["illumination"]).items())},
-        "accepted_by_pose": {k: int(v) for k, v in sorted(Counter(mode_of({"yaw": y, "pitch": p}, ("yaw", "pitch"))
-                                                                  for y, p in zip(acc["yaw"], acc["pitch"])).items())},
+        "accepted_by_pose": {
+            k: int(v)
+            for k, v in sorted(
+                Counter(
+                    mode_of({"yaw": y, "pitch": p}, ("yaw", "pitch")) for y, p in zip(acc["yaw"], acc["pitch"])
+                ).items()
+            )
+        },
         "accepted_by_mode": {k: int(v) for k, v in sorted(Counter(acc["mode"]).items())},
         "accepted_by_expression": {k: int(v) for k, v in sorted(Counter(acc["prompted_expression"]).items())},
-        "accounting": {"log_rows_in_manifest": from_log, "files_in_manifest": len(files_listed), "adds_up": accounting_ok,
-                       "entries_inside_linked_folders": inp.entries_not_walked,
-                       "folders_not_listed": inp.folders_not_listed},
+        "accounting": {
+            "log_rows_in_manifest": from_log,
+            "files_in_manifest": len(files_listed),
+            "adds_up": accounting_ok,
+            "entries_inside_linked_folders": inp.entries_not_walked,
+            "folders_not_listed": inp.folders_not_listed,
+        },
         "quarantined_items": [
             {"take_id": t, "path": p, "log_line": None if pd.isna(ln) else int(ln), "reason_code": c, "reason": r}
             for t, p, ln, c, r in zip(q["take_id"], q["path"], q["log_line"], q["reason_code"], q["reason"])

@@ -12,14 +12,16 @@ import errno
 import json
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import paths
+from pipeline.errors import environment_fault, is_environment_fault
+from pipeline.layout import TAKES_SUBDIR
 from pipeline.utils.frames import FRAME_SUFFIXES
 
 VIDEO, FRAMES, BAD = "video", "frames", "bad"
-IMPORT_INFO_NAME = "import.json"   # written by `mvfer import`: {"source_root": "/abs/path", ...}
+IMPORT_INFO_NAME = "import.json"  # written by `mvfer import`: {"source_root": "/abs/path", ...}
 
 
 @dataclass(frozen=True)
@@ -27,11 +29,11 @@ class Entry:
     """One thing found under the raw folder: a take to probe, or a bad entry with its reason."""
 
     path: Path
-    kind: str                 # VIDEO | FRAMES | BAD
-    code: str | None = None   # reason code when BAD
+    kind: str  # VIDEO | FRAMES | BAD
+    code: str | None = None  # reason code when BAD
     reason: str | None = None
     size_bytes: int | None = None
-    hidden_entries: int = 0   # entries inside a folder that was not walked (linked folder), counted
+    hidden_entries: int = 0  # entries inside a folder that was not walked (linked folder), counted
 
 
 def display_path(rel: str) -> str:
@@ -47,10 +49,20 @@ def _decodable(rel: str) -> bool:
         return False
 
 
-def _list_dir(path: Path) -> list[os.DirEntry]:
-    """The one listing call (tests replace it to simulate a folder root can still read)."""
+def list_dir(path: Path) -> list[os.DirEntry]:
+    """The one listing call (a test passes another to simulate a folder that root can still read)."""
     with os.scandir(path) as it:
         return sorted(it, key=lambda e: e.name)
+
+
+ListDir = Callable[[Path], list[os.DirEntry]]
+
+
+def _input_fault(e: OSError, doing: str) -> OSError:
+    """`e` when it is a fault of the entry (permission, I/O error); a fault of the machine stops ingest."""
+    if is_environment_fault(e):
+        raise environment_fault(e, doing) from e
+    return e
 
 
 def allowed_roots(raw: Path) -> list[Path]:
@@ -72,30 +84,38 @@ def _inside(target: Path, roots: list[Path]) -> bool:
 
 
 def _special_kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
         if test(mode):
             return name
     return "a special file"
 
 
 def _has_frames(entries: list[os.DirEntry]) -> bool:
-    return any(Path(e.name).suffix.lower() in FRAME_SUFFIXES and not e.name.startswith(".")
-               and e.is_file(follow_symlinks=False) for e in entries)
+    return any(
+        Path(e.name).suffix.lower() in FRAME_SUFFIXES
+        and not e.name.startswith(".")
+        and e.is_file(follow_symlinks=False)
+        for e in entries
+    )
 
 
 def _count_entries(path: Path) -> int | None:
     """Entries below a folder that is not walked, without following links further (None if unlistable)."""
     n = 0
     try:
-        for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
+        for _, dirnames, filenames in os.walk(path, followlinks=False):
             n += len(dirnames) + len(filenames)
     except OSError:
         return None
     return n
 
 
-def _follow_link(path: Path, roots: list[Path]) -> Entry:
+def _follow_link(path: Path, roots: list[Path], list_dir: ListDir) -> Entry:
     """A link is a take only if it resolves, stays inside an allowed root and lands on a file or frame folder."""
     target_text = os.readlink(path)
     try:
@@ -113,34 +133,42 @@ def _follow_link(path: Path, roots: list[Path]) -> Entry:
         return Entry(path, VIDEO, size_bytes=st.st_size)
     if stat.S_ISDIR(st.st_mode):
         try:
-            listing = _list_dir(target)
+            listing = list_dir(target)
         except OSError as e:
+            _input_fault(e, f"listing {target}")
             return Entry(path, BAD, "unreadable", f"is a link to a folder that cannot be listed ({e.strerror or e})")
         if _has_frames(listing) and not any(e.is_dir(follow_symlinks=False) for e in listing):
             return Entry(path, FRAMES)
         n = _count_entries(target)
-        return Entry(path, BAD, "linked_folder",
-                     f"is a link to a folder ({n if n is not None else 'an unknown number of'} entries inside, not followed); "
-                     "link a frame folder or a file instead", hidden_entries=n or 0)
+        return Entry(
+            path,
+            BAD,
+            "linked_folder",
+            f"is a link to a folder ({n if n is not None else 'an unknown number of'} entries inside, not followed); "
+            "link a frame folder or a file instead",
+            hidden_entries=n or 0,
+        )
     return Entry(path, BAD, "special_file", f"is a link to {_special_kind(st.st_mode)}; special files are never opened")
 
 
-def classify(path: Path, roots: list[Path]) -> Entry:
+def classify(path: Path, roots: list[Path], list_dir: ListDir = list_dir) -> Entry:
     """What one path is, using lstat only (never opens it). Directories are classified by the walker."""
     try:
         st = os.lstat(path)
     except OSError as e:
+        _input_fault(e, f"examining {path}")
         return Entry(path, BAD, "unreadable", f"cannot be examined ({e.strerror or e})")
     if stat.S_ISLNK(st.st_mode):
-        return _follow_link(path, roots)
+        return _follow_link(path, roots, list_dir)
     if stat.S_ISREG(st.st_mode):
         if not _inside(path.resolve(), roots):  # reached through a linked folder in the log's path
             return Entry(path, BAD, "path_escape", "resolves outside the raw folder; not opened")
         return Entry(path, VIDEO, size_bytes=st.st_size)
     if stat.S_ISDIR(st.st_mode):
         try:
-            listing = _list_dir(path)
+            listing = list_dir(path)
         except OSError as e:
+            _input_fault(e, f"listing {path}")
             return Entry(path, BAD, "unreadable", f"is a folder that cannot be listed ({e.strerror or e})")
         if _has_frames(listing):
             return Entry(path, FRAMES)
@@ -148,13 +176,13 @@ def classify(path: Path, roots: list[Path]) -> Entry:
     return Entry(path, BAD, "special_file", f"is {_special_kind(st.st_mode)}; special files are never opened")
 
 
-def discover(raw: Path) -> dict[str, Entry]:
+def discover(raw: Path, list_dir: ListDir = list_dir) -> dict[str, Entry]:
     """Every entry under the takes folder by relative posix path (hidden ones too: nothing is skipped unseen).
 
     A folder holding PNG/JPEG frames is one take (its other entries are listed on their own); a folder
     that cannot be listed is an entry with reason `unreadable`.
     """
-    takes = raw / paths.TAKES_SUBDIR
+    takes = raw / TAKES_SUBDIR
     found: dict[str, Entry] = {}
     if not takes.is_dir():  # a linked takes/ is walked: each entry is then judged by where it resolves
         return found
@@ -166,31 +194,46 @@ def discover(raw: Path) -> dict[str, Entry]:
     def add(entry: Entry) -> None:
         rel = entry.path.relative_to(raw).as_posix()
         if entry.kind != BAD and not _decodable(rel):
-            entry = Entry(entry.path, BAD, "undecodable_name", "name is not valid UTF-8 (shown with \\x escapes); not opened")
+            entry = Entry(
+                entry.path, BAD, "undecodable_name", "name is not valid UTF-8 (shown with \\x escapes); not opened"
+            )
         found[rel_of(entry.path)] = entry
 
     stack = [takes]
     while stack:
         folder = stack.pop()
         try:
-            listing = _list_dir(folder)
+            listing = list_dir(folder)
         except OSError as e:
-            add(Entry(folder, BAD, "unreadable", f"is a folder that cannot be listed ({e.strerror or e}); its entries are not counted"))
+            _input_fault(e, f"listing {folder}")
+            add(
+                Entry(
+                    folder,
+                    BAD,
+                    "unreadable",
+                    f"is a folder that cannot be listed ({e.strerror or e}); its entries are not counted",
+                )
+            )
             continue
         if folder != takes and not listing:
             add(Entry(folder, BAD, "empty_folder", "is an empty folder"))
             continue
         if folder != takes and _has_frames(listing):
             add(Entry(folder, FRAMES))
-            frame_names = {e.name for e in listing if Path(e.name).suffix.lower() in FRAME_SUFFIXES
-                           and not e.name.startswith(".") and e.is_file(follow_symlinks=False)}
+            frame_names = {
+                e.name
+                for e in listing
+                if Path(e.name).suffix.lower() in FRAME_SUFFIXES
+                and not e.name.startswith(".")
+                and e.is_file(follow_symlinks=False)
+            }
             listing = [e for e in listing if e.name not in frame_names]
         subdirs = []
-        for e in listing:
-            p = Path(e.path)
-            if e.is_dir(follow_symlinks=False):
+        for item in listing:
+            p = Path(item.path)
+            if item.is_dir(follow_symlinks=False):
                 subdirs.append(p)
             else:
-                add(classify(p, roots))
+                add(classify(p, roots, list_dir))
         stack.extend(reversed(subdirs))
     return found

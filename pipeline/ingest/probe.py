@@ -10,12 +10,15 @@ numbering (gaps, duplicates) and frame sizes are checked.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import cv2
 
+from pipeline.errors import environment_fault, is_environment_fault
 from pipeline.utils.frames import FrameReadError, frame_number, list_frame_files, read_frame, take_sha256
 from pipeline.utils.io import sha256_file
 
@@ -29,15 +32,15 @@ class ProbeResult:
     size_bytes: int
     sha256: str
     container: str | None = None
-    n_frames: int | None = None          # frames actually decoded
-    header_frames: int | None = None     # what the container claims
+    n_frames: int | None = None  # frames actually decoded
+    header_frames: int | None = None  # what the container claims
     width: int | None = None
     height: int | None = None
     fps: float | None = None
     duration_s: float | None = None
     error_code: str | None = None
     error: str | None = None
-    damaged_frames: int | None = None   # frames the decoder flagged corrupt or failed on
+    damaged_frames: int | None = None  # frames the decoder flagged corrupt or failed on
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -76,8 +79,10 @@ def check_mp4_boxes(path: Path, size: int) -> str | None:
             if box_size < 8:
                 return f"corrupt container: box '{name}' at offset {offset} declares {box_size} bytes"
             if offset + box_size > size:
-                return (f"truncated container: box '{name}' at offset {offset} declares {box_size} bytes, "
-                        f"only {size - offset} present")
+                return (
+                    f"truncated container: box '{name}' at offset {offset} declares {box_size} bytes, "
+                    f"only {size - offset} present"
+                )
             seen.append(name)
             offset += box_size
     if "moov" not in seen:
@@ -94,18 +99,24 @@ def _quiet_ffmpeg() -> None:
 class _Decoded:
     """What one pass of the decoder over a video saw."""
 
-    n: int = 0                            # frames decoded
-    damaged: int = 0                      # frames flagged corrupt, packets that failed, a read error mid-stream
-    first_bad: int | None = None          # index of the first damaged frame
+    n: int = 0  # frames decoded
+    damaged: int = 0  # frames flagged corrupt, packets that failed, a read error mid-stream
+    first_bad: int | None = None  # index of the first damaged frame
     shape: tuple[int, int] | None = None  # (width, height) of the first frame
-    mixed: str | None = None              # the first frame of another size, as a sentence
+    mixed: str | None = None  # the first frame of another size, as a sentence
     header_frames: int = 0
     fps: float = 0.0
-    open_error: str | None = None         # the container could not be opened at all
+    open_error: str | None = None  # the container could not be opened at all
 
     def damage(self) -> None:
         self.damaged += 1
         self.first_bad = self.n if self.first_bad is None else self.first_bad
+
+
+def _machine(e: BaseException, path: Path) -> None:
+    """FFmpeg out of memory (av.error.MemoryError) is the machine's fault, not the file's: stop."""
+    if is_environment_fault(e):
+        raise environment_fault(e, f"decoding {path}") from e
 
 
 def _decode_av(path: Path) -> _Decoded:
@@ -115,6 +126,7 @@ def _decode_av(path: Path) -> _Decoded:
     try:
         container = av.open(str(path), mode="r")
     except (av.error.FFmpegError, UnicodeError, ValueError) as e:
+        _machine(e, path)
         d.open_error = str(e)
         return d
     try:
@@ -129,7 +141,8 @@ def _decode_av(path: Path) -> _Decoded:
         for packet in container.demux(stream):
             try:
                 frames = packet.decode()
-            except av.error.FFmpegError:
+            except av.error.FFmpegError as e:
+                _machine(e, path)
                 d.damage()
                 continue
             for frame in frames:
@@ -141,21 +154,27 @@ def _decode_av(path: Path) -> _Decoded:
                 elif size != d.shape and d.mixed is None:
                     d.mixed = f"frame {d.n} is {size[0]}x{size[1]}, earlier frames {d.shape[0]}x{d.shape[1]}"
                 d.n += 1
-    except av.error.FFmpegError:
+    except av.error.FFmpegError as e:
+        _machine(e, path)
         d.damage()  # the demuxer gave up mid-stream: what was decoded so far stays counted
     finally:
         container.close()
     return d
 
 
-def probe_video(path: Path) -> ProbeResult:
-    """Hash, sniff and fully decode one file; problems go into error_code/error, never raise."""
+def probe_video(path: Path, hasher: Callable[[Path], str] = sha256_file) -> ProbeResult:
+    """Hash, sniff and fully decode one file; problems of the file go into error_code/error, never raise.
+
+    A fault of the machine (memory, file handles) is not the file's: it is raised as EnvironmentFault.
+    """
     try:
         size = path.stat().st_size
-        digest = sha256_file(path)
+        digest = hasher(path)
         with open(path, "rb") as f:
             head = f.read(16)
     except OSError as e:
+        if is_environment_fault(e):
+            raise environment_fault(e, f"probing {path}") from e
         return ProbeResult(0, "", error_code="unreadable", error=f"cannot be read ({e.strerror or e})")
     if size == 0:
         return ProbeResult(size, digest, error_code="empty_file", error="file is empty (0 bytes)")
@@ -167,23 +186,46 @@ def probe_video(path: Path) -> ProbeResult:
 
     d = _decode_av(path)
     if d.open_error is not None:
-        what = f"a {container} container that cannot be opened ({d.open_error})" if container else f"not a video (starts with {head[:8]!r})"
+        what = (
+            f"a {container} container that cannot be opened ({d.open_error})"
+            if container
+            else f"not a video (starts with {head[:8]!r})"
+        )
         return ProbeResult(size, digest, container, error_code="not_a_video", error=what)
     if d.n == 0 or d.shape is None:
         what = "no frame could be decoded" if container else f"not a video (starts with {head[:8]!r}); no frame decoded"
-        return ProbeResult(size, digest, container, 0, d.header_frames, error_code="not_a_video", error=what, damaged_frames=d.damaged)
+        return ProbeResult(
+            size, digest, container, 0, d.header_frames, error_code="not_a_video", error=what, damaged_frames=d.damaged
+        )
     w, h = d.shape
     duration = d.n / d.fps if d.fps > 0 else None
-    base = dict(size_bytes=size, sha256=digest, container=container, n_frames=d.n, header_frames=d.header_frames,
-                width=w, height=h, fps=d.fps, duration_s=duration, damaged_frames=d.damaged)
+    base: dict[str, Any] = dict(
+        size_bytes=size,
+        sha256=digest,
+        container=container,
+        n_frames=d.n,
+        header_frames=d.header_frames,
+        width=w,
+        height=h,
+        fps=d.fps,
+        duration_s=duration,
+        damaged_frames=d.damaged,
+    )
     if d.damaged:
-        return ProbeResult(**base, error_code="corrupt",
-                           error=f"damaged stream: the decoder found errors in {d.damaged} of {d.n} frames (first at frame {d.first_bad})")
+        return ProbeResult(
+            **base,
+            error_code="corrupt",
+            error=f"damaged stream: the decoder found errors in {d.damaged} of {d.n} frames "
+            f"(first at frame {d.first_bad})",
+        )
     if d.mixed:
         return ProbeResult(**base, error_code="corrupt", error=d.mixed)
     if d.header_frames and d.n < d.header_frames:
-        return ProbeResult(**base, error_code="truncated",
-                           error=f"truncated: decoded {d.n} of the {d.header_frames} frames the header declares")
+        return ProbeResult(
+            **base,
+            error_code="truncated",
+            error=f"truncated: decoded {d.n} of the {d.header_frames} frames the header declares",
+        )
     return ProbeResult(**base)
 
 
@@ -210,6 +252,8 @@ def numbering_problem(files: list[Path]) -> tuple[str, str] | None:
         return "frame_numbering", f"frame file {unnumbered[0]!r} has no number in its name ({len(unnumbered)} such)"
     seen: dict[int, str] = {}
     for f, k in zip(files, numbers):
+        if k is None:  # none left: unnumbered files returned above
+            continue
         if k in seen:
             return "frame_numbering", f"frame number {k} appears twice ({seen[k]!r} and {f.name!r})"
         seen[k] = f.name
@@ -229,9 +273,15 @@ def probe_frames(folder: Path) -> ProbeResult:
         size = sum(f.stat().st_size for f in files)
         digest = take_sha256(folder)
     except OSError as e:
-        return ProbeResult(0, "", FRAMES_CONTAINER, error_code="unreadable", error=f"cannot be read ({e.strerror or e})")
+        if is_environment_fault(e):
+            raise environment_fault(e, f"probing {folder}") from e
+        return ProbeResult(
+            0, "", FRAMES_CONTAINER, error_code="unreadable", error=f"cannot be read ({e.strerror or e})"
+        )
     if not files:
-        return ProbeResult(size, digest, FRAMES_CONTAINER, 0, error_code="not_a_take", error="folder holds no PNG/JPEG frames")
+        return ProbeResult(
+            size, digest, FRAMES_CONTAINER, 0, error_code="not_a_take", error="folder holds no PNG/JPEG frames"
+        )
     shape: tuple[int, int] | None = None
     mixed: str | None = None
     damaged: list[str] = []
@@ -251,11 +301,22 @@ def probe_frames(folder: Path) -> ProbeResult:
             mixed = f"frame {i} ({f.name}) is {hw[0]}x{hw[1]}, earlier frames {shape[0]}x{shape[1]}"
     n = len(files)
     w, h = shape if shape else (None, None)
-    base = dict(size_bytes=size, sha256=digest, container=FRAMES_CONTAINER, n_frames=n, header_frames=n,
-                width=w, height=h, damaged_frames=len(damaged))
+    base: dict[str, Any] = dict(
+        size_bytes=size,
+        sha256=digest,
+        container=FRAMES_CONTAINER,
+        n_frames=n,
+        header_frames=n,
+        width=w,
+        height=h,
+        damaged_frames=len(damaged),
+    )
     if damaged:
-        return ProbeResult(**base, error_code="corrupt",
-                           error=f"{len(damaged)} of {n} frame files do not decode or are cut short (first: {damaged[0]!r})")
+        return ProbeResult(
+            **base,
+            error_code="corrupt",
+            error=f"{len(damaged)} of {n} frame files do not decode or are cut short (first: {damaged[0]!r})",
+        )
     if mixed:
         return ProbeResult(**base, error_code="mixed_frame_sizes", error=mixed)
     numbering = numbering_problem(files)
@@ -265,6 +326,6 @@ def probe_frames(folder: Path) -> ProbeResult:
 
 
 def probe_take(path: Path) -> ProbeResult:
-    """Either kind of take: a frame folder or a video file."""
+    """Either kind of take: a frame folder or a video file (runs in a supervised worker process)."""
     cv2.setNumThreads(1)
     return probe_frames(path) if path.is_dir() else probe_video(path)

@@ -8,40 +8,43 @@ one typo does not stop a day's ingest and nothing is lost.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import re
-import stat
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pipeline.errors import PipelineError
 from pipeline.consent import Consent, read_ledger
-from pipeline.vocab import SUBJECTS_REQUIRED
+from pipeline.csvfile import CaptureLogError, read_csv_rows
 
 LOG_REQUIRED = (
-    "take_id", "subject_id", "session", "camera", "yaw", "pitch",
-    "illumination", "prompted_expression", "fps", "recorded_at", "file",
+    "take_id",
+    "subject_id",
+    "session",
+    "camera",
+    "yaw",
+    "pitch",
+    "illumination",
+    "prompted_expression",
+    "fps",
+    "recorded_at",
+    "file",
 )
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 PORTABLE_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")  # POSIX portable filename character set
-
-
-class CaptureLogError(PipelineError, ValueError):
-    """A capture log or consent table that cannot be trusted at all; names file, line and field."""
-
-    def __init__(self, path: Path, message: str, line: int | None = None, column: str | None = None) -> None:
-        where = str(path)
-        if line is not None:
-            where += f", line {line}"
-        if column is not None:
-            where += f", field '{column}'"
-        super().__init__(f"{where}: {message}")
-        self.path, self.line, self.column = path, line, column
+__all__ = [
+    "LOG_REQUIRED",
+    "PORTABLE_NAME_RE",
+    "CaptureLogError",
+    "LogRow",
+    "Problem",
+    "check_relative_path",
+    "read_consent",
+    "read_csv_rows",
+    "validate_log_rows",
+]
 
 
 @dataclass(frozen=True)
@@ -60,45 +63,6 @@ class LogRow:
     raw: dict[str, str]
     values: dict[str, Any] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
-
-
-def read_csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
-    """(line number, row) pairs of a UTF-8 CSV; structural problems raise CaptureLogError."""
-    try:
-        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the read forever: never opened
-            raise CaptureLogError(path, "is not a regular file (a FIFO, device or folder); not opened")
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CaptureLogError(path, "file not found") from None
-    except OSError as e:
-        raise CaptureLogError(path, f"cannot read: {e.strerror}") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise CaptureLogError(path, f"not valid UTF-8 (byte {e.start})", line=line) from None
-    if not text.strip():
-        raise CaptureLogError(path, "file is empty")
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    try:
-        header = [h.strip() for h in next(reader)]
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise CaptureLogError(path, f"missing column(s) {', '.join(missing)} in the header", line=1, column=missing[0])
-        dupes = sorted({h for h in header if header.count(h) > 1})
-        if dupes:
-            raise CaptureLogError(path, "column appears twice in the header", line=1, column=dupes[0])
-        rows = []
-        for fields in reader:
-            line = reader.line_num
-            if not fields or all(not f.strip() for f in fields):
-                continue
-            if len(fields) != len(header):
-                raise CaptureLogError(path, f"expected {len(header)} fields, found {len(fields)}", line=line)
-            rows.append((line, {h: f.strip() for h, f in zip(header, fields)}))
-    except csv.Error as e:
-        raise CaptureLogError(path, f"malformed CSV: {e}", line=reader.line_num) from None
-    return rows
 
 
 def _where(log_name: str, line: int, column: str) -> str:
@@ -150,7 +114,11 @@ def validate_log_rows(
             if not text:
                 row.problems.append(Problem("bad_value", f"{_where(log_name, line, col)}: is empty"))
             elif not _ID_RE.match(text):
-                row.problems.append(Problem("bad_value", f"{_where(log_name, line, col)}: {text!r} has characters outside [A-Za-z0-9._-]"))
+                row.problems.append(
+                    Problem(
+                        "bad_value", f"{_where(log_name, line, col)}: {text!r} has characters outside [A-Za-z0-9._-]"
+                    )
+                )
             v[col] = text or None
         # An empty pose is "unknown" (imported in-the-wild clips say nothing about it), never a guess.
         v["yaw"] = _float(row, "yaw", -90, 90, log_name) if raw.get("yaw", "") else None
@@ -159,7 +127,9 @@ def validate_log_rows(
         for col, allowed in (("illumination", illuminations), ("prompted_expression", expressions)):
             text = raw.get(col, "")
             if text not in allowed:
-                row.problems.append(Problem("bad_value", f"{_where(log_name, line, col)}: {text!r} is not one of {', '.join(allowed)}"))
+                row.problems.append(
+                    Problem("bad_value", f"{_where(log_name, line, col)}: {text!r} is not one of {', '.join(allowed)}")
+                )
                 v[col] = None
             else:
                 v[col] = text
@@ -167,7 +137,9 @@ def validate_log_rows(
         try:
             v["recorded_at"] = datetime.fromisoformat(text).isoformat()
         except ValueError:
-            row.problems.append(Problem("bad_value", f"{_where(log_name, line, 'recorded_at')}: {text!r} is not an ISO 8601 time"))
+            row.problems.append(
+                Problem("bad_value", f"{_where(log_name, line, 'recorded_at')}: {text!r} is not an ISO 8601 time")
+            )
             v["recorded_at"] = None
         problem = check_relative_path(raw.get("file", ""))
         if problem:
@@ -190,7 +162,12 @@ def _mark_duplicate_ids(rows: list[LogRow], log_name: str) -> None:
         lines = by_id.get(r.values.get("take_id") or "", [])
         if len(lines) > 1:
             others = ", ".join(str(n) for n in lines if n != r.line)
-            r.problems.append(Problem("duplicate_take_id", f"{log_name} line {r.line}: take_id {r.values['take_id']!r} also on line(s) {others}"))
+            r.problems.append(
+                Problem(
+                    "duplicate_take_id",
+                    f"{log_name} line {r.line}: take_id {r.values['take_id']!r} also on line(s) {others}",
+                )
+            )
 
 
 def read_consent(path: Path) -> tuple[dict[str, Consent], dict[str, str]]:

@@ -59,10 +59,10 @@ class VideoInfo:
     pix_fmt: str
     width: int
     height: int
-    n_frames: int          # frames actually decoded, not the header's claim
-    constant_rate: bool    # every pts step equal
+    n_frames: int  # frames actually decoded, not the header's claim
+    constant_rate: bool  # every pts step equal
     first_pts_zero: bool
-    moov_first: bool       # "+faststart": playback can start before the whole file arrives
+    moov_first: bool  # "+faststart": playback can start before the whole file arrives
 
 
 def fps_fraction(fps: float) -> Fraction:
@@ -83,7 +83,7 @@ def target_size(width: int, height: int, min_height: int) -> tuple[int, int]:
     if height >= min_height:
         return _even(width), _even(height)
     h = _even(min_height)
-    return max(2, 2 * round(width * h / height / 2)), h    # nearest even width
+    return max(2, 2 * round(width * h / height / 2)), h  # nearest even width
 
 
 def fit_frame(bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -107,8 +107,9 @@ def encode_proxy(frames: Iterable[np.ndarray], dest: Path, fps: float, cfg: Medi
     The size is fixed by the first frame; a later frame of another size is an error (a take has one size).
     """
     rate = fps_fraction(fps)
-    container = av.open(str(dest), "w", format="mp4", options={"movflags": "+faststart"},
-                        container_options={"fflags": "+bitexact"})
+    container = av.open(
+        str(dest), "w", format="mp4", options={"movflags": "+faststart"}, container_options={"fflags": "+bitexact"}
+    )
     n, size, stream = 0, (0, 0), None
     try:
         for bgr in frames:
@@ -117,7 +118,9 @@ def encode_proxy(frames: Iterable[np.ndarray], dest: Path, fps: float, cfg: Medi
                 stream = _open_stream(container, rate, size, cfg)
                 first_shape = bgr.shape
             elif bgr.shape != first_shape:
-                raise ProxyError(f"frame {n} is {bgr.shape[1]}x{bgr.shape[0]}, frame 0 was {first_shape[1]}x{first_shape[0]}")
+                raise ProxyError(
+                    f"frame {n} is {bgr.shape[1]}x{bgr.shape[0]}, frame 0 was {first_shape[1]}x{first_shape[0]}"
+                )
             frame = av.VideoFrame.from_ndarray(fit_frame(bgr, size), format="rgb24")
             frame = frame.reformat(format=PIX_FMT, dst_colorspace=Colorspace.ITU601, dst_color_range=ColorRange.MPEG)
             frame.pts = n
@@ -134,8 +137,14 @@ def encode_proxy(frames: Iterable[np.ndarray], dest: Path, fps: float, cfg: Medi
 
 
 def _open_stream(container, rate: Fraction, size: tuple[int, int], cfg: MediaConfig):
-    options = {"crf": str(cfg.crf), "preset": cfg.preset, "threads": "1", "bf": "0",
-               "g": str(cfg.keyframe_every), "flags": "+bitexact"}
+    options = {
+        "crf": str(cfg.crf),
+        "preset": cfg.preset,
+        "threads": "1",
+        "bf": "0",
+        "g": str(cfg.keyframe_every),
+        "flags": "+bitexact",
+    }
     stream = container.add_stream(CODEC, rate=rate, options=options)
     stream.width, stream.height = size
     stream.pix_fmt = PIX_FMT
@@ -176,10 +185,16 @@ def probe_video(path: Path) -> VideoInfo:
                 pts.append(frame.pts if frame.pts is not None else -1)
                 width, height = frame.width, frame.height
             return VideoInfo(
-                container=container.format.name, codec=stream.codec_context.name,
-                pix_fmt=stream.codec_context.pix_fmt or "", width=width, height=height, n_frames=len(pts),
+                container=container.format.name,
+                codec=stream.codec_context.name,
+                pix_fmt=stream.codec_context.pix_fmt or "",
+                width=width,
+                height=height,
+                n_frames=len(pts),
                 constant_rate=len({b - a for a, b in zip(pts, pts[1:])}) <= 1 and -1 not in pts,
-                first_pts_zero=bool(pts) and pts[0] == 0, moov_first=_moov_first(Path(path)))
+                first_pts_zero=bool(pts) and pts[0] == 0,
+                moov_first=_moov_first(Path(path)),
+            )
     except av.FFmpegError as e:
         raise ProxyError(f"{path}: does not decode ({e})") from e
 
@@ -193,7 +208,10 @@ def decode_frames(path: Path) -> list[np.ndarray]:
 def playable_problems(info: VideoInfo, expected_frames: int, min_height: int) -> list[str]:
     """Why a rig take cannot be served to a browser as it is (empty: it can)."""
     checks = [
-        ("mp4" in info.container.split(",") or "mov" in info.container.split(","), f"container {info.container} is not MP4"),
+        (
+            "mp4" in info.container.split(",") or "mov" in info.container.split(","),
+            f"container {info.container} is not MP4",
+        ),
         (info.codec == "h264", f"codec {info.codec} is not H.264"),
         (info.pix_fmt == PIX_FMT, f"pixel format {info.pix_fmt} is not {PIX_FMT}"),
         (info.width % 2 == 0 and info.height % 2 == 0, f"size {info.width}x{info.height} is not even"),

@@ -75,7 +75,9 @@ def purge(cache: Path, ids: set[str], doomed_md5: set[str]) -> int:
     """Delete the cache objects that hold the ids; returns how many."""
     if not cache.is_dir():
         return 0
-    files = [p for p in cache.rglob("*") if p.is_file() and not p.is_symlink() and "runs" not in p.relative_to(cache).parts]
+    files = [
+        p for p in cache.rglob("*") if p.is_file() and not p.is_symlink() and "runs" not in p.relative_to(cache).parts
+    ]
     doomed = set(doomed_md5)
     for p in files:
         if p.name.endswith(".dir"):

@@ -13,10 +13,12 @@ import logging
 import os
 import shutil
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
+from pipeline.errors import environment_fault, is_environment_fault
 from pipeline.privacy import scrub
 from pipeline.release import build
 from pipeline.utils import io
@@ -59,8 +61,10 @@ def purge_folder(d: Path, ids: set[str], date: str) -> int:
             if n:
                 io.write_text(p, text)
     _fix_croissant(d)
-    note = (f"\n## Amended {date}\n\n{takes_removed} takes removed after a withdrawal of consent; the figures in "
-            "README.md and DATASHEET.md predate this amendment. Delete older copies of this release.\n")
+    note = (
+        f"\n## Amended {date}\n\n{takes_removed} takes removed after a withdrawal of consent; the figures in "
+        "README.md and DATASHEET.md predate this amendment. Delete older copies of this release.\n"
+    )
     for name in ("CHANGELOG.md", "README.md"):
         if (d / name).is_file():
             io.write_text(d / name, (d / name).read_text() + note)
@@ -86,13 +90,34 @@ def _mentions_tree(d: Path, ids: set[str]) -> bool:
         rel = p.relative_to(d).as_posix()
         if scrub.mentions(rel, ids):
             return True
-        if p.is_file() and not p.is_symlink() and p.suffix in {".csv", ".json", ".md", ".txt"} and scrub.mentions(p.read_text(errors="replace"), ids):
+        if (
+            p.is_file()
+            and not p.is_symlink()
+            and p.suffix in {".csv", ".json", ".md", ".txt"}
+            and scrub.mentions(p.read_text(errors="replace"), ids)
+        ):
             return True
     return False
 
 
-def purge_releases(out_root: Path, tmp_root: Path, ids: set[str], date: str, default_epoch: int) -> dict:
-    """Purge every release folder and archive under `out_root`; counts per outcome (no names)."""
+def extract_archive(archive: Path, dest: Path) -> None:
+    """Unpack a release archive with tarfile's safe `data` filter (no links out, no devices)."""
+    with tarfile.open(archive, "r:gz") as tar:
+        tar.extractall(dest, filter="data")
+
+
+def purge_releases(
+    out_root: Path,
+    tmp_root: Path,
+    ids: set[str],
+    date: str,
+    default_epoch: int,
+    extract: Callable[[Path, Path], None] = extract_archive,
+) -> dict:
+    """Purge every release folder and archive under `out_root` (`Layout.release`, working in
+    `Layout.stage_tmp("release")`); counts per outcome (no names). An archive that cannot be read is
+    counted and left for the user; a fault of the machine (disk full) stops the purge. `extract`
+    unpacks an archive (tests inject a failing one)."""
     out = {"releases_amended": 0, "release_takes_removed": 0, "archives_rebuilt": 0, "archives_unreadable": 0}
     if not out_root.is_dir():
         return out
@@ -109,9 +134,11 @@ def purge_releases(out_root: Path, tmp_root: Path, ids: set[str], date: str, def
             shutil.copytree(folder, work, symlinks=True)
         else:
             try:
-                with tarfile.open(archive, "r:gz") as tar:
-                    tar.extractall(tmp_root, filter="data")
+                extract(archive, tmp_root)
             except (tarfile.TarError, OSError, EOFError) as e:
+                if is_environment_fault(e):  # the disk, not the archive: stop, never count it as unreadable
+                    shutil.rmtree(tmp_root, ignore_errors=True)
+                    raise environment_fault(e, f"extracting {archive.name} to purge it") from e
                 log.error("%s: cannot be read to purge it (%s)", archive.name, type(e).__name__)
                 out["archives_unreadable"] += 1
                 shutil.rmtree(tmp_root, ignore_errors=True)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from pipeline import vocab
 from pipeline.consent import Ledger
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, environment_fault, is_environment_fault
 from pipeline.modes import manifest_modes
 from pipeline.utils import io
 
@@ -45,19 +45,24 @@ def licence_refusal(manifest: pd.DataFrame, redistribution: bool) -> str | None:
     """
     if redistribution or "dataset" not in manifest:
         return None
-    imported = manifest.loc[(manifest["status"] == vocab.ACCEPTED) & manifest["dataset"].notna() & (manifest["dataset"] != ""), "dataset"]
+    imported = manifest.loc[
+        (manifest["status"] == vocab.ACCEPTED) & manifest["dataset"].notna() & (manifest["dataset"] != ""), "dataset"
+    ]
     if imported.empty:
         return None
     names = ", ".join(sorted(set(imported)))
-    return (f"{len(imported)} accepted takes come from an imported dataset ({names}) whose licence does not grant "
-            "redistribution: a public release is refused (set import.licence.redistribution: true only if the licence allows it)")
+    return (
+        f"{len(imported)} accepted takes come from an imported dataset ({names}) whose licence does not grant "
+        "redistribution: a public release is refused (set import.licence.redistribution: true only if the licence "
+        "allows it)"
+    )
 
 
 @dataclass(frozen=True)
 class Selection:
-    takes: pd.DataFrame                 # released takes with their metadata
-    excluded: dict[str, int]            # takes left out, by reason (no names)
-    subjects_excluded: dict[str, int]   # subjects left out, by reason (counts only)
+    takes: pd.DataFrame  # released takes with their metadata
+    excluded: dict[str, int]  # takes left out, by reason (no names)
+    subjects_excluded: dict[str, int]  # subjects left out, by reason (counts only)
 
 
 def select_takes(manifest: pd.DataFrame, ledger: Ledger, align_takes: pd.DataFrame) -> Selection:
@@ -80,22 +85,34 @@ def select_takes(manifest: pd.DataFrame, ledger: Ledger, align_takes: pd.DataFra
     excluded |= {k: int(v) for k, v in sorted(Counter(dropped["_reason"]).items())}
     subj = dropped.drop_duplicates("subject_id")
     subj = subj[~subj["subject_id"].isin(out["subject_id"])]
-    return Selection(out.sort_values("take_id").reset_index(drop=True), excluded,
-                     {k: int(v) for k, v in sorted(Counter(subj["_reason"]).items())})
+    return Selection(
+        out.sort_values("take_id").reset_index(drop=True),
+        excluded,
+        {k: int(v) for k, v in sorted(Counter(subj["_reason"]).items())},
+    )
 
 
 def take_table(sel: pd.DataFrame, align_takes: pd.DataFrame, labels: pd.DataFrame | None) -> pd.DataFrame:
     a = align_takes.set_index("take_id")
-    t = pd.DataFrame({
-        "take_id": sel["take_id"], "subject": sel["subject_id"], "session": sel["session"], "camera": sel["camera"],
-        "yaw": sel["yaw"].astype(float), "pitch": sel["pitch"].astype(float), "illumination": sel["illumination"],
-        "mode": manifest_modes(sel),
-        "prompted_expression": sel["prompted_expression"], "fps": sel["fps"].astype(float), "n_frames": sel["n_frames"].astype(int),
-        "raw_sha256": sel["sha256"],
-        "align_status": a.loc[sel["take_id"], "status"].to_numpy(),
-        "align_detection_rate": a.loc[sel["take_id"], "detection_rate"].round(4).to_numpy(),
-        "aligned_file": [f"aligned/{t}.npz" for t in sel["take_id"]],
-    })
+    t = pd.DataFrame(
+        {
+            "take_id": sel["take_id"],
+            "subject": sel["subject_id"],
+            "session": sel["session"],
+            "camera": sel["camera"],
+            "yaw": sel["yaw"].astype(float),
+            "pitch": sel["pitch"].astype(float),
+            "illumination": sel["illumination"],
+            "mode": manifest_modes(sel),
+            "prompted_expression": sel["prompted_expression"],
+            "fps": sel["fps"].astype(float),
+            "n_frames": sel["n_frames"].astype(int),
+            "raw_sha256": sel["sha256"],
+            "align_status": a.loc[sel["take_id"], "status"].to_numpy(),
+            "align_detection_rate": a.loc[sel["take_id"], "detection_rate"].round(4).to_numpy(),
+            "aligned_file": [f"aligned/{t}.npz" for t in sel["take_id"]],
+        }
+    )
     if labels is not None:
         lab = labels.set_index("take_id")
         t["qa_status"] = [lab.loc[x, "status"] if x in lab.index else "unlabelled" for x in t["take_id"]]
@@ -104,7 +121,17 @@ def take_table(sel: pd.DataFrame, align_takes: pd.DataFrame, labels: pd.DataFram
 
 
 def label_table(labels: pd.DataFrame, takes: set[str]) -> pd.DataFrame:
-    cols = ["take_id", "label", "confidence", "agreement", "n_annotations", "onset_frame", "apex_frame", "flags", "status"]
+    cols = [
+        "take_id",
+        "label",
+        "confidence",
+        "agreement",
+        "n_annotations",
+        "onset_frame",
+        "apex_frame",
+        "flags",
+        "status",
+    ]
     return labels[labels["take_id"].isin(takes)][cols].sort_values("take_id").reset_index(drop=True)
 
 
@@ -122,9 +149,13 @@ def filter_split(split: dict, takes: set[str]) -> dict:
 
 
 def split_table(splits: dict[str, dict]) -> pd.DataFrame:
-    rows = [{"protocol": name, "fold": fold["fold"], "split": part, "take_id": t}
-            for name, s in sorted(splits.items()) for fold in s["folds"]
-            for part in vocab.SPLITS for t in fold.get(part, [])]
+    rows = [
+        {"protocol": name, "fold": fold["fold"], "split": part, "take_id": t}
+        for name, s in sorted(splits.items())
+        for fold in s["folds"]
+        for part in vocab.SPLITS
+        for t in fold.get(part, [])
+    ]
     return pd.DataFrame(rows, columns=["protocol", "fold", "split", "take_id"])
 
 
@@ -137,27 +168,30 @@ def write_sums(root: Path) -> None:
 def deterministic_tar(src: Path, dest: Path, epoch: int) -> None:
     """A .tar.gz with sorted entries, fixed mtime/owner/mode and no gzip timestamp or name."""
     base = src.name
-    with io.atomic_path(dest, suffix=".tar.gz") as tmp:
-        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz:
-            with tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
-                entries = sorted(src.rglob("*"), key=lambda p: p.relative_to(src).as_posix())
-                for p in [src, *entries]:
-                    name = base if p == src else f"{base}/{p.relative_to(src).as_posix()}"
-                    info = tarfile.TarInfo(name)
-                    info.mtime, info.uid, info.gid, info.uname, info.gname = epoch, 0, 0, "", ""
-                    if p.is_dir():
-                        info.type, info.mode = tarfile.DIRTYPE, 0o755
-                        tar.addfile(info)
-                    else:
-                        info.size, info.mode = p.stat().st_size, 0o644
-                        with open(p, "rb") as f:
-                            tar.addfile(info, f)
+    with (
+        io.atomic_path(dest, suffix=".tar.gz") as tmp,
+        open(tmp, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar,
+    ):
+        entries = sorted(src.rglob("*"), key=lambda p: p.relative_to(src).as_posix())
+        for p in [src, *entries]:
+            name = base if p == src else f"{base}/{p.relative_to(src).as_posix()}"
+            info = tarfile.TarInfo(name)
+            info.mtime, info.uid, info.gid, info.uname, info.gname = epoch, 0, 0, "", ""
+            if p.is_dir():
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            else:
+                info.size, info.mode = p.stat().st_size, 0o644
+                with open(p, "rb") as f:
+                    tar.addfile(info, f)
 
 
 def parse_version(v: str) -> tuple[int, int, int]:
     parts = v.split(".")
     if len(parts) != 3 or not all(x.isdigit() for x in parts):
-        raise ValueError(f"release version must be X.Y.Z, got {v!r}")
+        raise ReleaseError(f"release version must be X.Y.Z, got {v!r} (release.version or --version)")
     return tuple(int(x) for x in parts)  # type: ignore[return-value]
 
 
@@ -188,8 +222,11 @@ def check_loadable(files: list[Path]) -> None:
         if problem:
             bad.append(problem if problem.startswith(f"{p.name}: ") else f"{p.name}: {problem}")
     if bad:
-        raise ReleaseError(f"{len(bad)} aligned file(s) damaged or not loadable, rebuild them (dvc repro align) first: "
-                           + "; ".join(bad[:3]) + ("; ..." if len(bad) > 3 else ""))
+        raise ReleaseError(
+            f"{len(bad)} aligned file(s) damaged or not loadable, rebuild them (dvc repro align) first: "
+            + "; ".join(bad[:3])
+            + ("; ..." if len(bad) > 3 else "")
+        )
 
 
 def load_problem(p: Path | BinaryIO) -> str | None:
@@ -200,6 +237,8 @@ def load_problem(p: Path | BinaryIO) -> str | None:
             for k in z.files:
                 z[k]
     except Exception as e:  # noqa: BLE001 - any failure to load means "do not ship"; reported, never raised
+        if is_environment_fault(e):  # out of memory is the machine's fault, not the file's
+            raise environment_fault(e, "reading an aligned file") from e
         return f"does not load ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'})"
     return None
 
@@ -222,8 +261,11 @@ def changelog(prev: Path | None, takes: pd.DataFrame, labels: pd.DataFrame, name
     """Counts of what changed since `prev` (an explicit input); never a take id."""
     lines = [f"# Changelog of {name}", "", f"## {version} ({date})", ""]
     if prev is None:
-        lines += [f"{len(takes)} takes of {takes['subject'].nunique()} subjects, {len(labels)} labels. Not compared with an "
-                  "earlier release (none given in release.previous).", ""]
+        lines += [
+            f"{len(takes)} takes of {takes['subject'].nunique()} subjects, {len(labels)} labels. Not compared with an "
+            "earlier release (none given in release.previous).",
+            "",
+        ]
         return "\n".join(lines)
     old_t = pd.read_csv(prev / "metadata" / "takes.csv")
     old_l = pd.read_csv(prev / "metadata" / "labels.csv")
@@ -233,10 +275,15 @@ def changelog(prev: Path | None, takes: pd.DataFrame, labels: pd.DataFrame, name
     s_removed = len(set(old_t["subject"]) - set(takes["subject"]))
     merged = old_l.merge(labels, on="take_id", suffixes=("_old", "_new"))
     changed = merged[merged["label_old"].astype(str) != merged["label_new"].astype(str)]
-    lines += [f"Compared with {prev.name}:", "",
-              f"- takes added: {len(added)}; removed: {len(removed)}",
-              f"- subjects added: {s_added}; removed: {s_removed} (withdrawals and consent changes are not itemised)",
-              f"- labels changed: {len(changed)}", "",
-              "Counts only: take ids are never listed, since a removed id joined with an older takes.csv would name",
-              "the subject who withdrew.", ""]
+    lines += [
+        f"Compared with {prev.name}:",
+        "",
+        f"- takes added: {len(added)}; removed: {len(removed)}",
+        f"- subjects added: {s_added}; removed: {s_removed} (withdrawals and consent changes are not itemised)",
+        f"- labels changed: {len(changed)}",
+        "",
+        "Counts only: take ids are never listed, since a removed id joined with an older takes.csv would name",
+        "the subject who withdrew.",
+        "",
+    ]
     return "\n".join(lines)

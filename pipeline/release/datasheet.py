@@ -11,10 +11,12 @@ def _table(d: dict, head: tuple[str, str]) -> list[str]:
 
 
 def _source_line(source: str) -> str:
-    """"Simulated" only when ingest's manifest says every released take came from the simulator."""
+    """ "Simulated" only when ingest's manifest says every released take came from the simulator."""
     if source == vocab.SOURCE_SIMULATOR:
-        return ("- Simulated capture: every take was rendered by the project's capture simulator (synthetic faces, no real "
-                "person).")
+        return (
+            "- Simulated capture: every take was rendered by the project's capture simulator (synthetic faces, no real "
+            "person)."
+        )
     if source == vocab.SOURCE_RIG:
         return "- Recorded by the lab's capture rig."
     return f"- Source of the recordings: {source} (the ingest manifest does not attribute every take to one source)."
@@ -25,50 +27,107 @@ def datasheet(name: str, r, reports: dict[str, dict], fig: dict, source: str) ->
     simulated = source == vocab.SOURCE_SIMULATOR
     agr = qa.get("agreement", {})
     truth = qa.get("against_truth") or {}
-    L = [f"# Datasheet: {name}", "", "Sections follow *Datasheets for Datasets* (Gebru et al., 2021). Figures are filled in "
-         "from the pipeline's reports when the release is built.", ""]
-    L += ["## Motivation", "",
-          "- Purpose: to measure facial expression recognition under *modes of variation never seen in training* (head pose, "
-          "illumination), the setting of the Mode Variational LSTM (Baddar & Ro, AAAI 2019).",
-          f"- Created by: {r.creator}.", ""]
-    L += ["## Composition", "",
-          f"- {fig['takes']} takes ({fig['frames']} frames) of {fig['subjects']} pseudonymous subjects; each take is a short video "
-          "from neutral to the apex of one prompted expression, seen by one camera (head pose) under one illumination.", "",
-          "Takes per mode:", ""] + _table(fig["by_mode"], ("mode", "takes")) + ["", "Takes per prompted expression:", ""]
+    L = [
+        f"# Datasheet: {name}",
+        "",
+        "Sections follow *Datasheets for Datasets* (Gebru et al., 2021). Figures are filled in "
+        "from the pipeline's reports when the release is built.",
+        "",
+    ]
+    L += [
+        "## Motivation",
+        "",
+        "- Purpose: to measure facial expression recognition under *modes of variation never seen in training* (head "
+        "pose, "
+        "illumination), the setting of the Mode Variational LSTM (Baddar & Ro, AAAI 2019).",
+        f"- Created by: {r.creator}.",
+        "",
+    ]
+    L += (
+        [
+            "## Composition",
+            "",
+            f"- {fig['takes']} takes ({fig['frames']} frames) of {fig['subjects']} pseudonymous subjects; each take "
+            "is a short video "
+            "from neutral to the apex of one prompted expression, seen by one camera (head pose) under one "
+            "illumination.",
+            "",
+            "Takes per mode:",
+            "",
+        ]
+        + _table(fig["by_mode"], ("mode", "takes"))
+        + ["", "Takes per prompted expression:", ""]
+    )
     L += _table(fig["by_prompted_expression"], ("expression", "takes")) + ["", "Takes per aggregated label:", ""]
     L += _table(fig["by_label"], ("label", "takes")) + ["", "Takes per protocol split (all folds together):", ""]
     L += _table(fig["by_split"], ("protocol/split", "takes")) + [""]
-    L += ["- Personal data: faces are biometric data. Subjects appear only as pseudonyms; no names, contact details or "
-          "demographics are included." + (" This data is synthetic (rendered by the project's capture simulator)." if simulated
-                                           else ""), ""]
-    L += ["## Collection process", "",
-          f"- Capture log: {ingest.get('log_rows', 'n/a')} takes logged; {ingest.get('accepted', 'n/a')} accepted by ingest, "
-          f"{ingest.get('quarantined', 'n/a')} quarantined ({ingest.get('quarantined_by_reason', {})}).",
-          "- Every take was probed by decoding every frame and checksummed; nothing was dropped silently.",
-          _source_line(source),
-          "- Consent: only subjects who consented to public release and have not withdrawn are included; counts of excluded "
-          "takes are in the release report, without naming anyone.", ""]
-    L += ["## Preprocessing and labelling", "",
-          f"- Face detection and alignment: detector {align.get('detector', 'n/a')}, face found in "
-          f"{align.get('frame_detection_rate', 'n/a')} of frames; {align.get('takes_flagged', 'n/a')} takes flagged.",
-          (f"- Alignment accuracy against the simulator's ground truth: 5-point NME "
-           f"{(acc.get('overall', {}).get('all', {}) or {}).get('nme_mean', 'n/a')} of the inter-ocular distance." if simulated
-           else "- Alignment accuracy: no ground truth for these recordings."),
-          f"- Annotation: Label Studio; {qa.get('annotations_used', 'n/a')} usable annotations on {qa.get('tasks', 'n/a')} tasks, "
-          f"{qa.get('gold_annotations', 'n/a')} gold; Krippendorff's alpha {agr.get('krippendorff_alpha', 'n/a')} "
-          f"({agr.get('verdict', 'n/a')}), {agr.get('krippendorff_alpha_without_flagged_annotators', 'n/a')} without flagged "
-          f"annotators; Fleiss' kappa {agr.get('fleiss_kappa', 'n/a')}.",
-          "- Aggregation: Dawid-Skene"
-          + (f"; accuracy against the simulator's truth {truth.get('dawid_skene_accuracy', 'n/a')} "
-             f"(majority vote {truth.get('majority_vote_accuracy', 'n/a')})" if simulated else "")
-          + f". {fig['labels_accepted']} labels accepted; the others are marked `reannotate` in `metadata/labels.csv`.", ""]
-    L += ["## Uses", "",
-          "- Intended: research on expression recognition robust to pose and illumination; protocols `subject_kfold`, "
-          "`unseen_mode` and `leave_one_mode_out` in `splits/`.",
-          "- Not intended: identifying people, emotion inference about real individuals, surveillance, any decision about a "
-          "person.", ""]
-    L += ["## Distribution", "", f"- Licence: {r.license} (see LICENSE). Checksums in SHA256SUMS; Croissant metadata in "
-          "croissant.json.", ""]
-    L += ["## Maintenance", "", f"- Maintained by {r.creator}. Versioned releases; a withdrawal removes the subject from every "
-          "later release (CHANGELOG.md counts subjects added and removed).", ""]
+    L += [
+        "- Personal data: faces are biometric data. Subjects appear only as pseudonyms; no names, contact details or "
+        "demographics are included."
+        + (" This data is synthetic (rendered by the project's capture simulator)." if simulated else ""),
+        "",
+    ]
+    L += [
+        "## Collection process",
+        "",
+        f"- Capture log: {ingest.get('log_rows', 'n/a')} takes logged; {ingest.get('accepted', 'n/a')} accepted by "
+        "ingest, "
+        f"{ingest.get('quarantined', 'n/a')} quarantined ({ingest.get('quarantined_by_reason', {})}).",
+        "- Every take was probed by decoding every frame and checksummed; nothing was dropped silently.",
+        _source_line(source),
+        "- Consent: only subjects who consented to public release and have not withdrawn are included; counts of "
+        "excluded "
+        "takes are in the release report, without naming anyone.",
+        "",
+    ]
+    L += [
+        "## Preprocessing and labelling",
+        "",
+        f"- Face detection and alignment: detector {align.get('detector', 'n/a')}, face found in "
+        f"{align.get('frame_detection_rate', 'n/a')} of frames; {align.get('takes_flagged', 'n/a')} takes flagged.",
+        (
+            f"- Alignment accuracy against the simulator's ground truth: 5-point NME "
+            f"{(acc.get('overall', {}).get('all', {}) or {}).get('nme_mean', 'n/a')} of the inter-ocular distance."
+            if simulated
+            else "- Alignment accuracy: no ground truth for these recordings."
+        ),
+        f"- Annotation: Label Studio; {qa.get('annotations_used', 'n/a')} usable annotations on "
+        f"{qa.get('tasks', 'n/a')} tasks, "
+        f"{qa.get('gold_annotations', 'n/a')} gold; Krippendorff's alpha {agr.get('krippendorff_alpha', 'n/a')} "
+        f"({agr.get('verdict', 'n/a')}), {agr.get('krippendorff_alpha_without_flagged_annotators', 'n/a')} without "
+        "flagged "
+        f"annotators; Fleiss' kappa {agr.get('fleiss_kappa', 'n/a')}.",
+        "- Aggregation: Dawid-Skene"
+        + (
+            f"; accuracy against the simulator's truth {truth.get('dawid_skene_accuracy', 'n/a')} "
+            f"(majority vote {truth.get('majority_vote_accuracy', 'n/a')})"
+            if simulated
+            else ""
+        )
+        + f". {fig['labels_accepted']} labels accepted; the others are marked `reannotate` in `metadata/labels.csv`.",
+        "",
+    ]
+    L += [
+        "## Uses",
+        "",
+        "- Intended: research on expression recognition robust to pose and illumination; protocols `subject_kfold`, "
+        "`unseen_mode` and `leave_one_mode_out` in `splits/`.",
+        "- Not intended: identifying people, emotion inference about real individuals, surveillance, any decision "
+        "about a "
+        "person.",
+        "",
+    ]
+    L += [
+        "## Distribution",
+        "",
+        f"- Licence: {r.license} (see LICENSE). Checksums in SHA256SUMS; Croissant metadata in croissant.json.",
+        "",
+    ]
+    L += [
+        "## Maintenance",
+        "",
+        f"- Maintained by {r.creator}. Versioned releases; a withdrawal removes the subject from every "
+        "later release (CHANGELOG.md counts subjects added and removed).",
+        "",
+    ]
     return "\n".join(L)

@@ -1,53 +1,94 @@
-"""The release stage: `release/<name>-<version>/`, its archive, and `reports/release.json`."""
+"""The release stage: `release/<name>-<version>/`, its archive, and `reports/release.json`.
+
+The shell (`run`) reads the stage's declared inputs through the `Layout` into a `ReleaseInputs`; the
+core (`build_release`) builds the release from that data and the explicit folders it copies from
+and writes to. Nothing here reads a path constant or the live params.yaml.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import shutil
-from collections import Counter
-from datetime import datetime, timezone
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from tqdm import tqdm
 
-from pipeline import paths, vocab
-from pipeline.consent import read_ledger
-from pipeline.params import Params
+from pipeline import vocab
+from pipeline.consent import Ledger, read_ledger
+from pipeline.errors import environment_fault, is_environment_fault
+from pipeline.layout import SUBJECTS_NAME, Layout
+from pipeline.params import Params, ReleaseParams
 from pipeline.release import build
 from pipeline.release.croissant import croissant
 from pipeline.release.datasheet import datasheet
+from pipeline.release.documents import LICENSES, license_text, rai_fields, readme, release_figures
+from pipeline.stage import main, with_provenance
+from pipeline.stages import RELEASE_REPORTS
 from pipeline.utils import io
 
 log = logging.getLogger(__name__)
 
-LICENSES = {
-    "CC-BY-NC-4.0": ("Creative Commons Attribution-NonCommercial 4.0 International", "https://creativecommons.org/licenses/by-nc/4.0/"),
-    "CC-BY-4.0": ("Creative Commons Attribution 4.0 International", "https://creativecommons.org/licenses/by/4.0/"),
-}
+# The reports whose figures the datasheet and Croissant quote (each a declared dep of the stage).
+REPORTS_READ: tuple[str, ...] = RELEASE_REPORTS
+PROVENANCE_KEY = "provenance"
+PARAMS_READ = ("release", "ingest.raw_dir", "import.licence.redistribution")
+
+CopyFile = Callable[[Path, Path], Any]
 
 
-REPORTS_READ = ("ingest", "align", "align_accuracy", "qa")  # each declared as a dep of the release stage
+@dataclass(frozen=True)
+class ReleaseInputs:
+    """What a release is built from: tables and reports as data, and the folders whose files are copied."""
+
+    manifest: pd.DataFrame
+    align_takes: pd.DataFrame
+    labels: pd.DataFrame | None  # None: the QA stage has not run
+    splits: dict[str, dict]  # protocol -> its split file's content
+    ledger: Ledger
+    reports: dict[str, dict]  # report name -> content, without its provenance block
+    aligned_dir: Path
+    raw_dir: Path
+    manifest_name: str = "manifest.parquet"
 
 
-def _reports() -> dict[str, dict]:
-    out = {}
-    for name in REPORTS_READ:
-        p = paths.REPORTS / f"{name}.json"
-        out[name] = json.loads(p.read_text()) if p.exists() else {}
-    return out
+@dataclass(frozen=True)
+class Built:
+    """A published release: its archive and the report's figures (without provenance)."""
+
+    archive: Path
+    report: dict[str, Any]
 
 
-def _license_text(code: str, name: str) -> str:
-    title, url = LICENSES[code]
-    return (f"{name} is released under the {title} licence ({code}): {url}\n\n"
-            "In addition, as a condition of use:\n"
-            "- The videos and aligned frames show faces, which are biometric personal data where the subjects are real\n"
-            "  people. Do not attempt to identify, contact or re-identify any subject, and do not combine this dataset\n"
-            "  with other data for that purpose.\n"
-            "- Subjects are pseudonymous; a subject may withdraw consent, and later releases then exclude them. Use the\n"
-            "  newest release and delete copies of withdrawn subjects' data when asked to.\n")
+def read_report(path: Path) -> dict:
+    """A report's figures, `{}` when absent. Its provenance block is dropped: it describes the run that
+    wrote the report, and must never reach the release's bytes (the release stays reproducible)."""
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    return {k: v for k, v in data.items() if k != PROVENANCE_KEY} if isinstance(data, dict) else {}
+
+
+def read_inputs(layout: Layout, raw: Path) -> ReleaseInputs:
+    """The stage's declared inputs, read through the layout."""
+    labels = pd.read_parquet(layout.labels) if layout.labels.exists() else None
+    splits = {p.stem: json.loads(p.read_text()) for p in sorted(layout.splits.glob("*.json"))}
+    return ReleaseInputs(
+        manifest=pd.read_parquet(layout.manifest),
+        align_takes=pd.read_parquet(layout.align_takes),
+        labels=labels,
+        splits=splits,
+        ledger=read_ledger(raw / SUBJECTS_NAME),
+        reports={name: read_report(layout.report(name)) for name in REPORTS_READ},
+        aligned_dir=layout.aligned,
+        raw_dir=raw,
+        manifest_name=layout.manifest.name,
+    )
 
 
 def data_source(manifest: pd.DataFrame, released: pd.DataFrame) -> str:
@@ -59,151 +100,189 @@ def data_source(manifest: pd.DataFrame, released: pd.DataFrame) -> str:
     return src.pop() if len(src) == 1 else "mixed"
 
 
-def _previous(params: Params, previous: Path | None, name: str) -> Path | None:
+def check_previous(prev: Path | None, name: str) -> Path | None:
     """The previous release is an explicit input (params `release.previous` or --previous), never
     guessed from whatever happens to be on disk."""
-    prev = previous if previous is not None else (paths.resolve(params.release.previous) if params.release.previous else None)
     if prev is None:
         return None
     if not (prev / "metadata" / "takes.csv").is_file() or not (prev / "metadata" / "labels.csv").is_file():
-        raise build.ReleaseError(f"{prev}: previous release (release.previous) has no metadata/takes.csv and labels.csv")
+        raise build.ReleaseError(
+            f"{prev}: previous release (release.previous) has no metadata/takes.csv and labels.csv"
+        )
     if prev.name == name:
         raise build.ReleaseError(f"{prev}: release.previous is the release being built ({name})")
     return prev
 
 
-def run(params: Params, version: str | None = None, out_root: Path = paths.RELEASE, report_path: Path = paths.RELEASE_REPORT,
-        previous: Path | None = None, tmp_root: Path = paths.RELEASE_TMP) -> dict:
+def build_release(
+    inputs: ReleaseInputs,
+    r: ReleaseParams,
+    version: str,
+    redistribution: bool,
+    out_root: Path,
+    tmp_root: Path,
+    previous: Path | None = None,
+    copy: CopyFile = shutil.copyfile,
+) -> Built:
     """Build the release in `tmp_root` (outside the DVC output), then rename it into `out_root`.
 
     A killed build leaves nothing inside `out_root`; its leftovers in `tmp_root` (and the hidden
-    temp entries older versions left in `out_root`) are removed when the next build starts.
+    temp entries older versions left in `out_root`) are removed when the next build starts. A fault
+    of the machine while writing (disk full) stops with one line and renames nothing into `out_root`.
     """
-    r = params.release
-    version = version or r.version
     build.parse_version(version)
     name = f"{r.name}-{version}"
-    epoch = int(datetime.fromisoformat(r.date).replace(tzinfo=timezone.utc).timestamp())
+    epoch = int(datetime.fromisoformat(r.date).replace(tzinfo=UTC).timestamp())
     build.clean_leftovers(out_root, tmp_root)
-    raw = paths.resolve(params.ingest.raw_dir)
-    manifest = pd.read_parquet(paths.MANIFEST)
-    refusal = build.licence_refusal(manifest, params.import_.licence.redistribution)
+    refusal = build.licence_refusal(inputs.manifest, redistribution)
     if refusal:
-        raise build.ReleaseError(f"{paths.MANIFEST.name}: {refusal}")
-    align_takes = pd.read_parquet(paths.ALIGN_TAKES)
-    labels_all = pd.read_parquet(paths.LABELS) if paths.LABELS.exists() else None
-    sel = build.select_takes(manifest, read_ledger(raw / paths.SUBJECTS_NAME), align_takes)
-    takes = build.take_table(sel.takes, align_takes, labels_all)
+        raise build.ReleaseError(f"{inputs.manifest_name}: {refusal}")
+    sel = build.select_takes(inputs.manifest, inputs.ledger, inputs.align_takes)
+    takes = build.take_table(sel.takes, inputs.align_takes, inputs.labels)
     ids = set(takes["take_id"])
-    build.check_loadable([paths.ALIGNED / f"{t}.npz" for t in sorted(ids)])
-    labels = build.label_table(labels_all, ids) if labels_all is not None else pd.DataFrame(columns=["take_id", "label"])
-    splits = {p.stem: build.filter_split(json.loads(p.read_text()), ids) for p in sorted(paths.SPLITS.glob("*.json"))}
+    build.check_loadable([inputs.aligned_dir / f"{t}.npz" for t in sorted(ids)])
+    labels = (
+        build.label_table(inputs.labels, ids)
+        if inputs.labels is not None
+        else pd.DataFrame(columns=["take_id", "label"])
+    )
+    splits = {p: build.filter_split(s, ids) for p, s in sorted(inputs.splits.items())}
     split_rows = build.split_table(splits)
-    prev = _previous(params, previous, name)
-    source = data_source(manifest, sel.takes)
+    prev = check_previous(previous, name)
+    source = data_source(inputs.manifest, sel.takes)
 
     d = tmp_root / name
-    d.mkdir(parents=True)
-    _write_release(d, name, version, r, sel, takes, labels, splits, split_rows, prev, source, raw)
     tmp_archive = tmp_root / f"{name}.tar.gz"
-    build.deterministic_tar(d, tmp_archive, epoch)
-    archive = out_root / f"{name}.tar.gz"
-    build.publish(d, tmp_archive, out_root)
+    try:
+        d.mkdir(parents=True)
+        _write_release(d, name, version, r, sel, takes, labels, splits, split_rows, prev, source, inputs, copy)
+        build.deterministic_tar(d, tmp_archive, epoch)
+        build.publish(d, tmp_archive, out_root)
+    except BaseException as e:
+        shutil.rmtree(tmp_root, ignore_errors=True)  # a half-built release is never kept (and frees the disk)
+        if is_environment_fault(e):
+            raise environment_fault(e, f"writing release {name} (nothing was published)") from e
+        raise
     shutil.rmtree(tmp_root, ignore_errors=True)
+    archive = out_root / f"{name}.tar.gz"
     figures = release_figures(takes, labels, split_rows, sel)
-    report = {"name": name, "archive": str(archive.relative_to(paths.ROOT) if archive.is_relative_to(paths.ROOT) else archive),
-              "archive_sha256": io.sha256_file(archive), "previous_release": prev.name if prev else None, **figures,
-              "data_source": source, "takes_excluded": sel.excluded, "subjects_excluded": sel.subjects_excluded}
-    io.write_json(report_path, report)
-    log.info("release %s: %d takes of %d subjects; excluded %s; archive %s", name, figures["takes"], figures["subjects"],
-             sel.excluded, archive)
-    return report
+    report = {
+        "name": name,
+        "archive_sha256": io.sha256_file(archive),
+        "previous_release": prev.name if prev else None,
+        **figures,
+        "data_source": source,
+        "takes_excluded": sel.excluded,
+        "subjects_excluded": sel.subjects_excluded,
+    }
+    log.info(
+        "release %s: %d takes of %d subjects; excluded %s; archive %s",
+        name,
+        figures["takes"],
+        figures["subjects"],
+        sel.excluded,
+        archive,
+    )
+    return Built(archive, report)
 
 
-def _write_release(d: Path, name: str, version: str, r, sel: build.Selection, takes: pd.DataFrame, labels: pd.DataFrame,
-                   splits: dict[str, dict], split_rows: pd.DataFrame, prev: Path | None, source: str, raw: Path) -> None:
+def _write_release(
+    d: Path,
+    name: str,
+    version: str,
+    r: ReleaseParams,
+    sel: build.Selection,
+    takes: pd.DataFrame,
+    labels: pd.DataFrame,
+    splits: dict[str, dict],
+    split_rows: pd.DataFrame,
+    prev: Path | None,
+    source: str,
+    inputs: ReleaseInputs,
+    copy: CopyFile,
+) -> None:
     """Every file of the release folder, into the (temporary) folder `d`."""
     (d / "metadata").mkdir()
     (d / "splits").mkdir()
     (d / "aligned").mkdir()
     for t in tqdm(sorted(takes["take_id"]), desc="release", unit="take", leave=False):
-        shutil.copyfile(paths.ALIGNED / f"{t}.npz", d / "aligned" / f"{t}.npz")
+        copy(inputs.aligned_dir / f"{t}.npz", d / "aligned" / f"{t}.npz")
     if r.include_raw:
         (d / "raw").mkdir()
         for t, rel in zip(sel.takes["take_id"], sel.takes["path"]):
-            shutil.copyfile(raw / rel, d / "raw" / f"{t}{Path(rel).suffix}")
+            copy(inputs.raw_dir / rel, d / "raw" / f"{t}{Path(rel).suffix}")
     takes.to_csv(d / "metadata" / "takes.csv", index=False, lineterminator="\n")
     labels.to_csv(d / "metadata" / "labels.csv", index=False, lineterminator="\n")
     split_rows.to_csv(d / "metadata" / "splits.csv", index=False, lineterminator="\n")
     for pname, s in splits.items():
         (d / "splits" / f"{pname}.json").write_text(json.dumps(s, indent=1, sort_keys=True) + "\n")
-    reports = _reports()
+    reports = inputs.reports
     figures = release_figures(takes, labels, split_rows, sel)
     simulated = source == vocab.SOURCE_SIMULATOR
     (d / "DATASHEET.md").write_text(datasheet(name, r, reports, figures, source))
     (d / "CHANGELOG.md").write_text(build.changelog(prev, takes, labels, r.name, version, r.date))
-    (d / "LICENSE").write_text(_license_text(r.license, name))
-    (d / "README.md").write_text(_readme(name, r, figures, simulated))
-    files = {"takes": ("metadata/takes.csv", io.sha256_file(d / "metadata" / "takes.csv"), takes),
-             "labels": ("metadata/labels.csv", io.sha256_file(d / "metadata" / "labels.csv"), labels),
-             "splits": ("metadata/splits.csv", io.sha256_file(d / "metadata" / "splits.csv"), split_rows)}
-    meta = {"name": name, "version": version, "date": r.date, "license_url": LICENSES[r.license][1], "url": r.url,
-            "creator": r.creator, "cite_as": f"{r.creator}. {name}. {r.date}.",
-            "description": "Short videos of faces making the six basic expressions from neutral to apex under a controlled grid "
-                           "of head poses and illuminations, aligned per frame, labelled by annotators with agreement figures, "
-                           "with subject-independent and unseen-mode split protocols.",
-            "file_descriptions": {"takes": "one row per take: pseudonymous subject, mode, alignment quality",
-                                  "labels": "aggregated expression label per take with confidence and agreement",
-                                  "splits": "protocol x fold x split membership of every take"},
-            "record_descriptions": {"takes": "takes", "labels": "labels", "splits": "split membership"}}
-    (d / "croissant.json").write_text(json.dumps(croissant(meta, files, rai_fields(reports, figures, simulated)), indent=1) + "\n")
+    (d / "LICENSE").write_text(license_text(r.license, name))
+    (d / "README.md").write_text(readme(name, r, figures, simulated))
+    files = {
+        "takes": ("metadata/takes.csv", io.sha256_file(d / "metadata" / "takes.csv"), takes),
+        "labels": ("metadata/labels.csv", io.sha256_file(d / "metadata" / "labels.csv"), labels),
+        "splits": ("metadata/splits.csv", io.sha256_file(d / "metadata" / "splits.csv"), split_rows),
+    }
+    meta = {
+        "name": name,
+        "version": version,
+        "date": r.date,
+        "license_url": LICENSES[r.license][1],
+        "url": r.url,
+        "creator": r.creator,
+        "cite_as": f"{r.creator}. {name}. {r.date}.",
+        "description": "Short videos of faces making the six basic expressions from neutral to apex under a "
+        "controlled grid of head poses and illuminations, aligned per frame, labelled by "
+        "annotators with agreement figures, with subject-independent and unseen-mode split "
+        "protocols.",
+        "file_descriptions": {
+            "takes": "one row per take: pseudonymous subject, mode, alignment quality",
+            "labels": "aggregated expression label per take with confidence and agreement",
+            "splits": "protocol x fold x split membership of every take",
+        },
+        "record_descriptions": {"takes": "takes", "labels": "labels", "splits": "split membership"},
+    }
+    doc = croissant(meta, files, rai_fields(reports, figures, simulated))
+    (d / "croissant.json").write_text(json.dumps(doc, indent=1) + "\n")
     build.write_sums(d)
 
 
-def release_figures(takes: pd.DataFrame, labels: pd.DataFrame, splits: pd.DataFrame, sel: build.Selection) -> dict:
-    lab = labels.set_index("take_id")["label"] if len(labels) else pd.Series(dtype=str)
-    return {
-        "takes": len(takes), "subjects": int(takes["subject"].nunique()), "frames": int(takes["n_frames"].sum()),
-        "by_mode": dict(sorted(Counter(takes["mode"]).items())),
-        "by_prompted_expression": dict(sorted(Counter(takes["prompted_expression"]).items())),
-        "by_label": dict(sorted(Counter(lab.dropna()).items())),
-        "labels_accepted": int((labels["status"] == vocab.ACCEPTED).sum()) if "status" in labels else 0,
-        "by_split": {f"{p}/{s}": int(n) for (p, s), n in splits.groupby(["protocol", "split"]).size().items()} if len(splits) else {},
-    }
+def run(
+    layout: Layout,
+    params: Params,
+    version: str | None = None,
+    previous: str | Path | None = None,
+    *,
+    copy: CopyFile = shutil.copyfile,
+) -> None:
+    """Build the release named by params (or `version`), comparing with `previous` (or release.previous).
+
+    `copy` copies one file into the release (tests inject a failing one to simulate a full disk).
+    """
+    r = params.release
+    raw = layout.resolve(params.ingest.raw_dir)
+    if previous is not None:
+        prev: Path | None = Path(previous)  # as typed on the command line
+    else:
+        prev = layout.resolve(r.previous) if r.previous else None
+    built = build_release(
+        read_inputs(layout, raw),
+        r,
+        version or r.version,
+        params.import_.licence.redistribution,
+        out_root=layout.release,
+        tmp_root=layout.stage_tmp("release"),
+        previous=prev,
+        copy=copy,
+    )
+    report = {**built.report, "archive": layout.relative(built.archive)}
+    io.write_json(layout.release_report, with_provenance(report, params, *PARAMS_READ))
 
 
-def rai_fields(reports: dict[str, dict], figures: dict, simulated: bool) -> dict[str, object]:
-    qa, ingest, align = reports.get("qa", {}), reports.get("ingest", {}), reports.get("align", {})
-    agreement = qa.get("agreement", {})
-    return {
-        "dataCollection": "Subjects were recorded by a multi-camera rig (one camera per head pose) under controlled "
-                          "illumination while making prompted expressions from neutral to apex."
-                          + (" This release's data comes from the project's capture simulator (synthetic faces)." if simulated else ""),
-        "dataCollectionType": "Experiments",
-        "dataPreprocessingProtocol": f"Every take probed by decoding and checksummed ({ingest.get('quarantined', 0)} quarantined with "
-                                     f"reasons); faces detected ({align.get('detector', 'mtcnn')}), tracked and aligned onto the "
-                                     "ArcFace 5-point template (112 x 112).",
-        "dataAnnotationProtocol": "Annotators in Label Studio confirm the expression, mark onset and apex frames and quality flags; "
-                                  "labels aggregated with Dawid-Skene; items below thresholds re-annotated.",
-        "dataAnnotationPlatform": "Label Studio (Community Edition)",
-        "annotationsPerItem": f"{qa.get('annotations_used', 0) / max(qa.get('tasks', 1), 1):.2f} usable annotations per take on average; "
-                              f"Krippendorff's alpha {agreement.get('krippendorff_alpha')}",
-        "dataBiases": "Eight skin tones, three head poses and three illuminations; face detection is less reliable for darker skin "
-                      "under dim and side light (see the datasheet).",
-        "dataLimitations": ("Synthetic (simulated) faces; " if simulated else "") + "few subjects; posed, not spontaneous, expressions.",
-        "personalSensitiveInformation": "Faces are biometric personal data. Subjects are pseudonymous ids; only subjects who "
-                                        "consented to public release and did not withdraw are included.",
-        "dataUseCases": "Research on dynamic facial expression recognition robust to head pose and illumination (unseen modes).",
-        "dataReleaseMaintenancePlan": "Versioned releases; withdrawals remove a subject from every later release (see CHANGELOG.md).",
-    }
-
-
-def _readme(name: str, r, figures: dict, simulated: bool) -> str:
-    return (f"# {name}\n\n" + ("Simulated data: rendered by mvfer's capture simulator, no real person.\n\n" if simulated else "")
-            + f"{figures['takes']} takes ({figures['frames']} frames) of {figures['subjects']} pseudonymous subjects, "
-            f"{len(figures['by_mode'])} pose x illumination modes.\n\n"
-            "- `aligned/<take_id>.npz`: aligned RGB frames (T x 112 x 112 x 3, uint8), 5 landmarks per frame, validity\n"
-            "- `metadata/takes.csv`, `metadata/labels.csv`, `metadata/splits.csv`; `splits/<protocol>.json`\n"
-            "- `DATASHEET.md` (Datasheets for Datasets), `croissant.json` (MLCommons Croissant 1.0 with RAI fields)\n"
-            "- `SHA256SUMS`: check with `sha256sum -c SHA256SUMS` or `mvfer release verify <folder or archive>`\n\n"
-            f"Licence: {r.license}, see `LICENSE`. Changes: `CHANGELOG.md`.\n")
+if __name__ == "__main__":
+    raise SystemExit(main(run))

@@ -11,8 +11,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io as _io
+import logging
 import re
 import stat
+import sys
 import tarfile
 import zlib
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from pipeline.release.build import SUMS, load_problem
 _SUM_LINE = re.compile(r"^([0-9a-f]{64})  (\S(?:.*\S)?)$")
 _TEXTS = (SUMS, "metadata/takes.csv")
 _CHUNK = 1 << 20
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -148,8 +151,9 @@ def _take_table_problems(seen: _Seen) -> list[str]:
     except (ValueError, KeyError) as e:
         return [f"metadata/takes.csv: unreadable ({type(e).__name__})"]
     present = {k for k in seen.actual if k.startswith("aligned/")}
-    return ([f"{f} is listed in metadata/takes.csv but absent" for f in sorted(listed - present)]
-            + [f"{f} is not listed in metadata/takes.csv" for f in sorted(present - listed)])
+    return [f"{f} is listed in metadata/takes.csv but absent" for f in sorted(listed - present)] + [
+        f"{f} is not listed in metadata/takes.csv" for f in sorted(present - listed)
+    ]
 
 
 def verify(target: Path) -> dict:
@@ -161,12 +165,26 @@ def verify(target: Path) -> dict:
     elif target.is_file():
         seen = _read_archive(target)
     else:
-        return {"ok": False, "missing": [], "extra": [], "altered": [], "checked": 0, "manifest_problems": [],
-                "problems": [f"{target}: not a release folder or archive"]}
+        return {
+            "ok": False,
+            "missing": [],
+            "extra": [],
+            "altered": [],
+            "checked": 0,
+            "manifest_problems": [],
+            "problems": [f"{target}: not a release folder or archive"],
+        }
     problems = list(seen.problems)
     if SUMS not in seen.texts:
-        return {"ok": False, "missing": [SUMS], "extra": [], "altered": [], "checked": 0, "manifest_problems": [],
-                "problems": problems}
+        return {
+            "ok": False,
+            "missing": [SUMS],
+            "extra": [],
+            "altered": [],
+            "checked": 0,
+            "manifest_problems": [],
+            "problems": problems,
+        }
     expected, sum_problems = _parse_sums(seen.texts[SUMS])
     problems += sum_problems
     missing = sorted(set(expected) - set(seen.actual))
@@ -174,5 +192,27 @@ def verify(target: Path) -> dict:
     altered = sorted(k for k in set(expected) & set(seen.actual) if expected[k] != seen.actual[k])
     manifest_problems = _take_table_problems(seen)
     ok = not (missing or extra or altered or manifest_problems or problems)
-    return {"ok": ok, "missing": missing, "extra": extra, "altered": altered, "checked": len(set(expected) & set(seen.actual)),
-            "manifest_problems": manifest_problems, "problems": problems}
+    return {
+        "ok": ok,
+        "missing": missing,
+        "extra": extra,
+        "altered": altered,
+        "checked": len(set(expected) & set(seen.actual)),
+        "manifest_problems": manifest_problems,
+        "problems": problems,
+    }
+
+
+def verify_command(target: Path) -> int:
+    """`mvfer release verify TARGET`: every problem logged in one line each, then one verdict line on
+    stdout (`<target>: OK|FAILED (N files checked)`); 0 when the release is intact, 1 otherwise."""
+    res = verify(target)
+    for kind in ("missing", "extra", "altered"):
+        for f in res[kind]:
+            log.error("%s: %s", kind, f)
+    for msg in res.get("manifest_problems", []):
+        log.error("manifest: %s", msg)
+    for msg in res.get("problems", []):
+        log.error("%s", msg)
+    sys.stdout.write(f"{target}: {'OK' if res['ok'] else 'FAILED'} ({res['checked']} files checked)\n")
+    return 0 if res["ok"] else 1

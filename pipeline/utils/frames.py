@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline.errors import is_environment_fault
 from pipeline.utils.io import sha256_file
 
 FRAME_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
@@ -68,6 +69,8 @@ def read_frame(path: Path) -> np.ndarray:
     try:
         data = np.fromfile(str(path), dtype=np.uint8)  # works for any file name, unlike cv2.imread
     except OSError as e:
+        if is_environment_fault(e):  # out of memory or file handles: the machine's fault, not the frame's
+            raise
         raise FrameReadError(f"{path}: cannot read ({e.strerror or e})") from e
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:

@@ -11,6 +11,7 @@ import torch
 from pipeline.align.detectors import make_detector
 from pipeline.align.detectors.mtcnn import MTCNN, MTCNNWeightsMissing, find_weights_dir
 from pipeline.align.detectors.nms import nms
+from pipeline.registry import UnknownNameError
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +66,15 @@ def test_finds_a_simulated_face(mtcnn: MTCNN) -> None:
     ident = sample_identity(np.random.default_rng(5), tone_index=4)
     r = HeadRenderer(ident, 160)
     rng = np.random.default_rng(0)
-    img, lm, _ = r.render(features_from_aus(au_vector("happiness", 1), ident.au_gain), 0, 0,
-                          ILLUMINATIONS["frontal"], (0, 0), rng, r.backdrop(0, ILLUMINATIONS["frontal"], rng))
+    img, lm, _ = r.render(
+        features_from_aus(au_vector("happiness", 1), ident.au_gain),
+        0,
+        0,
+        ILLUMINATIONS["frontal"],
+        (0, 0),
+        rng,
+        r.backdrop(0, ILLUMINATIONS["frontal"], rng),
+    )
     dets = mtcnn.detect(img)
     assert dets
     truth = five_points(lm)
@@ -92,5 +100,7 @@ def test_missing_weights_say_how_to_fix(tmp_path, monkeypatch) -> None:
 
 
 def test_registry_names_known_detectors() -> None:
-    with pytest.raises(ValueError, match="known: insightface, mtcnn"):
+    with pytest.raises(
+        UnknownNameError, match=r"align\.detector: unknown detector 'yolo' \(known: insightface, mtcnn\)"
+    ):
         make_detector("yolo")

@@ -10,8 +10,16 @@ from pipeline.align.detectors.base import Detection
 from pipeline.align.detectors.mtcnn import MTCNN
 from pipeline.align.quality import estimate_yaw, longest_gap, take_verdict
 from pipeline.align.template import ARCFACE_112, align_crop, sample_grid, similarity, snap, template, warp
-from pipeline.align.tracking import (FaceTracker, TrackerConfig, appearance, contrast_stretch, reacquire, select_face,
-                                     smooth_points, snapped)
+from pipeline.align.tracking import (
+    FaceTracker,
+    TrackerConfig,
+    appearance,
+    contrast_stretch,
+    reacquire,
+    select_face,
+    smooth_points,
+    snapped,
+)
 from pipeline.capture.expressions import au_vector
 from pipeline.capture.face_model import features_from_aus, sample_identity
 from pipeline.capture.render import ILLUMINATIONS, HeadRenderer
@@ -22,12 +30,21 @@ def mtcnn() -> MTCNN:
     return MTCNN(device="cpu")
 
 
-def _face(seed: int, size: int, illum: str = "frontal", yaw: float = 0.0, expr: str = "neutral") -> tuple[np.ndarray, np.ndarray]:
+def _face(
+    seed: int, size: int, illum: str = "frontal", yaw: float = 0.0, expr: str = "neutral"
+) -> tuple[np.ndarray, np.ndarray]:
     ident = sample_identity(np.random.default_rng(seed), tone_index=seed % 8)
     r = HeadRenderer(ident, size)
     rng = np.random.default_rng(seed)
-    img, lm, _ = r.render(features_from_aus(au_vector(expr, 1.0 if expr != "neutral" else 0), ident.au_gain),
-                          yaw, 0, ILLUMINATIONS[illum], (0, 0), rng, r.backdrop(yaw, ILLUMINATIONS[illum], rng))
+    img, lm, _ = r.render(
+        features_from_aus(au_vector(expr, 1.0 if expr != "neutral" else 0), ident.au_gain),
+        yaw,
+        0,
+        ILLUMINATIONS[illum],
+        (0, 0),
+        rng,
+        r.backdrop(yaw, ILLUMINATIONS[illum], rng),
+    )
     return img, lm
 
 
@@ -115,7 +132,7 @@ def test_smoothing_respects_gaps() -> None:
     pts[2] = 3.0
     valid = np.array([True, True, True, False, True])
     out = smooth_points(pts, valid)
-    assert out[2, 0, 0] == pytest.approx(2.0)   # (0 + 2*3) / 3, the invalid neighbour ignored
+    assert out[2, 0, 0] == pytest.approx(2.0)  # (0 + 2*3) / 3, the invalid neighbour ignored
     assert out[4, 0, 0] == 0.0
 
 
@@ -129,8 +146,17 @@ def test_yaw_estimate_sign_and_size() -> None:
 
 
 def test_verdict_flags_with_reasons() -> None:
-    s = {"decoded_frames": 10, "expected_frames": 16, "detection_rate": 0.5, "longest_gap": 6, "median_iod_px": 8.0, "median_blur": 1.0}
-    codes = [c for c, _ in take_verdict(s, {"min_detection_rate": 0.8, "max_gap_frames": 4, "min_iod_px": 12, "min_blur": 5})]
+    s = {
+        "decoded_frames": 10,
+        "expected_frames": 16,
+        "detection_rate": 0.5,
+        "longest_gap": 6,
+        "median_iod_px": 8.0,
+        "median_blur": 1.0,
+    }
+    codes = [
+        c for c, _ in take_verdict(s, {"min_detection_rate": 0.8, "max_gap_frames": 4, "min_iod_px": 12, "min_blur": 5})
+    ]
     assert codes == ["decode_stopped", "low_detection_rate", "long_gap", "small_face", "blurred"]
     assert longest_gap(np.array([1, 0, 0, 1, 0], bool)) == 2
 
@@ -154,8 +180,12 @@ def test_a_lost_subject_is_reacquired_by_position_and_appearance_not_size(mtcnn:
     frames = [alone, alone, covered, covered, both, both, both, both]
     tracker = FaceTracker(mtcnn, TrackerConfig(keyframe_every=2))
     steps = [tracker.step(f) for f in frames]
-    assert [s.points is None for s in steps[2:4]] == [True, True], "the bystander was taken while the subject was missed"
-    assert all(s.points is not None and s.points[:, 0].max() < 155 for s in steps[4:]), "the subject was not re-acquired"
+    assert [s.points is None for s in steps[2:4]] == [True, True], (
+        "the bystander was taken while the subject was missed"
+    )
+    assert all(s.points is not None and s.points[:, 0].max() < 155 for s in steps[4:]), (
+        "the subject was not re-acquired"
+    )
     assert steps[4].source == 1  # found again by detection
     # with the size rule the bystander would have been taken at frame 2
     assert select_face(mtcnn.detect(covered), None, 0.6).landmarks[:, 0].min() > 160
@@ -170,8 +200,8 @@ def test_reacquire_needs_both_position_and_appearance(mtcnn: MTCNN) -> None:
     look = appearance(gray, det.landmarks)
     cfg = TrackerConfig()
     assert reacquire([det], gray, det.landmarks, look, 1, cfg) is det
-    assert reacquire([det], gray, det.landmarks + 150, look, 1, cfg) is None      # too far from where it was
-    assert reacquire([det], gray, det.landmarks, -look, 1, cfg) is None          # does not look like it
+    assert reacquire([det], gray, det.landmarks + 150, look, 1, cfg) is None  # too far from where it was
+    assert reacquire([det], gray, det.landmarks, -look, 1, cfg) is None  # does not look like it
 
 
 def test_warp_is_exact_integer_bilinear() -> None:

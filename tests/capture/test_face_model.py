@@ -26,9 +26,9 @@ MOUTH_W = lambda p: p[54, 0] - p[48, 0]  # noqa: E731
 def test_68_points_and_5_points_in_face_order() -> None:
     assert NEUTRAL_LM.shape == (68, 2)
     five = five_points(NEUTRAL_LM)
-    assert five[0, 0] < five[2, 0] < five[1, 0]          # left eye, nose, right eye across the face
-    assert five[3, 0] < five[4, 0]                        # mouth corners left to right
-    assert five[0, 1] < five[2, 1] < five[3, 1]           # eyes above nose above mouth (v down)
+    assert five[0, 0] < five[2, 0] < five[1, 0]  # left eye, nose, right eye across the face
+    assert five[3, 0] < five[4, 0]  # mouth corners left to right
+    assert five[0, 1] < five[2, 1] < five[3, 1]  # eyes above nose above mouth (v down)
 
 
 def test_neutral_activates_nothing() -> None:

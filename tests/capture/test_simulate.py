@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.capture.face_model import features_from_aus, sample_identity
 from pipeline.capture.expressions import au_vector
+from pipeline.capture.face_model import features_from_aus, sample_identity
 from pipeline.capture.render import ILLUMINATIONS, HeadRenderer
 from pipeline.capture.simulate import LOG_COLUMNS, plan_subjects, simulate
 from pipeline.ingest.schema import LOG_REQUIRED
@@ -19,7 +19,11 @@ from tests.conftest import tiny_capture_params
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_layout_is_what_a_rig_writes(tiny_raw: Path) -> None:
@@ -64,7 +68,7 @@ def test_deterministic_from_the_seed(tiny_raw: Path, tmp_path: Path) -> None:
 def test_a_different_seed_gives_different_faces(tiny_raw: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     simulate(tiny_capture_params(seed=8, expressions=["happiness"], illuminations=["frontal"]), other)
-    a = (tiny_raw / "_truth" / "pf00000-cam_c.npz")
+    a = tiny_raw / "_truth" / "pf00000-cam_c.npz"
     assert not np.allclose(np.load(a)["landmarks68"], np.load(other / "_truth" / "pf00000-cam_c.npz")["landmarks68"])
 
 
@@ -86,9 +90,11 @@ def _render(illum: str, yaw: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np
 
 def _cheeks(img: np.ndarray, lm: np.ndarray) -> tuple[float, float]:
     """Mean brightness of patches on the image-left and image-right cheek."""
+
     def patch(p):
         x, y = int(p[0]), int(p[1])
         return img[y - 3 : y + 4, x - 3 : x + 4].mean()
+
     left = (lm[3] + lm[31]) / 2
     right = (lm[13] + lm[35]) / 2
     return patch(left), patch(right)
@@ -107,9 +113,11 @@ def test_dim_light_is_darker_and_noisier() -> None:
     frontal, _ = _render("frontal")
     dim, _ = _render("dim")
     assert dim.mean() < 0.6 * frontal.mean()
+
     def noise(img):
         corner = img[2:22, 2:22, 1]
         return float(np.std(corner - cv2.GaussianBlur(corner, (0, 0), 2)))
+
     assert noise(dim) > 2.5 * noise(frontal)
 
 

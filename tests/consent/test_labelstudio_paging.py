@@ -1,5 +1,8 @@
 """A withdrawal lists Label Studio projects page by page and never asks for the page after the last,
-which the server answers with an 'Invalid page' 404 (and the SDK's own pager does ask for it)."""
+which the server answers with an 'Invalid page' 404 (and the SDK's own pager does ask for it).
+
+The fakes are sized from `sync.PAGE_SIZE` (read, never patched): two full pages are a few hundred
+plain objects."""
 
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ class FakeProjects:
 
     def list(self, page: int = 1, page_size: int = 100):
         self.asked.append(page)
-        items = self.all[(page - 1) * page_size: page * page_size]
+        items = self.all[(page - 1) * page_size : page * page_size]
         if page > 1 and not items:
             raise ApiError(status_code=404, body={"detail": "Invalid page."})
         pages, count = self, len(self.all)
@@ -38,21 +41,29 @@ class FakeProjects:
         return Page()
 
 
-def test_withdrawal_reaches_every_project_without_asking_past_the_last_page(monkeypatch) -> None:
-    monkeypatch.setattr(sync, "PAGE_SIZE", 2)
-    projects = FakeProjects(4)  # two full pages: the pager's third request would be the 404
+def test_withdrawal_reaches_every_project_without_asking_past_the_last_page() -> None:
+    projects = FakeProjects(2 * sync.PAGE_SIZE)  # two full pages: the pager's third request would be the 404
     tasks = {p.id: [SimpleNamespace(id=10 * p.id, data={"take_id": f"pf0{p.id % 2}-cam_c"})] for p in projects.all}
     deleted: list[int] = []
-    ls = SimpleNamespace(projects=projects, tasks=SimpleNamespace(
-        list=lambda project, page=1, **kw: SimpleNamespace(items=tasks[project] if page == 1 else [], response=SimpleNamespace(total=1)),
-        delete=lambda id: deleted.append(id)))
-    assert delete_tasks(ls, {"pf01-cam_c"}) == 2 and deleted == [10, 30]
+    ls = SimpleNamespace(
+        projects=projects,
+        tasks=SimpleNamespace(
+            list=lambda project, page=1, **kw: SimpleNamespace(
+                items=tasks[project] if page == 1 else [], response=SimpleNamespace(total=1)
+            ),
+            delete=lambda id: deleted.append(id),
+        ),
+    )
+    assert delete_tasks(ls, {"pf01-cam_c"}) == sync.PAGE_SIZE
+    assert deleted == [10 * i for i in range(1, 2 * sync.PAGE_SIZE + 1, 2)]  # every odd project, in order
     assert projects.asked == [1, 2]  # page 2 was full, but the reported count says it was the last
 
 
-def test_projects_stop_at_a_short_page_when_no_count_is_reported(monkeypatch) -> None:
-    monkeypatch.setattr(sync, "PAGE_SIZE", 2)
-    pages = {1: [SimpleNamespace(id=1), SimpleNamespace(id=2)], 2: [SimpleNamespace(id=3)]}
+def test_projects_stop_at_a_short_page_when_no_count_is_reported() -> None:
+    full = [SimpleNamespace(id=i) for i in range(1, sync.PAGE_SIZE + 1)]
+    pages = {1: full, 2: [SimpleNamespace(id=sync.PAGE_SIZE + 1)]}
     asked: list[int] = []
-    ls = SimpleNamespace(projects=SimpleNamespace(list=lambda page, page_size: asked.append(page) or SimpleNamespace(items=pages[page])))
-    assert [p.id for p in sync.projects(ls)] == [1, 2, 3] and asked == [1, 2]
+    ls = SimpleNamespace(
+        projects=SimpleNamespace(list=lambda page, page_size: asked.append(page) or SimpleNamespace(items=pages[page]))
+    )
+    assert [p.id for p in sync.projects(ls)] == list(range(1, sync.PAGE_SIZE + 2)) and asked == [1, 2]

@@ -54,7 +54,19 @@ def test_ingest_and_release_use_the_same_rule(tmp_path: Path) -> None:
     p.write_text(HEADER + "sub-a,true,true,withdrawn\nsub-b,true,true,2026-11-01\nsub-c,true,true,false\n")
     good, bad = read_consent(p)
     assert set(good) == {"sub-c"} and set(bad) == {"sub-a", "sub-b"}
-    m = pd.DataFrame({"take_id": ["a0", "b0", "c0"], "subject_id": ["sub-a", "sub-b", "sub-c"], "status": vocab.ACCEPTED})
+    m = pd.DataFrame(
+        {"take_id": ["a0", "b0", "c0"], "subject_id": ["sub-a", "sub-b", "sub-c"], "status": vocab.ACCEPTED}
+    )
     sel = build.select_takes(m, consent.read_ledger(p), pd.DataFrame({"take_id": ["a0", "b0", "c0"]}))
     assert list(sel.takes["take_id"]) == ["c0"]
     assert sel.excluded == {"not_accepted_by_ingest": 0, consent.CONSENT_INVALID: 2}
+
+
+def test_the_ledger_does_not_import_ingest() -> None:
+    """consent <-> ingest.schema was an import cycle: both now read CSV through pipeline.csvfile."""
+    import subprocess
+    import sys
+
+    code = "import sys, pipeline.consent; print(sorted(m for m in sys.modules if m.startswith('pipeline.ingest')))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "[]"

@@ -3,8 +3,10 @@ fixture lives in tests/labelstudio_fixtures.py (loaded for the whole suite), not
 
 from __future__ import annotations
 
-from pipeline import paths
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
 
 
-def test_label_studio_home_is_outside_the_checkout() -> None:
-    assert not paths.LABEL_STUDIO_HOME.resolve().is_relative_to(paths.ROOT.resolve())
+def test_label_studio_home_is_outside_the_checkout(ls_home: Path) -> None:
+    assert not Path(ls_home).resolve().is_relative_to(REPO)

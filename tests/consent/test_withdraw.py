@@ -1,8 +1,12 @@
 """`mvfer consent withdraw`: afterwards no output, release, archive or DVC cache object mentions the
-subject or any of their takes; what cannot be reached is reported; the record names no one."""
+subject or any of their takes; what cannot be reached is reported; the record names no one.
+
+The command runs as the CLI runs it (`invoke(withdraw_command, Layout(root), params, ...)`) on a
+generated project; nothing is patched."""
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
@@ -19,8 +23,12 @@ import torch
 
 from pipeline import vocab
 from pipeline.consent import REDACTED_REASON, read_ledger, redact_withdrawn
+from pipeline.errors import EnvironmentFault
+from pipeline.layout import Layout
 from pipeline.privacy.labelstudio import delete_tasks
+from pipeline.privacy.withdraw import withdraw_command
 from pipeline.release.verify import verify
+from pipeline.stage import EXIT_INPUT, invoke
 from tests.release import fake_project
 
 
@@ -47,11 +55,16 @@ def _extra_outputs(root: Path, by_subject: dict[str, list[str]]) -> None:
         ck.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"state": {"w": torch.zeros(3)}, "seed": seed}, ck)
     (root / "reports/plots").mkdir(parents=True)
-    pd.DataFrame({"take_id": takes, "actual": "fear", "predicted": "fear"}).to_csv(root / "reports/plots/confusion.csv", index=False)
+    pd.DataFrame({"take_id": takes, "actual": "fear", "predicted": "fear"}).to_csv(
+        root / "reports/plots/confusion.csv", index=False
+    )
     pd.DataFrame({"take_id": np.repeat(takes, 2), "frame": np.tile([0, 1], len(takes))}).to_parquet(
-        root / "data/interim/frames_qc.parquet", index=False)
-    export = [{"id": i, "data": {"take_id": t, "video": f"/data/local-files/?d=media/{t}.mp4"}, "annotations": []}
-              for i, t in enumerate(takes)]
+        root / "data/interim/frames_qc.parquet", index=False
+    )
+    export = [
+        {"id": i, "data": {"take_id": t, "video": f"/data/local-files/?d=media/{t}.mp4"}, "annotations": []}
+        for i, t in enumerate(takes)
+    ]
     (root / "annotations/exports").mkdir(parents=True)
     (root / "annotations/exports/export-1.json").write_text(json.dumps(export))
     (root / "data/interim/annotations_sim.json").write_text(json.dumps(export))
@@ -70,7 +83,9 @@ def _dvc_cache(root: Path, by_subject: dict[str, list[str]]) -> None:
     _cache_put(cache, json.dumps(entries).encode(), ".dir")
     _cache_put(cache, (root / "data/interim/manifest.parquet").read_bytes())
     _cache_put(cache, (root / "release/mvfer-sim-0.0.9.tar.gz").read_bytes())
-    (root / ".dvc" / "config").write_text('[core]\n    analytics = false\n[\'remote "storage"\']\n    url = s3://bucket/mvfer\n')
+    (root / ".dvc" / "config").write_text(
+        "[core]\n    analytics = false\n['remote \"storage\"']\n    url = s3://bucket/mvfer\n"
+    )
 
 
 def _mentions(data: bytes, ids: set[str], name: str) -> list[str]:
@@ -114,21 +129,25 @@ def _grep_everything(root: Path, ids: set[str]) -> list[str]:
 
 
 @pytest.mark.integration
-def test_withdraw_removes_the_subject_from_every_output(tmp_path: Path) -> None:
+def test_withdraw_removes_the_subject_from_every_output(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root = tmp_path / "proj"
     root.mkdir()
     by_subject = fake_project.make(root)
-    fake_project.run_cli(root, "release", "build", "--version", "0.0.9")
+    fake_project.build_release(root, version="0.0.9")
     shutil.rmtree(root / "release" / "mvfer-sim-0.0.9")  # an older release kept only as its archive
-    fake_project.run_cli(root, "release", "build")
+    fake_project.build_release(root)
     _extra_outputs(root, by_subject)
     _dvc_cache(root, by_subject)
     victim = next(iter(by_subject))
     ids = {victim, *by_subject[victim]}
     assert len(_grep_everything(root, ids)) > 20  # the grep finds them before
 
-    res = fake_project.run_cli(root, "consent", "withdraw", victim, "--no-label-studio")
-    assert "withdrawn: 6 takes removed" in res.stdout
+    capsys.readouterr()
+    assert (
+        invoke(withdraw_command, Layout(root), fake_project.params_of(root), subject=victim, use_label_studio=False)
+        == 0
+    )
+    assert "withdrawn: 6 takes removed" in capsys.readouterr().out
 
     assert _grep_everything(root, ids) == []
     # what stays: the other subjects, consistent releases, counts that add up
@@ -136,7 +155,10 @@ def test_withdraw_removes_the_subject_from_every_output(tmp_path: Path) -> None:
     for target in ("release/mvfer-sim-0.1.0", "release/mvfer-sim-0.1.0.tar.gz", "release/mvfer-sim-0.0.9.tar.gz"):
         assert verify(root / target)["ok"], target
     takes = pd.read_csv(root / "release/mvfer-sim-0.1.0/metadata/takes.csv")
-    assert len(takes) == 18 and "6 takes removed after a withdrawal" in (root / "release/mvfer-sim-0.1.0/CHANGELOG.md").read_text()
+    assert (
+        len(takes) == 18
+        and "6 takes removed after a withdrawal" in (root / "release/mvfer-sim-0.1.0/CHANGELOG.md").read_text()
+    )
     manifest = pd.read_parquet(root / "data/interim/manifest.parquet")
     assert len(manifest) == 24 and (manifest["reason"] == REDACTED_REASON).sum() == 6
     assert len(pd.read_parquet(root / "data/interim/frames_qc.parquet")) == 36
@@ -152,27 +174,60 @@ def test_withdraw_removes_the_subject_from_every_output(tmp_path: Path) -> None:
 
 
 def test_label_studio_tasks_of_the_subject_are_deleted_through_the_sdk() -> None:
-    tasks = {1: [SimpleNamespace(id=10, data={"take_id": "pf01-cam_c"}), SimpleNamespace(id=11, data={"take_id": "pf02-cam_c"})],
-             2: [SimpleNamespace(id=20, data={"video": "/data/local-files/?d=media/pf01-cam_r30.mp4"})]}
+    tasks = {
+        1: [
+            SimpleNamespace(id=10, data={"take_id": "pf01-cam_c"}),
+            SimpleNamespace(id=11, data={"take_id": "pf02-cam_c"}),
+        ],
+        2: [SimpleNamespace(id=20, data={"video": "/data/local-files/?d=media/pf01-cam_r30.mp4"})],
+    }
     deleted = []
     pager = lambda items: SimpleNamespace(items=items, response=SimpleNamespace(total=len(items)))  # noqa: E731
     ls = SimpleNamespace(
-        projects=SimpleNamespace(list=lambda **kw: SimpleNamespace(items=[SimpleNamespace(id=1), SimpleNamespace(id=2)])),
-        tasks=SimpleNamespace(list=lambda project, **kw: pager(tasks[project] if kw.get("page", 1) == 1 else []),
-                              delete=lambda id: deleted.append(id)))
+        projects=SimpleNamespace(
+            list=lambda **kw: SimpleNamespace(items=[SimpleNamespace(id=1), SimpleNamespace(id=2)])
+        ),
+        tasks=SimpleNamespace(
+            list=lambda project, **kw: pager(tasks[project] if kw.get("page", 1) == 1 else []),
+            delete=lambda id: deleted.append(id),
+        ),
+    )
     assert delete_tasks(ls, {"pf01-cam_c", "pf01-cam_r30"}) == 2 and deleted == [10, 20]
 
 
 def test_ingest_counts_a_withdrawn_subjects_takes_without_naming_them() -> None:
-    df = pd.DataFrame({"take_id": ["a-1", "b-1"], "subject_id": ["sub-a", "sub-b"], "path": ["takes/a-1.mp4", "takes/b-1.mp4"],
-                       "sha256": ["1" * 64, "2" * 64], "status": [vocab.QUARANTINED, vocab.ACCEPTED],
-                       "reason_code": ["consent_withdrawn", None], "reason_codes": ["consent_withdrawn", None],
-                       "reason": ["subject sub-a withdrew consent (subjects.csv line 2)", None], "log_line": [2, 3]})
-    report = {"quarantined": 1, "quarantined_items": [{"take_id": "a-1", "path": "takes/a-1.mp4", "log_line": 2,
-                                                       "reason_code": "consent_withdrawn", "reason": df["reason"][0]}]}
+    df = pd.DataFrame(
+        {
+            "take_id": ["a-1", "b-1"],
+            "subject_id": ["sub-a", "sub-b"],
+            "path": ["takes/a-1.mp4", "takes/b-1.mp4"],
+            "sha256": ["1" * 64, "2" * 64],
+            "status": [vocab.QUARANTINED, vocab.ACCEPTED],
+            "reason_code": ["consent_withdrawn", None],
+            "reason_codes": ["consent_withdrawn", None],
+            "reason": ["subject sub-a withdrew consent (subjects.csv line 2)", None],
+            "log_line": [2, 3],
+        }
+    )
+    report = {
+        "quarantined": 1,
+        "quarantined_items": [
+            {
+                "take_id": "a-1",
+                "path": "takes/a-1.mp4",
+                "log_line": 2,
+                "reason_code": "consent_withdrawn",
+                "reason": df["reason"][0],
+            }
+        ],
+    }
     out, rep = redact_withdrawn(df, report)
     assert "sub-a" not in out.to_csv() + json.dumps(rep) and "a-1" not in out.to_csv() + json.dumps(rep)
-    assert list(out["status"]) == [vocab.QUARANTINED, vocab.ACCEPTED] and out["take_id"][1] == "b-1" and rep["quarantined"] == 1
+    assert (
+        list(out["status"]) == [vocab.QUARANTINED, vocab.ACCEPTED]
+        and out["take_id"][1] == "b-1"
+        and rep["quarantined"] == 1
+    )
 
 
 def test_an_unreadable_release_archive_is_reported_not_fatal(tmp_path: Path) -> None:
@@ -185,15 +240,34 @@ def test_an_unreadable_release_archive_is_reported_not_fatal(tmp_path: Path) -> 
     assert res["archives_unreadable"] == 1 and res["releases_amended"] == 0 and not (tmp_path / "tmp").exists()
 
 
-def test_an_unknown_subject_is_a_one_line_error_and_changes_nothing(tmp_path: Path) -> None:
+def test_a_full_disk_while_purging_a_release_stops_the_withdrawal(tmp_path: Path) -> None:
+    """A fault of the machine is never counted as an unreadable archive: the purge stops, the archive stays."""
+    from pipeline.privacy.releases import purge_releases
+
+    out = tmp_path / "release"
+    out.mkdir()
+    archive = out / "ds-0.1.0.tar.gz"
+    archive.write_bytes(b"\x1f\x8b an archive")
+
+    def disk_full(src: Path, dest: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(dest))
+
+    with pytest.raises(EnvironmentFault, match="extracting ds-0.1.0.tar.gz to purge it: No space left on device"):
+        purge_releases(out, tmp_path / "tmp", {"sub-a"}, "2026-11-25", 0, extract=disk_full)
+    assert archive.read_bytes() == b"\x1f\x8b an archive" and not (tmp_path / "tmp").exists()
+
+
+def test_an_unknown_subject_is_a_one_line_error_and_changes_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     root = tmp_path / "proj"
     root.mkdir()
     fake_project.make(root, n_subjects=2, per_subject=2)
     before = fake_project.tree_digest(root)
-    res = fake_project.run_cli(root, "consent", "withdraw", "sub-nobody", check=False)
-    errors = [ln for ln in res.stderr.splitlines() if " ERROR " in ln]
-    assert res.returncode == 1 and len(errors) == 1 and "'sub-nobody' is not in the consent table" in errors[0]
-    assert "Traceback" not in res.stderr and fake_project.tree_digest(root) == before
+    rc = invoke(withdraw_command, Layout(root), fake_project.params_of(root), subject="sub-nobody")
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert rc == EXIT_INPUT and len(errors) == 1 and "'sub-nobody' is not in the consent table" in errors[0]
+    assert "Traceback" not in caplog.text and fake_project.tree_digest(root) == before
 
 
 def test_the_cache_dir_comes_from_the_dvc_config(tmp_path: Path) -> None:

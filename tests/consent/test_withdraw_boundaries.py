@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import paths
+from pipeline import stages
+from pipeline.layout import Layout
 from pipeline.privacy import artifacts, dvc_cache, scrub
 
 IDS = {"S1", "S1_t01"}
@@ -25,32 +26,39 @@ def test_ids_match_at_boundaries_only() -> None:
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "proj"
-    for name, rel in {"ROOT": "", "INTERIM": "data/interim", "ALIGNED": "data/aligned", "PROCESSED": "data/processed",
-                      "MODELS": "models", "REPORTS": "reports", "ANNOTATIONS": "annotations", "MEDIA": "data/media"}.items():
-        monkeypatch.setattr(paths, name, root / rel)
+def project(layout: Layout) -> Layout:
+    root = layout.root
+    for rel in ("data/interim", "data/aligned", "data/processed", "models", "reports", "annotations", "data/media"):
         (root / rel).mkdir(parents=True, exist_ok=True)
-    monkeypatch.setattr(paths, "MANIFEST", root / "data/interim/manifest.parquet")
-    monkeypatch.setattr(paths, "INGEST_REPORT", root / "reports/ingest.json")
-    monkeypatch.setattr(paths, "SPLITS", root / "data/processed/splits")
     for t in ("S1_t01", "S10_t01"):
         np.savez(root / "data/aligned" / f"{t}.npz", frames=np.zeros((2, 4, 4, 3), np.uint8))
     (root / "data/media/S10_t01.mp4").write_bytes(BINARY)
     (root / "models/fold0_seed0.pt").write_bytes(BINARY)
     (root / "reports/qa.md").write_text("S1_t01: ok\nS10_t01: ok\n")
-    pd.DataFrame({"take_id": ["S1_t01", "S10_t01"], "subject_id": ["S1", "S10"]}).to_csv(root / "data/processed/takes.csv", index=False)
-    return root
+    pd.DataFrame({"take_id": ["S1_t01", "S10_t01"], "subject_id": ["S1", "S10"]}).to_csv(
+        root / "data/processed/takes.csv", index=False
+    )
+    return layout
 
 
-def test_withdrawing_s1_leaves_s10_files_intact(project: Path) -> None:
-    counts = artifacts.clean_outputs(IDS)
-    assert not (project / "data/aligned/S1_t01.npz").exists() and (project / "data/aligned/S10_t01.npz").exists()
-    assert (project / "data/media/S10_t01.mp4").read_bytes() == BINARY  # an S10 video holding the bytes 'S1'
-    assert (project / "models/fold0_seed0.pt").read_bytes() == BINARY
-    assert (project / "reports/qa.md").read_text() == "S10_t01: ok\n"
-    assert list(pd.read_csv(project / "data/processed/takes.csv")["subject_id"]) == ["S10"]
+def test_withdrawing_s1_leaves_s10_files_intact(project: Layout) -> None:
+    root = project.root
+    counts = artifacts.clean_outputs(project, artifacts.output_roots(project, project.raw), IDS)
+    assert not (root / "data/aligned/S1_t01.npz").exists() and (root / "data/aligned/S10_t01.npz").exists()
+    assert (root / "data/media/S10_t01.mp4").read_bytes() == BINARY  # an S10 video holding the bytes 'S1'
+    assert (root / "models/fold0_seed0.pt").read_bytes() == BINARY
+    assert (root / "reports/qa.md").read_text() == "S10_t01: ok\n"
+    assert list(pd.read_csv(root / "data/processed/takes.csv")["subject_id"]) == ["S10"]
     assert counts["data/aligned"] == {"deleted": 1} and "data/media" not in counts and "models" not in counts
+
+
+def test_what_is_cleaned_comes_from_the_stage_registry(layout: Layout, tmp_path: Path) -> None:
+    """Every stage output but release/ (purged on its own) and the raw input; plus the annotation exports."""
+    roots = {layout.relative(p) for p in artifacts.output_roots(layout, layout.raw)}
+    assert roots == (set(stages.output_roots()) - {"release", "data/raw"}) | {"annotations"}
+    assert {"data/interim", "data/aligned", "data/media", "data/processed", "models", "reports"} <= roots
+    rig = tmp_path / "rig"  # a real rig's folder: the simulator's data/raw is still never cleaned
+    assert "data/raw" not in {layout.relative(p) for p in artifacts.output_roots(layout, rig)}
 
 
 def _put(cache: Path, data: bytes, suffix: str = "") -> Path:
@@ -65,7 +73,10 @@ def test_the_dvc_cache_goes_by_listing_and_md5_never_by_bytes(tmp_path: Path) ->
     cache = tmp_path / "cache"
     s1, s10 = _put(cache, b"\x00npz of S1_t01 \xff"), _put(cache, b"\x00npz of S10_t01 \xff")
     video = _put(cache, BINARY)
-    listing = [{"md5": dvc_cache._object_md5(s1), "relpath": "S1_t01.npz"}, {"md5": dvc_cache._object_md5(s10), "relpath": "S10_t01.npz"}]
+    listing = [
+        {"md5": dvc_cache._object_md5(s1), "relpath": "S1_t01.npz"},
+        {"md5": dvc_cache._object_md5(s10), "relpath": "S10_t01.npz"},
+    ]
     dir_obj = _put(cache, json.dumps(listing).encode(), ".dir")
     only_s10 = _put(cache, json.dumps([listing[1]]).encode(), ".dir")
     assert dvc_cache.purge(cache, IDS, set()) == 2

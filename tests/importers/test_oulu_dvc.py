@@ -14,13 +14,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline import paths
 from pipeline.capture.simulate import simulate
 from pipeline.params import Pose
 from tests.conftest import tiny_capture_params
 from tests.importers import trees
 
 pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]  # the checkout whose tracked files the clone copies
 
 
 def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -40,31 +40,65 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sim, src, dest = base / "sim", base / "Oulu-CASIA", base / "clone"
     simulate(tiny_capture_params(n_subjects=4, poses=[Pose(camera="cam_c", yaw=0, pitch=0)], n_frames=10), sim)
     assert trees.oulu_casia(src, trees.load_sim_takes(sim), defects=False) == 24
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                           cwd=paths.ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     for f in filter(None, files):
-        if (paths.ROOT / f).is_file():
+        if (REPO / f).is_file():
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(paths.ROOT / f, dest / f)
+            shutil.copy2(REPO / f, dest / f)
     for stale in ("dvc.lock", "data/raw", "data/interim", "reports"):
-        shutil.rmtree(dest / stale, ignore_errors=True) if (dest / stale).is_dir() else (dest / stale).unlink(missing_ok=True)
+        shutil.rmtree(dest / stale, ignore_errors=True) if (dest / stale).is_dir() else (dest / stale).unlink(
+            missing_ok=True
+        )
     p = yaml.safe_load((dest / "params.yaml").read_text())
-    p["capture"].update({"n_subjects": 2, "n_withdrawn": 0, "n_no_public_release": 0, "expressions": ["happiness", "surprise"],
-                         "poses": [{"camera": "cam_c", "yaw": 0.0, "pitch": 0.0}], "illuminations": ["frontal"],
-                         "frame_size": 96, "n_frames": 8, "workers": 1})
-    p["import"]["licence"] = {"terms": "Oulu-CASIA licence agreement (test)", "research_use": True, "redistribution": False}
+    p["capture"].update(
+        {
+            "n_subjects": 2,
+            "n_withdrawn": 0,
+            "n_no_public_release": 0,
+            "expressions": ["happiness", "surprise"],
+            "poses": [{"camera": "cam_c", "yaw": 0.0, "pitch": 0.0}],
+            "illuminations": ["frontal"],
+            "frame_size": 96,
+            "n_frames": 8,
+            "workers": 1,
+        }
+    )
+    p["import"]["licence"] = {
+        "terms": "Oulu-CASIA licence agreement (test)",
+        "research_use": True,
+        "redistribution": False,
+    }
     p["ingest"].update({"raw_dir": "data/imported", "workers": 1, "mode_fields": ["imaging", "light"]})
     p["ingest"]["bounds"]["duration_s"] = [0.2, 600.0]
     p["align"]["workers"] = 1
-    p["split"].update({"labels": "dataset", "val_subjects": 1, "min_class_takes": 1, "subject_kfold_k": 2,
-                       "unseen_mode_folds": 2, "leave_one_mode_out": False, "seen_modes": ["VL/Strong"]})
+    p["split"].update(
+        {
+            "labels": "dataset",
+            "val_subjects": 1,
+            "min_class_takes": 1,
+            "subject_kfold_k": 2,
+            "unseen_mode_folds": 2,
+            "leave_one_mode_out": False,
+            "seen_modes": ["VL/Strong"],
+        }
+    )
     # no one has annotated the import yet: an empty export for both rounds (simulated annotations are refused)
-    p["qa"].update({"snapshot": "annotations/no_reannotation.json", "reannotation_snapshot": "annotations/no_reannotation.json"})
+    p["qa"].update(
+        {"snapshot": "annotations/no_reannotation.json", "reannotation_snapshot": "annotations/no_reannotation.json"}
+    )
     p["features"].update({"epochs": 2, "frames_per_take": 4})
     p["train"].update({"variants": ["lstm", "mv_lstm"], "seeds": [0], "epochs": 3, "patience": 2})
     (dest / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     _run(["git", "init", "-q"], dest)
-    out = _run([sys.executable, "-m", "pipeline", "import", "oulu-casia", str(src), "--out", "data/imported"], dest).stdout
+    out = _run(
+        [sys.executable, "-m", "pipeline", "import", "oulu-casia", str(src), "--out", "data/imported"], dest
+    ).stdout
     assert out.startswith("24 takes of 4 subjects imported")
     _run(["dvc", "repro", "evaluate"], dest)
     return dest

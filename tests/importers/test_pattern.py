@@ -23,22 +23,32 @@ def test_template_fields_values_maps_and_exclusions(tmp_path: Path) -> None:
     _frames(src / "day1" / "cam_a" / "alice" / "Joy")
     _frames(src / "day1" / "cam_b" / "alice" / "Joy")
     _frames(src / "day2" / "cam_a" / "bob" / "Rage")
-    _frames(src / "day2" / "cam_z" / "bob" / "Rage")          # camera not in its map
-    _frames(src / "day2" / "cam_a" / "bob" / "Meh")           # label not in its map
-    (src / "day2" / "cam_a" / "carol" / "Joy").mkdir(parents=True)   # empty take folder
-    (src / "README.txt").write_text("about the lab\n")         # not in the template
+    _frames(src / "day2" / "cam_z" / "bob" / "Rage")  # camera not in its map
+    _frames(src / "day2" / "cam_a" / "bob" / "Meh")  # label not in its map
+    (src / "day2" / "cam_a" / "carol" / "Joy").mkdir(parents=True)  # empty take folder
+    (src / "README.txt").write_text("about the lab\n")  # not in the template
     maps = {"expression": {"Joy": "happiness", "Rage": "anger"}, "camera_pos": {"cam_a": "left", "cam_b": "right"}}
     res = scan(src, "{session_day}/{camera_pos}/{subject}/{expression}/{frame}.png", maps, 30.0, EXPR, frontal=False)
-    got = {t.take_id: (t.subject_id, t.label, t.fields["camera_pos"], t.fields["session_day"], t.yaw) for t in res.takes}
-    assert got == {"pattern-day1-cam_a-alice-Joy": ("pattern-alice", "happiness", "left", "day1", None),
-                   "pattern-day1-cam_b-alice-Joy": ("pattern-alice", "happiness", "right", "day1", None),
-                   "pattern-day2-cam_a-bob-Rage": ("pattern-bob", "anger", "left", "day2", None)}
+    got = {
+        t.take_id: (t.subject_id, t.label, t.fields["camera_pos"], t.fields["session_day"], t.yaw) for t in res.takes
+    }
+    assert got == {
+        "pattern-day1-cam_a-alice-Joy": ("pattern-alice", "happiness", "left", "day1", None),
+        "pattern-day1-cam_b-alice-Joy": ("pattern-alice", "happiness", "right", "day1", None),
+        "pattern-day2-cam_a-bob-Rage": ("pattern-bob", "anger", "left", "day2", None),
+    }
     codes = sorted((e.path, e.code) for e in res.excluded)
-    assert codes == [("README.txt", "not_in_template"), ("day2/cam_a/bob/Meh", "unknown_label"),
-                     ("day2/cam_a/carol/Joy", "empty_folder"), ("day2/cam_z/bob/Rage", "unknown_value")]
+    assert codes == [
+        ("README.txt", "not_in_template"),
+        ("day2/cam_a/bob/Meh", "unknown_label"),
+        ("day2/cam_a/carol/Joy", "empty_folder"),
+        ("day2/cam_z/bob/Rage", "unknown_value"),
+    ]
 
 
-def test_a_template_without_frame_imports_one_video_per_take_and_without_subject_each_take_is_its_own(tmp_path: Path) -> None:
+def test_a_template_without_frame_imports_one_video_per_take_and_without_subject_each_take_is_its_own(
+    tmp_path: Path,
+) -> None:
     src = tmp_path / "clips"
     (src / "Sad").mkdir(parents=True)
     (src / "Sad" / "c1.mp4").write_bytes(b"x")
@@ -47,11 +57,14 @@ def test_a_template_without_frame_imports_one_video_per_take_and_without_subject
     assert t.source == src / "Sad" / "c1.mp4" and t.subject_id == t.take_id == "pattern-Sad-c1" and t.label == "sadness"
 
 
-@pytest.mark.parametrize("template, message", [
-    ("{subject}/{frame}.png", "needs an {expression} field"),
-    ("{expression}/{frame}/{subject}.png", "{frame} must begin the last path component"),
-    ("{expression}/{expression}/{frame}.png", "a field appears twice"),
-])
+@pytest.mark.parametrize(
+    "template, message",
+    [
+        ("{subject}/{frame}.png", "needs an {expression} field"),
+        ("{expression}/{frame}/{subject}.png", "{frame} must begin the last path component"),
+        ("{expression}/{expression}/{frame}.png", "a field appears twice"),
+    ],
+)
 def test_bad_templates_say_what_is_wrong(template: str, message: str) -> None:
     with pytest.raises(TemplateError, match=message.replace("{", r"\{").replace("}", r"\}")):
         compile_template(template)
@@ -69,10 +82,10 @@ def test_import_params_name_a_missing_layout_key() -> None:
     import yaml
     from pydantic import ValidationError
 
-    from pipeline import paths
     from pipeline.params import Params
+    from tests.conftest import TEST_PARAMS
 
-    raw = yaml.safe_load(paths.PARAMS_FILE.read_text())
+    raw = yaml.safe_load(TEST_PARAMS.read_text())
     del raw["import"]["fps"]["dfew"]
     del raw["import"]["label_maps"]["ckplus"]
     with pytest.raises(ValidationError, match="missing key\\(s\\) fps.dfew, label_maps.ckplus"):
@@ -89,5 +102,12 @@ def test_fields_named_like_log_columns_fill_those_columns(tmp_path: Path) -> Non
     maps = {"expression": {"Rage": "anger"}, "yaw": {"yaw-30": "-30"}}
     res = scan(src, "{session}/{camera}/{yaw}/{subject}/{expression}/{frame}.png", maps, 30.0, EXPR, frontal=False)
     write_rig(res, src, tmp_path / "raw", copy=False, licence_terms="", research_use=False, redistribution=False)
-    [row] = list(csv.DictReader(open(tmp_path / "raw" / "capture_log.csv")))
-    assert (row["session"], row["camera"], row["yaw"], row["pitch"], row["subject_id"]) == ("s2", "camL", "-30", "", "pattern-dana")
+    with open(tmp_path / "raw" / "capture_log.csv") as f:
+        [row] = list(csv.DictReader(f))
+    assert (row["session"], row["camera"], row["yaw"], row["pitch"], row["subject_id"]) == (
+        "s2",
+        "camL",
+        "-30",
+        "",
+        "pattern-dana",
+    )

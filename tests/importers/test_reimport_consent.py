@@ -19,8 +19,9 @@ def _rows(p: Path) -> list[dict]:
     return list(csv.DictReader(open(p, encoding="utf-8")))
 
 
-def test_a_reimport_keeps_filled_consent_and_a_withdrawal_and_adds_new_subjects_blank(tmp_path: Path, sim_takes: list[SimTake],
-                                                                                      params: Params) -> None:
+def test_a_reimport_keeps_filled_consent_and_a_withdrawal_and_adds_new_subjects_blank(
+    tmp_path: Path, sim_takes: list[SimTake], params: Params
+) -> None:
     p = import_params(params)
     src, out = tmp_path / "oulu", tmp_path / "raw"
     trees.oulu_casia(src, sim_takes, defects=False)
@@ -28,12 +29,20 @@ def test_a_reimport_keeps_filled_consent_and_a_withdrawal_and_adds_new_subjects_
     ledger = out / "subjects.csv"
     first, second = [r["subject_id"] for r in _rows(ledger)]
     # the lab fills the table: the first subject consented then withdrew; the second is not in it yet
-    ledger.write_text("subject_id,consent_research,consent_public_release,withdrawn,consent_basis,withdrawn_date\n"
-                      f"{first},true,false,true,form 12,2026-11-20\n")
+    ledger.write_text(
+        "subject_id,consent_research,consent_public_release,withdrawn,consent_basis,withdrawn_date\n"
+        f"{first},true,false,true,form 12,2026-11-20\n"
+    )
     report = run_import("oulu-casia", src, out, p.import_, p.rig.expressions)
     rows = _rows(ledger)
-    assert rows[0] == {"subject_id": first, "consent_research": "true", "consent_public_release": "false", "withdrawn": "true",
-                       "consent_basis": "form 12", "withdrawn_date": "2026-11-20"}
+    assert rows[0] == {
+        "subject_id": first,
+        "consent_research": "true",
+        "consent_public_release": "false",
+        "withdrawn": "true",
+        "consent_basis": "form 12",
+        "withdrawn_date": "2026-11-20",
+    }
     assert rows[1]["subject_id"] == second and all(rows[1][k] == "" for k in rows[1] if k != "subject_id")
     assert len(rows) == 2 and report["consent_table"] == {"rows_kept": 1, "subjects_added": 1}
     before = ledger.read_bytes()

@@ -8,8 +8,13 @@ from pipeline.release.build import licence_refusal
 
 
 def _manifest(datasets: list[str | None]) -> pd.DataFrame:
-    return pd.DataFrame({"take_id": [f"t{i}" for i in range(len(datasets))], "status": "accepted",
-                         "dataset": pd.array(datasets, dtype="string")})
+    return pd.DataFrame(
+        {
+            "take_id": [f"t{i}" for i in range(len(datasets))],
+            "status": "accepted",
+            "dataset": pd.array(datasets, dtype="string"),
+        }
+    )
 
 
 def test_imported_takes_are_refused_without_the_right_to_redistribute() -> None:

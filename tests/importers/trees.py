@@ -24,7 +24,7 @@ FERV_CODE = {"anger": "0", "happiness": "3", "sadness": "5", "surprise": "6"}
 class SimTake:
     subject: int
     expression: str
-    light: str            # the simulator's illumination
+    light: str  # the simulator's illumination
     yaw: float
     frames: tuple[np.ndarray, ...]
 
@@ -34,8 +34,16 @@ def load_sim_takes(raw: Path) -> list[SimTake]:
     with open(raw / "capture_log.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     subjects = sorted({r["subject_id"] for r in rows})
-    return [SimTake(subjects.index(r["subject_id"]), r["prompted_expression"], r["illumination"], float(r["yaw"]),
-                    tuple(iter_frames(raw / r["file"]))) for r in sorted(rows, key=lambda r: r["take_id"])]
+    return [
+        SimTake(
+            subjects.index(r["subject_id"]),
+            r["prompted_expression"],
+            r["illumination"],
+            float(r["yaw"]),
+            tuple(iter_frames(raw / r["file"])),
+        )
+        for r in sorted(rows, key=lambda r: r["take_id"])
+    ]
 
 
 def _write_frames(folder: Path, frames: tuple[np.ndarray, ...], name: str, ext: str = ".jpeg") -> None:
@@ -58,16 +66,27 @@ def oulu_casia(root: Path, takes: list[SimTake], imagings: tuple[str, ...] = ("V
     for t in takes:
         if t.yaw != 0:
             continue
-        lights = {"frontal": [("Strong", t.frames), ("Dark", _dark(t.frames))], "left": [("Weak", t.frames)]}.get(t.light, [])
+        lights = {"frontal": [("Strong", t.frames), ("Dark", _dark(t.frames))], "left": [("Weak", t.frames)]}.get(
+            t.light, []
+        )
         for imaging in imagings:
             for light, frames in lights:
-                frames = tuple(cv2.cvtColor(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR) for f in frames) if imaging == "NI" else frames
-                _write_frames(root / "OriginalImg" / imaging / light / f"P{t.subject + 1:03d}" / FOLDER[t.expression], frames, "{i:03d}")
+                frames = (
+                    tuple(cv2.cvtColor(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR) for f in frames)
+                    if imaging == "NI"
+                    else frames
+                )
+                _write_frames(
+                    root / "OriginalImg" / imaging / light / f"P{t.subject + 1:03d}" / FOLDER[t.expression],
+                    frames,
+                    "{i:03d}",
+                )
                 n += 1
     if defects:
-        (root / "OriginalImg" / "VL" / "Strong" / "P001" / "Fear").mkdir(parents=True)          # empty folder
-        _write_frames(root / "OriginalImg" / "VL" / "Strong" / "P001" / "Bored", takes[0].frames[:2], "{i:03d}")  # unknown label
-        (root / "OriginalImg" / "VL" / "Strong" / "P001" / "notes.txt").write_text("not a frame\n")  # outside the template
+        (root / "OriginalImg" / "VL" / "Strong" / "P001" / "Fear").mkdir(parents=True)  # empty folder
+        strong = root / "OriginalImg" / "VL" / "Strong" / "P001"
+        _write_frames(strong / "Bored", takes[0].frames[:2], "{i:03d}")  # unknown label
+        (strong / "notes.txt").write_text("not a frame\n")  # outside the template
     return n
 
 
@@ -81,14 +100,14 @@ def ckplus(root: Path, takes: list[SimTake]) -> dict[str, str]:
         s, q = f"S{t.subject + 5:03d}", f"{i + 1:03d}"
         _write_frames(root / "cohn-kanade-images" / s / q, t.frames, f"{s}_{q}_{{i:08d}}", ".png")
         if i == len(seqs) - 1:
-            continue                                                     # missing label
+            continue  # missing label
         code = 2 if i == len(seqs) - 2 else codes[t.expression]
         lab = root / "Emotion" / s / q / f"{s}_{q}_{len(t.frames):08d}_emotion.txt"
         lab.parent.mkdir(parents=True, exist_ok=True)
         lab.write_text(f"   {code:.7e}\n")
         if code != 2:
             expected[f"ckplus-{s}-{q}"] = t.expression
-    (root / "cohn-kanade-images" / "S099" / "001").mkdir(parents=True)     # empty sequence folder
+    (root / "cohn-kanade-images" / "S099" / "001").mkdir(parents=True)  # empty sequence folder
     return expected
 
 
@@ -100,15 +119,17 @@ def dfew(root: Path, takes: list[SimTake]) -> dict[str, tuple[str, str]]:
         _write_frames(root / "data" / f"{n:05d}", t.frames, f"{n:05d}_{{i:05d}}", ".jpg")
         clips[n] = t
     labelled = {n: (DFEW_CODE[t.expression], str(1 + n % 5)) for n, t in clips.items() if n != len(clips)}
-    labelled[len(clips) + 1] = ("1", "1")          # a label for a clip that is not there
-    labelled[1] = ("9", labelled[1][1])            # an unknown code
+    labelled[len(clips) + 1] = ("1", "1")  # a label for a clip that is not there
+    labelled[1] = ("9", labelled[1][1])  # an unknown code
     for k in range(1, 6):
         for part in ("train", "test"):
             f = root / "EmoLabel_DataSplit" / f"{part}(single-labeled)" / f"set_{k}.csv"
             f.parent.mkdir(parents=True, exist_ok=True)
             rows = [(n, code) for n, (code, fold) in sorted(labelled.items()) if (fold == str(k)) == (part == "test")]
             f.write_text("video_name,label\n" + "".join(f"{n},{code}\n" for n, code in rows))
-    return {f"dfew-{n:05d}": (clips[n].expression, fold) for n, (code, fold) in labelled.items() if n in clips and n != 1}
+    return {
+        f"dfew-{n:05d}": (clips[n].expression, fold) for n, (code, fold) in labelled.items() if n in clips and n != 1
+    }
 
 
 def mafw(root: Path, takes: list[SimTake]) -> dict[str, tuple[str, str]]:
@@ -121,7 +142,9 @@ def mafw(root: Path, takes: list[SimTake]) -> dict[str, tuple[str, str]]:
         d = root / "split" / "single" / "no_caption" / f"set_{k}"
         d.mkdir(parents=True, exist_ok=True)
         for part in ("train", "test"):
-            lines = [f"{n[5:]}.mp4 {e}\n" for n, (e, fold) in sorted(out.items()) if (fold == str(k)) == (part == "test")]
+            lines = [
+                f"{n[5:]}.mp4 {e}\n" for n, (e, fold) in sorted(out.items()) if (fold == str(k)) == (part == "test")
+            ]
             (d / f"{part}.txt").write_text("".join(lines))
     return out
 

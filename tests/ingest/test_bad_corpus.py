@@ -2,7 +2,8 @@
 reason, and every file and every log row is accounted for.
 
 Tests run as root, which reads any file whatever its mode: an unreadable file and an unlistable folder
-are simulated by making the one reading call fail with PermissionError (as it would for a normal user).
+are simulated by handing ingest a lister and a probe that fail with PermissionError (as the real calls
+would for a normal user). The probe runs in spawned workers: it is a module-level function here.
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import pipeline.ingest.discover as discover_mod
-import pipeline.ingest.probe as probe_mod
-import pipeline.ingest.pool as pool_mod
-import pipeline.ingest.run as run_mod
+from pipeline.errors import EnvironmentFault
+from pipeline.ingest import discover as discover_mod
+from pipeline.ingest.probe import ProbeResult, probe_take, probe_video
 from pipeline.ingest.run import ingest
+from pipeline.ingest.stage import run as ingest_stage
+from pipeline.layout import Layout
 from pipeline.params import Params
+from pipeline.stage import invoke
+from pipeline.utils import io
 from pipeline.utils.frames import iter_frames
 
 # take_id (or path, for files without a log row) -> the reason code it must carry
@@ -33,33 +37,33 @@ EXPECTED: dict[str, str] = {
     "pf00000-cam_r30": "empty_file",
     "pf00001-cam_c": "not_a_video",
     "pf00001-cam_r30": "fps_mismatch",
-    "pf00002-cam_r30": "bad_value",            # illumination 'sunset'
-    "pf00003-cam_c": "non_portable_name",      # renamed to a non-ASCII file name
-    "pf00003-cam_r30": "path_escape",          # file = ../outside.mp4
+    "pf00002-cam_r30": "bad_value",  # illumination 'sunset'
+    "pf00003-cam_c": "non_portable_name",  # renamed to a non-ASCII file name
+    "pf00003-cam_r30": "path_escape",  # file = ../outside.mp4
     "pf00004-cam_c": "unknown_subject",
     "pf00005-cam_c": "consent_withdrawn",
-    "pf09999-cam_c": "duplicate_content",      # a second log row for a byte copy of pf00002-cam_c
-    "pf08888-cam_c": "missing_file",           # a log row whose file does not exist
-    "pf07777-cam_c": "out_of_bounds",          # a real video at 2 fps, below the fps bound
-    "takes/stray.mp4": "orphan_file",          # a file with no log row
+    "pf09999-cam_c": "duplicate_content",  # a second log row for a byte copy of pf00002-cam_c
+    "pf08888-cam_c": "missing_file",  # a log row whose file does not exist
+    "pf07777-cam_c": "out_of_bounds",  # a real video at 2 fps, below the fps bound
+    "takes/stray.mp4": "orphan_file",  # a file with no log row
     "takes/pf00003-cam_r30.mp4": "orphan_file",  # its row now points elsewhere
-    "takes/link.mp4": "path_escape",           # symlink leading out of the raw folder
-    "pf06666-cam_c": "corrupt",                # bytes flipped inside the video data (the decoder would conceal them)
-    "pf00007-cam_r30": "checksum_mismatch",    # the log's sha256 column disagrees with the bytes
-    "pf05001-cam_c": "frame_gap",              # frame folder with frame 4 missing
-    "pf05002-cam_c": "frame_numbering",        # frame folder with frame number 3 twice
-    "pf05003-cam_c": "mixed_frame_sizes",      # frame folder with one frame of another size
-    "pf05004-cam_c": "corrupt",                # frame folder with one PNG cut short
-    "takes/pipe.mp4": "special_file",          # a FIFO: opening it would block forever
-    "takes/loop.mp4": "link_loop",             # a symlink to itself
-    "takes/dangling.mp4": "dangling_link",     # a symlink to nothing
-    "takes/linkdir": "linked_folder",          # a symlink to a folder of two files
+    "takes/link.mp4": "path_escape",  # symlink leading out of the raw folder
+    "pf06666-cam_c": "corrupt",  # bytes flipped inside the video data (the decoder would conceal them)
+    "pf00007-cam_r30": "checksum_mismatch",  # the log's sha256 column disagrees with the bytes
+    "pf05001-cam_c": "frame_gap",  # frame folder with frame 4 missing
+    "pf05002-cam_c": "frame_numbering",  # frame folder with frame number 3 twice
+    "pf05003-cam_c": "mixed_frame_sizes",  # frame folder with one frame of another size
+    "pf05004-cam_c": "corrupt",  # frame folder with one PNG cut short
+    "takes/pipe.mp4": "special_file",  # a FIFO: opening it would block forever
+    "takes/loop.mp4": "link_loop",  # a symlink to itself
+    "takes/dangling.mp4": "dangling_link",  # a symlink to nothing
+    "takes/linkdir": "linked_folder",  # a symlink to a folder of two files
     "takes/bad\\xff.mp4": "undecodable_name",  # a file name that is not UTF-8
     "takes/emptydir": "empty_folder",
-    "takes/locked": "unreadable",              # a folder that cannot be listed (simulated)
-    "takes/secret.mp4": "unreadable",          # a file that cannot be read (simulated)
-    "pf04444-cam_c": "special_file",           # the log names a FIFO outside takes/
-    "pf04445-cam_c": "not_a_take",             # the log names a folder without frames
+    "takes/locked": "unreadable",  # a folder that cannot be listed (simulated)
+    "takes/secret.mp4": "unreadable",  # a file that cannot be read (simulated)
+    "pf04444-cam_c": "special_file",  # the log names a FIFO outside takes/
+    "pf04445-cam_c": "not_a_take",  # the log names a folder without frames
 }
 UNTOUCHED = ["pf00002-cam_c", "pf00004-cam_r30", "pf00005-cam_r30", "pf00006-cam_c", "pf00006-cam_r30", "pf00007-cam_c"]
 # a frame folder, a link to one inside the raw folder, and one outside takes/ named by the log
@@ -92,14 +96,24 @@ def build_corpus(raw: Path) -> None:
     log.loc[row["pf00004-cam_c"], "subject_id"] = "sub-nobody"
     log.loc[row["pf00005-cam_c"], "subject_id"] = "sub-gone"
     subjects = pd.read_csv(raw / "subjects.csv", dtype=str, keep_default_na=False)
-    gone = {"subject_id": "sub-gone", "consent_research": "true", "consent_public_release": "true",
-            "withdrawn": "true", "consent_date": "2026-02-23", "withdrawn_date": "2026-05-01"}
+    gone = {
+        "subject_id": "sub-gone",
+        "consent_research": "true",
+        "consent_public_release": "true",
+        "withdrawn": "true",
+        "consent_date": "2026-02-23",
+        "withdrawn_date": "2026-05-01",
+    }
     pd.concat([subjects, pd.DataFrame([gone])]).to_csv(raw / "subjects.csv", index=False)
 
     shutil.copy(takes / "pf00002-cam_c.mp4", takes / "pf09999-cam_c.mp4")
     extra = []
     dup = log.loc[row["pf00002-cam_c"]].copy()
-    dup["take_id"], dup["file"], dup["recorded_at"] = "pf09999-cam_c", "takes/pf09999-cam_c.mp4", "2026-12-01T10:00:00+00:00"
+    dup["take_id"], dup["file"], dup["recorded_at"] = (
+        "pf09999-cam_c",
+        "takes/pf09999-cam_c.mp4",
+        "2026-12-01T10:00:00+00:00",
+    )
     extra.append(dup)
     orphan_row = log.loc[row["pf00006-cam_c"]].copy()
     orphan_row["take_id"], orphan_row["file"] = "pf08888-cam_c", "takes/pf08888-cam_c.mp4"
@@ -133,16 +147,18 @@ def _add_stream_damage_and_checksums(raw: Path) -> None:
     log = pd.read_csv(raw / "capture_log.csv", dtype=str, keep_default_na=False)
     base = log[log["take_id"] == "pf00006-cam_c"].iloc[0].copy()
     rows = []
-    for take_id, file in [("pf06666-cam_c", "takes/pf06666-cam_c.mp4")] + [
-            (f"pf0500{i}-cam_c", f"takes/pf0500{i}-cam_c") for i in range(6)] + [
-            ("pf05006-cam_c", "frames/pf05006"), ("pf04444-cam_c", "fifo.mp4"), ("pf04445-cam_c", "notes")]:
+    for take_id, file in (
+        [("pf06666-cam_c", "takes/pf06666-cam_c.mp4")]
+        + [(f"pf0500{i}-cam_c", f"takes/pf0500{i}-cam_c") for i in range(6)]
+        + [("pf05006-cam_c", "frames/pf05006"), ("pf04444-cam_c", "fifo.mp4"), ("pf04445-cam_c", "notes")]
+    ):
         r = base.copy()
         r["take_id"], r["file"] = take_id, file
         rows.append(r)
     log = pd.concat([log, pd.DataFrame(rows)], ignore_index=True)
     log["sha256"] = ""
     good = hashlib.sha256((takes / "pf00007-cam_c.mp4").read_bytes()).hexdigest()
-    log.loc[log["take_id"] == "pf00007-cam_c", "sha256"] = good.upper()       # case does not matter
+    log.loc[log["take_id"] == "pf00007-cam_c", "sha256"] = good.upper()  # case does not matter
     log.loc[log["take_id"] == "pf00007-cam_r30", "sha256"] = "0" * 64
     log.to_csv(raw / "capture_log.csv", index=False)
 
@@ -156,7 +172,7 @@ def _write_frames(folder: Path, names: list[str], frames: list[np.ndarray]) -> N
 
 def _add_frame_folders(raw: Path) -> None:
     takes = raw / "takes"
-    frames = list(iter_frames(takes / "pf00006-cam_r30.mp4"))     # 8 frames, 96x96
+    frames = list(iter_frames(takes / "pf00006-cam_r30.mp4"))  # 8 frames, 96x96
     frames = frames + [frames[-1]]
     names = [f"frame_{i:03d}.png" for i in range(len(frames))]
     _write_frames(takes / "pf05000-cam_c", names, frames)
@@ -192,23 +208,22 @@ def _add_odd_entries(raw: Path) -> None:
     shutil.copy(takes / "pf00006-cam_c.mp4", takes / "secret.mp4")
 
 
-def _deny(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Root reads everything: make the one listing call and the one hashing call fail as for a normal user."""
-    real_list, real_hash = discover_mod._list_dir, probe_mod.sha256_file
+def _denying_lister(path: Path) -> list[os.DirEntry]:
+    """Root lists everything: this lister refuses the folder `locked` as it would for a normal user."""
+    if Path(path).name == "locked":
+        raise PermissionError(13, "Permission denied", str(path))
+    return discover_mod.list_dir(path)
 
-    def list_dir(path: Path):
-        if Path(path).name == "locked":
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_list(path)
 
-    def sha256_file(path: Path) -> str:
-        if Path(path).name == "secret.mp4":
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_hash(path)
+def _denying_hasher(path: Path) -> str:
+    raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(discover_mod, "_list_dir", list_dir)
-    monkeypatch.setattr(probe_mod, "sha256_file", sha256_file)
-    monkeypatch.setattr(pool_mod, "START_METHOD", "fork")  # the probe workers must see the patches
+
+def _denying_probe(path: Path) -> ProbeResult:
+    """Root reads everything: hashing `secret.mp4` fails as it would for a normal user."""
+    if path.name == "secret.mp4":
+        return probe_video(path, hasher=_denying_hasher)
+    return probe_take(path)
 
 
 @pytest.fixture(scope="module")
@@ -217,9 +232,7 @@ def corpus(tiny_raw: Path, params: Params, tmp_path_factory: pytest.TempPathFact
     raw = tmp_path_factory.mktemp("corpus") / "raw"
     shutil.copytree(tiny_raw, raw)
     build_corpus(raw)
-    with pytest.MonkeyPatch.context() as mp:
-        _deny(mp)
-        manifest, report = ingest(params, raw)
+    manifest, report = ingest(params, raw, probe=_denying_probe, lister=_denying_lister)
     return manifest, report, raw
 
 
@@ -303,7 +316,10 @@ def test_reasons_name_the_file_line_and_field(corpus) -> None:
     bad_enum = _entry(manifest, "pf00002-cam_r30")["reason"]
     assert "capture_log.csv line" in bad_enum and "field 'illumination'" in bad_enum and "'sunset'" in bad_enum
     assert "25" in _entry(manifest, "pf00001-cam_r30")["reason"]
-    assert "same bytes" in _entry(manifest, "pf09999-cam_c")["reason"] and "pf00002-cam_c" in _entry(manifest, "pf09999-cam_c")["reason"]
+    assert (
+        "same bytes" in _entry(manifest, "pf09999-cam_c")["reason"]
+        and "pf00002-cam_c" in _entry(manifest, "pf09999-cam_c")["reason"]
+    )
 
 
 def test_the_escaping_path_is_never_opened(corpus) -> None:
@@ -326,24 +342,19 @@ def test_the_entrys_own_problem_is_its_primary_reason(corpus) -> None:
     assert report["primary_reason_counts"]["link_loop"] == 1
 
 
-_real_probe_take = run_mod.probe_take
-
-
-def _crashing_probe(path: Path):
-    """A decoder that segfaults on one take and hangs on another (runs in a forked worker)."""
+def _crashing_probe(path: Path) -> ProbeResult:
+    """A decoder that segfaults on one take and hangs on another (runs in a spawned worker)."""
     if path.name == "pf00006-cam_c.mp4":
         os.kill(os.getpid(), signal.SIGSEGV)
     if path.name == "pf00007-cam_c.mp4":
         time.sleep(120)
-    return _real_probe_take(path)
+    return probe_take(path)
 
 
-def test_a_decoder_crash_or_hang_quarantines_only_its_take(raw_copy: Path, params: Params, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(run_mod, "probe_take", _crashing_probe)
-    monkeypatch.setattr(pool_mod, "START_METHOD", "fork")  # the workers must see the patched probe
+def test_a_decoder_crash_or_hang_quarantines_only_its_take(raw_copy: Path, params: Params) -> None:
     fast = params.model_copy(update={"ingest": params.ingest.model_copy(update={"probe_timeout_s": 2.0, "workers": 2})})
     started = time.monotonic()
-    manifest, report = ingest(fast, raw_copy)
+    manifest, report = ingest(fast, raw_copy, probe=_crashing_probe)
     assert time.monotonic() - started < 60
     crashed, hung = _entry(manifest, "pf00006-cam_c"), _entry(manifest, "pf00007-cam_c")
     assert crashed["reason_code"] == "decoder_crash" and "crashed" in crashed["reason"]
@@ -357,7 +368,7 @@ def test_a_linked_takes_folder_is_walked_and_judged_by_where_it_leads(raw_copy: 
     (raw_copy / "takes").rename(raw_copy / "real_takes")
     (raw_copy / "takes").symlink_to(raw_copy / "real_takes")
     manifest, report = ingest(params, raw_copy)
-    assert report["accepted"] == 16 and report["orphan_files"] == 0     # inside the raw folder: fine
+    assert report["accepted"] == 16 and report["orphan_files"] == 0  # inside the raw folder: fine
 
     outside = raw_copy.parent / "elsewhere"
     (raw_copy / "real_takes").rename(outside)
@@ -366,3 +377,54 @@ def test_a_linked_takes_folder_is_walked_and_judged_by_where_it_leads(raw_copy: 
     manifest, report = ingest(params, raw_copy)
     assert report["accepted"] == 0
     assert set(manifest["reason_code"]) == {"path_escape"}, manifest["reason"].tolist()[:3]
+
+
+# ---- faults of the machine: stop, exit 2, nothing recorded ------------------------------------------
+
+
+def _out_of_memory_probe(path: Path) -> ProbeResult:
+    if path.name == "pf00002-cam_c.mp4":
+        raise MemoryError
+    return probe_take(path)
+
+
+def test_memory_running_out_in_a_probe_worker_stops_ingest_without_quarantining(raw_copy: Path, params: Params) -> None:
+    """Memory is the machine's fault, not the take's: no take is quarantined for it, the stage stops."""
+    two = params.model_copy(update={"ingest": params.ingest.model_copy(update={"workers": 2})})
+    with pytest.raises(EnvironmentFault, match="MemoryError"):
+        ingest(two, raw_copy, probe=_out_of_memory_probe)
+
+
+def test_an_unlistable_folder_for_lack_of_file_handles_stops_ingest(raw_copy: Path, params: Params) -> None:
+    def no_handles(path: Path) -> list[os.DirEntry]:
+        raise OSError(24, "Too many open files", str(path))
+
+    with pytest.raises(EnvironmentFault, match="Too many open files"):
+        ingest(params, raw_copy, lister=no_handles)
+
+
+class _FullDisk:
+    """`pipeline.utils.io` on a full disk: every write fails with ENOSPC, as the OS says it."""
+
+    def write_parquet(self, dest: Path, df: pd.DataFrame) -> None:
+        raise OSError(28, "No space left on device", str(dest))
+
+    def write_json(self, dest: Path, obj: object) -> None:
+        raise OSError(28, "No space left on device", str(dest))
+
+
+def test_a_full_disk_when_writing_the_manifest_exits_2_and_records_nothing(
+    raw_copy: Path, layout: Layout, params: Params, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert invoke(ingest_stage, layout, params, raw=str(raw_copy), writer=_FullDisk()) == 2
+    assert not layout.manifest.exists() and not layout.ingest_report.exists()
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "No space left on device" in errors[0] and "\n" not in errors[0]
+
+
+def test_the_shell_writes_manifest_and_report_with_provenance(raw_copy: Path, layout: Layout, params: Params) -> None:
+    assert invoke(ingest_stage, layout, params, raw=str(raw_copy), writer=io) == 0
+    report = pd.read_json(layout.ingest_report, typ="series")
+    assert report["accepted"] == 16 and report["raw_dir"] == str(raw_copy)
+    assert report["provenance"]["params"]["ingest"]["workers"] == params.ingest.workers
+    assert len(pd.read_parquet(layout.manifest)) == 16

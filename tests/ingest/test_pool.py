@@ -17,7 +17,7 @@ def _task(x: int) -> int:
     if x == 7:
         raise ValueError("bad input 7")
     if x == 8:
-        os._exit(0)   # exits cleanly without answering
+        os._exit(0)  # exits cleanly without answering
     return x * x
 
 
@@ -42,3 +42,19 @@ def test_a_single_worker_survives_a_crash() -> None:
 
 def test_no_items_no_outcomes() -> None:
     assert list(run_supervised(_task, [], workers=2, timeout_s=1)) == []
+
+
+def _machine_fault(x: int) -> int:
+    if x == 2:
+        raise MemoryError
+    return x
+
+
+def test_a_fault_of_the_machine_in_a_worker_stops_the_map() -> None:
+    """Memory is not the input's fault: no outcome for the task, the map stops with one line."""
+    import pytest
+
+    from pipeline.errors import EnvironmentFault
+
+    with pytest.raises(EnvironmentFault, match="task 2: MemoryError"):
+        list(run_supervised(_machine_fault, [0, 1, 2, 3], workers=2, timeout_s=10))

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-import pipeline.ingest.probe as probe_mod
+from pipeline.errors import EnvironmentFault
 from pipeline.ingest.probe import FRAMES_CONTAINER, numbering_problem, probe_frames, probe_take, probe_video
 
 
@@ -40,7 +40,7 @@ def test_a_clean_video_probes_clean(tmp_path: Path) -> None:
 def test_flipped_bytes_inside_the_stream_are_corrupt(tmp_path: Path) -> None:
     data = bytearray(_video(tmp_path / "v.mp4").read_bytes())
     start = data.index(b"mdat") + 64
-    for k in range(start, len(data) - 4096, 997):   # the container's index (moov) at the end stays intact
+    for k in range(start, len(data) - 4096, 997):  # the container's index (moov) at the end stays intact
         data[k] ^= 0x5A
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(bytes(data))
@@ -50,12 +50,20 @@ def test_flipped_bytes_inside_the_stream_are_corrupt(tmp_path: Path) -> None:
     assert "damaged stream" in r.error
 
 
-def test_an_unreadable_file_is_reported_not_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unreadable_file_is_reported_not_raised(tmp_path: Path) -> None:
     def deny(path: Path) -> str:
         raise PermissionError(13, "Permission denied", str(path))
-    monkeypatch.setattr(probe_mod, "sha256_file", deny)
-    r = probe_video(_video(tmp_path / "v.mp4"))
+
+    r = probe_video(_video(tmp_path / "v.mp4"), hasher=deny)
     assert r.error_code == "unreadable" and "Permission denied" in r.error
+
+
+def test_a_fault_of_the_machine_is_raised_not_blamed_on_the_file(tmp_path: Path) -> None:
+    def no_memory(path: Path) -> str:
+        raise OSError(12, "Cannot allocate memory", str(path))
+
+    with pytest.raises(EnvironmentFault, match="Cannot allocate memory"):
+        probe_video(_video(tmp_path / "v.mp4"), hasher=no_memory)
 
 
 def test_a_good_frame_folder(tmp_path: Path) -> None:
@@ -69,18 +77,21 @@ def test_a_good_frame_folder(tmp_path: Path) -> None:
 def test_a_jpeg_cut_short_is_corrupt(tmp_path: Path) -> None:
     folder = _frames(tmp_path / "t", [f"{i:03d}.jpg" for i in range(5)])
     f = folder / "002.jpg"
-    f.write_bytes(f.read_bytes()[:-30])   # libjpeg would still decode most of it
+    f.write_bytes(f.read_bytes()[:-30])  # libjpeg would still decode most of it
     r = probe_frames(folder)
     assert r.error_code == "corrupt" and "002.jpg" in r.error
 
 
-@pytest.mark.parametrize("names,code", [
-    (["1.png", "2.png", "3.png"], None),
-    (["0.png", "1.png", "5.png", "6.png"], "frame_gap"),
-    (["1.png", "01.jpg", "2.png"], "frame_numbering"),
-    (["1.png", "cover.png"], "frame_numbering"),
-    (["S005_001_00000011.png", "S005_001_00000012.png"], None),   # CK+: the last number counts
-])
+@pytest.mark.parametrize(
+    "names,code",
+    [
+        (["1.png", "2.png", "3.png"], None),
+        (["0.png", "1.png", "5.png", "6.png"], "frame_gap"),
+        (["1.png", "01.jpg", "2.png"], "frame_numbering"),
+        (["1.png", "cover.png"], "frame_numbering"),
+        (["S005_001_00000011.png", "S005_001_00000012.png"], None),  # CK+: the last number counts
+    ],
+)
 def test_numbering(names: list[str], code: str | None) -> None:
     problem = numbering_problem([Path(n) for n in names])
     assert (problem[0] if problem else None) == code

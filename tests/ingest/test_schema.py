@@ -7,9 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
 from pipeline.ingest.run import ingest
-from pipeline.ingest.schema import LOG_REQUIRED, CaptureLogError, check_relative_path, read_consent, read_csv_rows, validate_log_rows
+from pipeline.ingest.schema import (
+    LOG_REQUIRED,
+    CaptureLogError,
+    check_relative_path,
+    read_consent,
+    read_csv_rows,
+    validate_log_rows,
+)
+from pipeline.ingest.stage import run as ingest_stage
+from pipeline.layout import Layout
+from pipeline.stage import invoke
 
 HEADER = ",".join(LOG_REQUIRED)
 GOOD = "t1,sub-a,ses-01,cam_c,0,0,frontal,anger,10,2026-03-02T09:00:00+00:00,takes/t1.mp4"
@@ -65,7 +74,9 @@ def test_empty_log_is_an_error(tmp_path: Path) -> None:
         ("subject_id", "", "is empty"),
     ],
 )
-def test_value_problems_quarantine_the_row_naming_line_and_field(tmp_path: Path, field: str, value: str, needle: str) -> None:
+def test_value_problems_quarantine_the_row_naming_line_and_field(
+    tmp_path: Path, field: str, value: str, needle: str
+) -> None:
     values = dict(zip(LOG_REQUIRED, GOOD.split(",")))
     values[field] = value
     rows = validate_log_rows([(2, values)], EXPR, ILLUM)
@@ -85,9 +96,15 @@ def test_duplicate_take_ids_quarantine_every_copy(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "path,code",
-    [("../x.mp4", "path_escape"), ("takes/../../x.mp4", "path_escape"), ("/etc/passwd", "path_escape"),
-     ("takes\\x.mp4", "path_escape"), ("takes/tä.mp4", "non_portable_name"), ("takes/a b.mp4", "non_portable_name"),
-     ("", "bad_value")],
+    [
+        ("../x.mp4", "path_escape"),
+        ("takes/../../x.mp4", "path_escape"),
+        ("/etc/passwd", "path_escape"),
+        ("takes\\x.mp4", "path_escape"),
+        ("takes/tä.mp4", "non_portable_name"),
+        ("takes/a b.mp4", "non_portable_name"),
+        ("", "bad_value"),
+    ],
 )
 def test_unsafe_paths(path: str, code: str) -> None:
     problem = check_relative_path(path)
@@ -110,12 +127,33 @@ def test_consent_table_invalid_and_duplicate_records(tmp_path: Path) -> None:
     assert "lines 4 and 5" in bad["sub-c"]
 
 
-def test_cli_reports_a_broken_log_in_one_line_and_fails(raw_copy: Path, caplog: pytest.LogCaptureFixture, monkeypatch) -> None:
+def test_the_stage_reports_a_broken_log_in_one_line_and_fails(
+    raw_copy: Path, layout: Layout, params, caplog: pytest.LogCaptureFixture
+) -> None:
     (raw_copy / "capture_log.csv").write_text("take_id,subject_id\nx,y\n")
-    monkeypatch.setenv("MVFER_ROOT", str(Path(__file__).resolve().parents[2]))
-    assert main(["ingest", "--raw", str(raw_copy)]) == 1
+    assert invoke(ingest_stage, layout, params, raw=str(raw_copy)) == 1
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "capture_log.csv, line 1, field 'session'" in errors[0]
+    assert not layout.manifest.exists() and not layout.ingest_report.exists()
+
+
+@pytest.mark.parametrize("with_files", [False, True])
+def test_a_log_of_only_its_header_gives_an_empty_manifest(
+    raw_copy: Path, layout: Layout, params, with_files: bool
+) -> None:
+    """Was `KeyError: "['mode'] not in index"`: no rows means an empty manifest (files, if any, are orphans)."""
+    (raw_copy / "capture_log.csv").write_text(",".join(LOG_REQUIRED) + "\n")
+    if not with_files:
+        for f in (raw_copy / "takes").iterdir():
+            f.unlink()
+    assert invoke(ingest_stage, layout, params, raw=str(raw_copy)) == 0
+    import pandas as pd
+
+    manifest = pd.read_parquet(layout.manifest)
+    assert "mode" in manifest.columns and (manifest["status"] != "accepted").all()
+    assert len(manifest) == (16 if with_files else 0)
+    report = pd.read_json(layout.ingest_report, typ="series")
+    assert report["log_rows"] == 0 and report["accepted"] == 0 and report["orphan_files"] == len(manifest)
 
 
 def test_missing_raw_folder_is_a_clear_error(params, tmp_path: Path) -> None:
@@ -128,4 +166,4 @@ def test_a_log_that_is_not_a_regular_file_is_refused_unopened(tmp_path: Path, ki
     path = tmp_path / "capture_log.csv"
     os.mkfifo(path) if kind == "fifo" else path.mkdir()
     with pytest.raises(CaptureLogError, match="not a regular file"):
-        read_csv_rows(path, LOG_REQUIRED)        # a FIFO would block here if it were opened
+        read_csv_rows(path, LOG_REQUIRED)  # a FIFO would block here if it were opened

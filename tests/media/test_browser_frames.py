@@ -31,23 +31,35 @@ v.currentTime = t;
 
 @pytest.mark.integration
 def test_chromium_shows_take_frame_k_at_frame_k(tmp_path: Path) -> None:
-    assert CHROMIUM.exists() and CHROMEDRIVER.exists(), "install Debian's chromium and chromium-driver (`make test` does)"
+    assert CHROMIUM.exists() and CHROMEDRIVER.exists(), (
+        "install Debian's chromium and chromium-driver (`make test` does)"
+    )
     frames = distinct_frames(N)
     encode_proxy(iter(frames), tmp_path / "proxy.mp4", FPS, CFG)
-    (tmp_path / "page.html").write_text('<video id="v" src="proxy.mp4" preload="auto" muted></video>'
-                                        '<canvas id="c" width="384" height="320"></canvas>')
+    (tmp_path / "page.html").write_text(
+        '<video id="v" src="proxy.mp4" preload="auto" muted></video><canvas id="c" width="384" height="320"></canvas>'
+    )
     o = webdriver.ChromeOptions()
     o.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--allow-file-access-from-files",
-                "--host-resolver-rules=MAP * ~NOTFOUND"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--allow-file-access-from-files",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+    ):
         o.add_argument(arg)
     d = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=o)
     try:
         d.set_script_timeout(30)
         d.get((tmp_path / "page.html").as_uri())
-        d.execute_async_script("const done = arguments[0], v = document.getElementById('v');"
-                               "if (v.readyState >= 2) done(); else v.addEventListener('loadeddata', () => done(), {once: true});")
-        state = d.execute_script("const v = document.getElementById('v'); return [v.readyState, v.videoWidth, v.duration];")
+        d.execute_async_script(
+            "const done = arguments[0], v = document.getElementById('v');"
+            "if (v.readyState >= 2) done(); else v.addEventListener('loadeddata', () => done(), {once: true});"
+        )
+        state = d.execute_script(
+            "const v = document.getElementById('v'); return [v.readyState, v.videoWidth, v.duration];"
+        )
         assert state[0] >= 2 and state[1] == 384 and state[2] == pytest.approx(N / FPS, abs=1e-3)
         shown = []
         for k in range(N):

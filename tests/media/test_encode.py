@@ -10,8 +10,17 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.media.encode import (MediaConfig, ProxyError, decode_frames, encode_proxy, fit_frame, fps_fraction,
-                                   playable_problems, probe_video, target_size)
+from pipeline.media.encode import (
+    MediaConfig,
+    ProxyError,
+    decode_frames,
+    encode_proxy,
+    fit_frame,
+    fps_fraction,
+    playable_problems,
+    probe_video,
+    target_size,
+)
 from pipeline.utils.frames import iter_frames
 
 CFG = MediaConfig(crf=18, preset="medium", keyframe_every=10, min_height=320, passthrough_playable=False)
@@ -22,10 +31,10 @@ def distinct_frames(n: int, w: int = 96, h: int = 80) -> list[np.ndarray]:
     frames = []
     for k in range(n):
         img = np.full((h, w, 3), 40, np.uint8)
-        img[:, :, 1] = np.linspace(20, 200, w, dtype=np.uint8)[None, :]   # a smooth background
+        img[:, :, 1] = np.linspace(20, 200, w, dtype=np.uint8)[None, :]  # a smooth background
         x = (k * 11) % (w - 24)
         y = (k * 7) % (h - 24)
-        img[y:y + 24, x:x + 24] = (255 - 9 * k, 60 + 8 * k, 230)
+        img[y : y + 24, x : x + 24] = (255 - 9 * k, 60 + 8 * k, 230)
         frames.append(img)
     return frames
 
@@ -44,12 +53,15 @@ def mad(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
 
-@pytest.mark.parametrize(("w", "h", "min_h", "want"), [
-    (96, 96, 320, (320, 320)),       # upscaled, square kept
-    (160, 90, 320, (568, 320)),      # aspect kept, width rounded to even
-    (641, 481, 320, (642, 482)),     # already tall enough: only made even
-    (640, 480, 0, (640, 480)),
-])
+@pytest.mark.parametrize(
+    ("w", "h", "min_h", "want"),
+    [
+        (96, 96, 320, (320, 320)),  # upscaled, square kept
+        (160, 90, 320, (568, 320)),  # aspect kept, width rounded to even
+        (641, 481, 320, (642, 482)),  # already tall enough: only made even
+        (640, 480, 0, (640, 480)),
+    ],
+)
 def test_target_size_is_even_and_at_least_min_height(w: int, h: int, min_h: int, want: tuple[int, int]) -> None:
     assert target_size(w, h, min_h) == want
 
@@ -58,10 +70,12 @@ def test_fit_frame_pads_odd_frames_without_resampling() -> None:
     bgr = np.random.default_rng(0).integers(0, 255, (81, 99, 3), dtype=np.uint8)
     rgb = fit_frame(bgr, (100, 82))
     assert rgb.shape == (82, 100, 3)
-    np.testing.assert_array_equal(rgb[:81, :99], bgr[:, :, ::-1])    # the take's pixels, untouched
+    np.testing.assert_array_equal(rgb[:81, :99], bgr[:, :, ::-1])  # the take's pixels, untouched
 
 
-@pytest.mark.parametrize(("fps", "want"), [(10.0, Fraction(10)), (30000 / 1001, Fraction(30000, 1001)), (25, Fraction(25))])
+@pytest.mark.parametrize(
+    ("fps", "want"), [(10.0, Fraction(10)), (30000 / 1001, Fraction(30000, 1001)), (25, Fraction(25))]
+)
 def test_fps_fraction_is_the_exact_rational(fps: float, want: Fraction) -> None:
     assert fps_fraction(fps) == want
 
@@ -80,14 +94,14 @@ def test_proxy_frames_are_the_take_frames_in_order(tmp_path: Path) -> None:
     assert len(out) == len(src) == 16
     back = [cv2.resize(f, (96, 80), interpolation=cv2.INTER_AREA) for f in out]
     diffs = np.array([[mad(p, s) for s in src] for p in back])
-    assert diffs.diagonal().max() < 3.0                               # frame k looks like take frame k
-    assert (diffs.argmin(axis=1) == np.arange(16)).all()              # and like no other frame: order kept
+    assert diffs.diagonal().max() < 3.0  # frame k looks like take frame k
+    assert (diffs.argmin(axis=1) == np.arange(16)).all()  # and like no other frame: order kept
     off_diagonal = diffs[~np.eye(16, dtype=bool)]
     assert off_diagonal.min() > 3 * diffs.diagonal().max()
 
 
 def test_proxy_is_what_a_browser_plays(tmp_path: Path) -> None:
-    frames = distinct_frames(12, w=97, h=71)                          # odd size, small: upscaled and made even
+    frames = distinct_frames(12, w=97, h=71)  # odd size, small: upscaled and made even
     encode_proxy(iter(frames), tmp_path / "p.mp4", 30000 / 1001, CFG)
     info = probe_video(tmp_path / "p.mp4")
     assert info.codec == "h264" and info.pix_fmt == "yuv420p" and info.moov_first

@@ -18,17 +18,41 @@ def _manifest() -> pd.DataFrame:
     rows = []
     for sid in ("sub-a", "sub-b", "sub-c", "sub-d", "sub-e"):
         for k in range(2):
-            rows.append({"take_id": f"{sid}-{k}", "subject_id": sid, "status": "accepted", "session": "ses-01", "camera": "cam_c",
-                         "yaw": 0.0, "pitch": 0.0, "illumination": "frontal", "prompted_expression": "fear", "fps": 10.0,
-                         "n_frames": 8, "sha256": "0" * 64, "path": f"takes/{sid}-{k}.mp4"})
+            rows.append(
+                {
+                    "take_id": f"{sid}-{k}",
+                    "subject_id": sid,
+                    "status": "accepted",
+                    "session": "ses-01",
+                    "camera": "cam_c",
+                    "yaw": 0.0,
+                    "pitch": 0.0,
+                    "illumination": "frontal",
+                    "prompted_expression": "fear",
+                    "fps": 10.0,
+                    "n_frames": 8,
+                    "sha256": "0" * 64,
+                    "path": f"takes/{sid}-{k}.mp4",
+                }
+            )
     rows.append(dict(rows[0], take_id="bad-0", status="quarantined"))
     return pd.DataFrame(rows)
 
 
-CONSENT = parse_rows([(i + 2, {"subject_id": s, "consent_research": r, "consent_public_release": p, "withdrawn": w})
-                      for i, (s, r, p, w) in enumerate([("sub-a", "true", "true", "false"), ("sub-b", "true", "true", "true"),
-                                                        ("sub-c", "true", "false", "false"), ("sub-d", "false", "true", "false")])],
-                     Path("subjects.csv"))
+CONSENT = parse_rows(
+    [
+        (i + 2, {"subject_id": s, "consent_research": r, "consent_public_release": p, "withdrawn": w})
+        for i, (s, r, p, w) in enumerate(
+            [
+                ("sub-a", "true", "true", "false"),
+                ("sub-b", "true", "true", "true"),
+                ("sub-c", "true", "false", "false"),
+                ("sub-d", "false", "true", "false"),
+            ]
+        )
+    ],
+    Path("subjects.csv"),
+)
 
 
 def test_only_consenting_subjects_are_released_and_exclusions_are_counted_without_names() -> None:
@@ -37,17 +61,33 @@ def test_only_consenting_subjects_are_released_and_exclusions_are_counted_withou
     sel = build.select_takes(m, CONSENT, align)
     assert set(sel.takes["subject_id"]) == {"sub-a"}
     # sub-b withdrew although its takes were accepted at ingest
-    assert sel.excluded == {"not_accepted_by_ingest": 1, "consent_withdrawn": 2, "no_public_release_consent": 2,
-                            "no_research_consent": 2, "unknown_subject": 2}
-    assert sel.subjects_excluded == {"consent_withdrawn": 1, "no_public_release_consent": 1, "no_research_consent": 1,
-                                     "unknown_subject": 1}
+    assert sel.excluded == {
+        "not_accepted_by_ingest": 1,
+        "consent_withdrawn": 2,
+        "no_public_release_consent": 2,
+        "no_research_consent": 2,
+        "unknown_subject": 2,
+    }
+    assert sel.subjects_excluded == {
+        "consent_withdrawn": 1,
+        "no_public_release_consent": 1,
+        "no_research_consent": 1,
+        "unknown_subject": 1,
+    }
     assert "sub-b" not in str(sel.excluded) + str(sel.subjects_excluded)
 
 
 def test_withdrawn_subject_disappears_from_every_split_fold() -> None:
-    split = {"protocol": "p", "folds": [{"fold": 0, "subjects": {"train": ["sub-a", "sub-b"]}, "train": ["sub-a-0", "sub-b-0"], "test": ["sub-b-1"]}]}
+    split = {
+        "protocol": "p",
+        "folds": [
+            {"fold": 0, "subjects": {"train": ["sub-a", "sub-b"]}, "train": ["sub-a-0", "sub-b-0"], "test": ["sub-b-1"]}
+        ],
+    }
     out = build.filter_split(split, {"sub-a-0"})
-    assert out["folds"][0]["train"] == ["sub-a-0"] and out["folds"][0]["test"] == [] and "subjects" not in out["folds"][0]
+    assert (
+        out["folds"][0]["train"] == ["sub-a-0"] and out["folds"][0]["test"] == [] and "subjects" not in out["folds"][0]
+    )
 
 
 def _release_dir(tmp_path: Path) -> Path:
@@ -56,7 +96,9 @@ def _release_dir(tmp_path: Path) -> Path:
     (d / "metadata").mkdir()
     for t in ("x", "y"):
         np.savez(d / "aligned" / f"{t}.npz", frames=np.full((2, 4, 4, 3), ord(t), np.uint8))
-    pd.DataFrame({"take_id": ["x", "y"], "aligned_file": ["aligned/x.npz", "aligned/y.npz"]}).to_csv(d / "metadata" / "takes.csv", index=False)
+    pd.DataFrame({"take_id": ["x", "y"], "aligned_file": ["aligned/x.npz", "aligned/y.npz"]}).to_csv(
+        d / "metadata" / "takes.csv", index=False
+    )
     (d / "README.md").write_text("hello\n")
     build.write_sums(d)
     return d
@@ -84,11 +126,14 @@ def test_verify_passes_a_good_release_folder_and_archive(tmp_path: Path) -> None
     assert res["ok"] and res["checked"] == 4
 
 
-@pytest.mark.parametrize("damage,kind,name", [
-    (lambda d: (d / "aligned" / "x.npz").write_bytes(b"tampered"), "altered", "aligned/x.npz"),
-    (lambda d: (d / "README.md").unlink(), "missing", "README.md"),
-    (lambda d: (d / "notes.txt").write_text("sneaked in"), "extra", "notes.txt"),
-])
+@pytest.mark.parametrize(
+    "damage,kind,name",
+    [
+        (lambda d: (d / "aligned" / "x.npz").write_bytes(b"tampered"), "altered", "aligned/x.npz"),
+        (lambda d: (d / "README.md").unlink(), "missing", "README.md"),
+        (lambda d: (d / "notes.txt").write_text("sneaked in"), "extra", "notes.txt"),
+    ],
+)
 def test_verify_names_tampered_missing_and_extra_files(tmp_path: Path, damage, kind: str, name: str) -> None:
     d = _release_dir(tmp_path)
     damage(d)
@@ -101,7 +146,9 @@ def test_verify_names_tampered_missing_and_extra_files(tmp_path: Path, damage, k
 def test_verify_checks_the_take_table_against_the_aligned_files(tmp_path: Path) -> None:
     d = _release_dir(tmp_path)
     (d / "aligned" / "y.npz").unlink()
-    pd.DataFrame({"take_id": ["x", "y"], "aligned_file": ["aligned/x.npz", "aligned/y.npz"]}).to_csv(d / "metadata" / "takes.csv", index=False)
+    pd.DataFrame({"take_id": ["x", "y"], "aligned_file": ["aligned/x.npz", "aligned/y.npz"]}).to_csv(
+        d / "metadata" / "takes.csv", index=False
+    )
     build.write_sums(d)  # checksums rewritten to match: only the manifest check can catch it
     res = verify(d)
     assert not res["ok"] and res["manifest_problems"] == ["aligned/y.npz is listed in metadata/takes.csv but absent"]

@@ -1,4 +1,5 @@
-"""A killed `mvfer release build` leaves nothing inside release/ and a rerun gives the same bytes."""
+"""A killed release build (`python -m pipeline.release.stage`, as `dvc repro` and `mvfer release build`
+run it) leaves nothing inside release/ and a rerun gives the same bytes."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import paths
+from pipeline.layout import Layout
 from tests.release import fake_project
 
 NAME = "mvfer-sim-0.1.0"
 
 
 def _tmp_root(root: Path) -> Path:
-    return root / paths.RELEASE_TMP.relative_to(paths.ROOT)
+    return Layout(root).stage_tmp("release")
 
 
 def _wait_and_kill(proc, ready, timeout: float = 120) -> bool:
@@ -49,7 +50,7 @@ def test_kill_9_mid_build_then_rerun_gives_the_same_bytes(tmp_path: Path, kill_p
     root = tmp_path / "proj"
     root.mkdir()
     fake_project.make(root, n_subjects=8, per_subject=40, frames=(8, 32, 32, 3))
-    fake_project.run_cli(root, "release", "build")
+    fake_project.run_stage(root)
     reference = fake_project.tree_digest(root / "release")
     report = (root / "reports" / "release.json").read_bytes()
 
@@ -59,14 +60,14 @@ def test_kill_9_mid_build_then_rerun_gives_the_same_bytes(tmp_path: Path, kill_p
     (stale / "aligned" / "leak.npz").write_bytes(b"a withdrawn subject's take")
     (root / "release" / f".{NAME}.tar.gz.x1.tmp.tar.gz").write_bytes(b"partial")
 
-    proc = fake_project.popen_cli(root, "release", "build")
+    proc = fake_project.popen_stage(root)
     assert _wait_and_kill(proc, kill_point(root)), "the build finished before the kill point: make the fixture bigger"
     assert proc.returncode == -signal.SIGKILL
     # the killed build removed the old leftovers when it started and put nothing temporary in release/
     assert sorted(p.name for p in (root / "release").iterdir()) == [NAME, f"{NAME}.tar.gz"]
     assert fake_project.tree_digest(root / "release") == reference  # the complete older build is untouched
 
-    fake_project.run_cli(root, "release", "build")
+    fake_project.run_stage(root)
     assert fake_project.tree_digest(root / "release") == reference
     assert (root / "reports" / "release.json").read_bytes() == report
     assert not _tmp_root(root).exists()

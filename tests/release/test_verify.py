@@ -11,9 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.cli import main
 from pipeline.release import build
-from pipeline.release.verify import verify
+from pipeline.release.verify import verify, verify_command
 from pipeline.utils import io as io_
 
 
@@ -24,7 +23,9 @@ def _release_dir(tmp_path: Path, name: str = "ds-1.0.0") -> Path:
     rng = np.random.default_rng(0)
     for t in ("x", "y"):
         np.savez(d / "aligned" / f"{t}.npz", frames=rng.integers(0, 255, (4, 16, 16, 3), dtype=np.uint8))
-    pd.DataFrame({"take_id": ["x", "y"], "aligned_file": ["aligned/x.npz", "aligned/y.npz"]}).to_csv(d / "metadata" / "takes.csv", index=False)
+    pd.DataFrame({"take_id": ["x", "y"], "aligned_file": ["aligned/x.npz", "aligned/y.npz"]}).to_csv(
+        d / "metadata" / "takes.csv", index=False
+    )
     (d / "README.md").write_text("hello\n")
     build.write_sums(d)
     return d
@@ -93,15 +94,20 @@ def _link(name: str, target: str, kind: bytes) -> tarfile.TarInfo:
     return m
 
 
-@pytest.mark.parametrize("extra,rename,reason", [
-    ([_link("ds-1.0.0/aligned/z.npz", "/etc/passwd", tarfile.SYMTYPE)], None, "is a link"),
-    ([_link("ds-1.0.0/aligned/z.npz", "ds-1.0.0/aligned/x.npz", tarfile.LNKTYPE)], None, "is a link"),
-    ([_link("ds-1.0.0/dev0", "", tarfile.CHRTYPE)], None, "device, fifo or other special member"),
-    ([_link("ds-1.0.0/fifo", "", tarfile.FIFOTYPE)], None, "device, fifo or other special member"),
-    ([], {"ds-1.0.0/README.md": "other/README.md"}, "outside the release's one top folder"),
-    ([], {"ds-1.0.0/README.md": "ds-1.0.0/../README.md"}, "unsafe"),
-])
-def test_verify_rejects_links_devices_and_members_outside_the_top_folder(tmp_path: Path, extra, rename, reason: str) -> None:
+@pytest.mark.parametrize(
+    "extra,rename,reason",
+    [
+        ([_link("ds-1.0.0/aligned/z.npz", "/etc/passwd", tarfile.SYMTYPE)], None, "is a link"),
+        ([_link("ds-1.0.0/aligned/z.npz", "ds-1.0.0/aligned/x.npz", tarfile.LNKTYPE)], None, "is a link"),
+        ([_link("ds-1.0.0/dev0", "", tarfile.CHRTYPE)], None, "device, fifo or other special member"),
+        ([_link("ds-1.0.0/fifo", "", tarfile.FIFOTYPE)], None, "device, fifo or other special member"),
+        ([], {"ds-1.0.0/README.md": "other/README.md"}, "outside the release's one top folder"),
+        ([], {"ds-1.0.0/README.md": "ds-1.0.0/../README.md"}, "unsafe"),
+    ],
+)
+def test_verify_rejects_links_devices_and_members_outside_the_top_folder(
+    tmp_path: Path, extra, rename, reason: str
+) -> None:
     archive = _tar_with(tmp_path, _release_dir(tmp_path), extra, rename)
     res = verify(archive)
     assert not res["ok"] and any(reason in p for p in res["problems"]), res
@@ -114,11 +120,14 @@ def test_verify_rejects_a_link_in_a_release_folder(tmp_path: Path) -> None:
     assert not res["ok"] and res["problems"] == ["aligned/z.npz: is a link (a release holds only regular files)"]
 
 
-@pytest.mark.parametrize("line,reason", [
-    ("not a checksum line", "line 5: not '<64 lowercase hex>  <relative path>'"),
-    ("0" * 64 + "  /etc/passwd", "line 5: unsafe path"),
-    ("0" * 64 + "  ../README.md", "line 5: unsafe path"),
-])
+@pytest.mark.parametrize(
+    "line,reason",
+    [
+        ("not a checksum line", "line 5: not '<64 lowercase hex>  <relative path>'"),
+        ("0" * 64 + "  /etc/passwd", "line 5: unsafe path"),
+        ("0" * 64 + "  ../README.md", "line 5: unsafe path"),
+    ],
+)
 def test_verify_rejects_bad_sums_lines(tmp_path: Path, line: str, reason: str) -> None:
     d = _release_dir(tmp_path)
     with open(d / build.SUMS, "a") as f:
@@ -128,8 +137,9 @@ def test_verify_rejects_bad_sums_lines(tmp_path: Path, line: str, reason: str) -
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip_gzip", "not_gzip", "empty"])
-def test_damaged_archives_get_a_one_line_reason_not_a_traceback(tmp_path: Path, damage: str,
-                                                                 caplog: pytest.LogCaptureFixture, capsys) -> None:
+def test_damaged_archives_get_a_one_line_reason_not_a_traceback(
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture, capsys
+) -> None:
     d = _release_dir(tmp_path)
     a = tmp_path / "r.tar.gz"
     build.deterministic_tar(d, a, 0)
@@ -145,8 +155,8 @@ def test_damaged_archives_get_a_one_line_reason_not_a_traceback(tmp_path: Path, 
     a.write_bytes(bytes(b))
     res = verify(a)
     assert not res["ok"] and len(res["problems"]) == 1 and "\n" not in res["problems"][0]
-    assert main(["release", "verify", str(a)]) == 1
-    assert "FAILED" in capsys.readouterr().out and "Traceback" not in caplog.text
+    assert verify_command(a) == 1
+    assert capsys.readouterr().out == f"{a}: FAILED (0 files checked)\n" and "Traceback" not in caplog.text
 
 
 def test_an_intact_gzip_stream_with_damaged_tar_headers_is_reported(tmp_path: Path) -> None:
@@ -158,3 +168,9 @@ def test_an_intact_gzip_stream_with_damaged_tar_headers_is_reported(tmp_path: Pa
     a.write_bytes(gzip.compress(bytes(raw)))
     res = verify(a)
     assert not res["ok"] and res["problems"]
+
+
+def test_the_verify_command_says_ok_in_one_line(tmp_path: Path, capsys) -> None:
+    d = _release_dir(tmp_path)
+    assert verify_command(d) == 0
+    assert capsys.readouterr().out == f"{d}: OK (4 files checked)\n"

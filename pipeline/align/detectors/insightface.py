@@ -14,13 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import PipelineError
 from pipeline.align.detectors.base import Detection
+from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 PACK_ENV = "MVFER_INSIGHTFACE_PACK"
-FIX = ("download an insightface pack (e.g. buffalo_l, non-commercial research licence) on a machine "
-       "with internet, unzip it, and set align.insightface_pack or $MVFER_INSIGHTFACE_PACK to its folder")
+FIX = (
+    "download an insightface pack (e.g. buffalo_l, non-commercial research licence) on a machine "
+    "with internet, unzip it, and set align.insightface_pack or $MVFER_INSIGHTFACE_PACK to its folder"
+)
 
 
 class InsightFacePackError(PipelineError, FileNotFoundError):
@@ -48,8 +50,14 @@ class InsightFaceDetector:
 
     name = "insightface"
 
-    def __init__(self, pack: str | Path | None = None, det_size: int = 640, det_thresh: float = 0.5,
-                 min_face_px: int = 20, device: str | None = None) -> None:
+    def __init__(
+        self,
+        pack: str | Path | None = None,
+        det_size: int = 640,
+        det_thresh: float = 0.5,
+        min_face_px: int = 20,
+        device: str | None = None,
+    ) -> None:
         model_file = find_detector_file(pack)
         try:
             import onnxruntime as ort
@@ -66,7 +74,9 @@ class InsightFaceDetector:
             raise InsightFacePackError(f"cannot load {model_file}: {first}; fix: {FIX}") from None
         if model is None or not hasattr(model, "detect"):
             raise InsightFacePackError(f"{model_file} is not an SCRFD face detector; fix: {FIX}")
-        model.prepare(ctx_id=0 if providers[0].startswith("CUDA") else -1, input_size=(det_size, det_size), det_thresh=det_thresh)
+        model.prepare(
+            ctx_id=0 if providers[0].startswith("CUDA") else -1, input_size=(det_size, det_size), det_thresh=det_thresh
+        )
         self.model, self.min_face_px = model, min_face_px
         log.info("insightface detector %s on %s", model_file, providers[0])
 
@@ -74,8 +84,11 @@ class InsightFaceDetector:
         bboxes, kpss = self.model.detect(np.ascontiguousarray(image_rgb[..., ::-1]))  # SCRFD takes BGR
         out = []
         for box, kps in zip(bboxes, kpss if kpss is not None else [None] * len(bboxes)):
-            d = Detection(box=np.asarray(box[:4], np.float32), score=float(box[4]),
-                          landmarks=np.asarray(kps, np.float32) if kps is not None else np.zeros((5, 2), np.float32))
+            d = Detection(
+                box=np.asarray(box[:4], np.float32),
+                score=float(box[4]),
+                landmarks=np.asarray(kps, np.float32) if kps is not None else np.zeros((5, 2), np.float32),
+            )
             if d.size >= self.min_face_px:
                 out.append(d)
         return sorted(out, key=lambda d: -d.score)

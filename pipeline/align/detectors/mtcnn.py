@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.errors import PipelineError
 from pipeline.align.detectors.base import Detection
 from pipeline.align.detectors.nms import nms
+from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
