@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.params import Params
+
 from pipeline.importers.pattern import TemplateError, compile_template, scan
 from pipeline.modes import mode_id, mode_of
 
@@ -78,18 +80,23 @@ def test_mode_fields_default_gives_the_old_names_and_others_give_their_values() 
     assert mode_of({"light": ""}, ["light"]) == "unknown"
 
 
-def test_import_params_name_a_missing_layout_key() -> None:
-    import yaml
-    from pydantic import ValidationError
+def test_a_missing_layout_key_is_named_by_the_importer_that_needs_it(
+    tmp_path: Path, params: Params, sim_takes: list
+) -> None:
+    """params.yaml keeps no second list of layouts: the importer run names the key it lacks, in one line."""
+    from pipeline.importers import run_import
+    from pipeline.importers.common import DatasetImportError
+    from tests.importers import trees
 
-    from pipeline.params import Params
-    from tests.conftest import TEST_PARAMS
-
-    raw = yaml.safe_load(TEST_PARAMS.read_text())
-    del raw["import"]["fps"]["dfew"]
-    del raw["import"]["label_maps"]["ckplus"]
-    with pytest.raises(ValidationError, match="missing key\\(s\\) fps.dfew, label_maps.ckplus"):
-        Params.model_validate(raw)
+    src = tmp_path / "ck"
+    trees.ckplus(src, sim_takes)
+    imp = params.import_
+    no_map = imp.model_copy(update={"label_maps": {k: v for k, v in imp.label_maps.items() if k != "ckplus"}})
+    with pytest.raises(DatasetImportError, match=r"^params.yaml: import.label_maps.ckplus is missing"):
+        run_import("ckplus", src, tmp_path / "out", no_map, params.rig.expressions)
+    no_fps = imp.model_copy(update={"fps": {k: v for k, v in imp.fps.items() if k != "dfew"}})
+    with pytest.raises(DatasetImportError, match=r"^params.yaml: import.fps.dfew is missing"):
+        run_import("dfew", src, tmp_path / "out2", no_fps, params.rig.expressions)
 
 
 def test_fields_named_like_log_columns_fill_those_columns(tmp_path: Path) -> None:
