@@ -43,8 +43,10 @@ def _import(args: argparse.Namespace) -> int:
 
     p = load_params(Layout.discover().params_file)
     report = run_import(args.layout, Path(args.src), Path(args.out), p.import_, p.rig.expressions)
-    sys.stdout.write(f"{report['takes']} takes of {report['subjects']} subjects imported into {args.out}; "
-                     f"{report['excluded']} excluded (see {args.out}/import_report.json)\n")
+    sys.stdout.write(
+        f"{report['takes']} takes of {report['subjects']} subjects imported into {args.out}; "
+        f"{report['excluded']} excluded (see {args.out}/import_report.json)\n"
+    )
     return 0
 
 
@@ -54,8 +56,13 @@ def _consent_withdraw(args: argparse.Namespace) -> int:
     from pipeline.stage import invoke
 
     layout = Layout.discover()
-    return invoke(withdraw_command, layout, load_params(layout.params_file), subject=args.subject,
-                  use_label_studio=not args.no_label_studio)
+    return invoke(
+        withdraw_command,
+        layout,
+        load_params(layout.params_file),
+        subject=args.subject,
+        use_label_studio=not args.no_label_studio,
+    )
 
 
 def _release_verify(args: argparse.Namespace) -> int:
@@ -133,19 +140,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     con = sub.add_parser("consent", help="the consent ledger (subjects.csv)")
     cw = _subcommands(con, "consent_command").add_parser(
-        "withdraw", help="withdraw a subject: mark the ledger, remove them from every output, release, DVC cache and "
-                         "Label Studio; report what cannot be reached")
+        "withdraw",
+        help="withdraw a subject: mark the ledger, remove them from every output, release, DVC cache and "
+        "Label Studio; report what cannot be reached",
+    )
     cw.add_argument("subject", help="the pseudonymous subject id, as in subjects.csv")
     cw.add_argument("--no-label-studio", action="store_true", help="do not contact a Label Studio server")
     cw.set_defaults(func=_consent_withdraw)
 
     rv = _subcommands(sub.choices["release"], "release_command").add_parser(
-        "verify", help="check every checksum and member of a release folder or archive")
+        "verify", help="check every checksum and member of a release folder or archive"
+    )
     rv.add_argument("target")
     rv.set_defaults(func=_release_verify)
 
-    sub.add_parser("build-ext", help="compile the MV-LSTM scan (C++, ~35 s once; `make install` does it) "
-                                     "or say why it cannot").set_defaults(func=_build_ext)
+    sub.add_parser(
+        "build-ext", help="compile the MV-LSTM scan (C++, ~35 s once; `make install` does it) or say why it cannot"
+    ).set_defaults(func=_build_ext)
     dy = sub.add_parser("dvc-yaml", help="print dvc.yaml as generated from pipeline/stages.py")
     mode = dy.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="write it to dvc.yaml")

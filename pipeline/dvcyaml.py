@@ -58,5 +58,12 @@ def drift(root: Path) -> list[str]:
     want = render(root)
     if have == want:
         return []
-    return list(difflib.unified_diff(have.splitlines(), want.splitlines(), "dvc.yaml (committed)",
-                                     "dvc.yaml (from pipeline/stages.py)", lineterm=""))
+    return list(
+        difflib.unified_diff(
+            have.splitlines(),
+            want.splitlines(),
+            "dvc.yaml (committed)",
+            "dvc.yaml (from pipeline/stages.py)",
+            lineterm="",
+        )
+    )

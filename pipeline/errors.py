@@ -12,8 +12,9 @@ from __future__ import annotations
 import errno
 
 # errno values that say the machine, not the data, failed (EFBIG: over the file-size limit, RLIMIT_FSIZE).
-ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EMFILE, errno.ENFILE, errno.ENOMEM,
-                                errno.EFBIG})
+ENVIRONMENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EFBIG}
+)
 
 
 class PipelineError(Exception):
@@ -35,6 +36,10 @@ def environment_fault(exc: BaseException, doing: str) -> EnvironmentFault:
     """One line naming what was being done and what the machine said (`raise environment_fault(e, ...) from e`)."""
     if isinstance(exc, EnvironmentFault):
         return exc
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (type(exc).__name__ + (f": {exc}" if str(exc) else ""))
+    reason = (
+        exc.strerror
+        if isinstance(exc, OSError) and exc.strerror
+        else (type(exc).__name__ + (f": {exc}" if str(exc) else ""))
+    )
     where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
     return EnvironmentFault(f"{doing}: {reason}{where}")

@@ -49,7 +49,8 @@ class Layout:
         here = Path(start or Path.cwd()).resolve()
         for candidate in (here, *here.parents):
             if (candidate / "params.yaml").is_file() and any(
-                    (candidate / marker).exists() for marker in ("pipeline", "dvc.yaml", ".dvc")):
+                (candidate / marker).exists() for marker in ("pipeline", "dvc.yaml", ".dvc")
+            ):
                 return cls(candidate)
         return cls(Path(__file__).resolve().parent.parent)
 
@@ -164,7 +165,7 @@ class Layout:
 
     @property
     def models_provenance(self) -> Path:
-        """What trained the models (torch, threads, MV-LSTM scan): inside the `models` output, train writes no report."""
+        """What trained the models (torch, threads, MV-LSTM scan): inside `models`, as train writes no report."""
         return self.models / "provenance.json"
 
     @property

@@ -52,12 +52,21 @@ class Executor:
 def _lost(done: int, total: int, what: str, stage: str, cause: BaseException) -> EnvironmentFault:
     first = str(cause).strip().splitlines()[0][:160] if str(cause).strip() else ""
     reason = f"{type(cause).__name__}: {first}" if first else type(cause).__name__
-    return EnvironmentFault(f"{what} lost after {done} of {total} items ({reason}); finished items are kept: "
-                            f"rerun `dvc repro {stage}` (or the same command) to do the other {total - done}")
+    return EnvironmentFault(
+        f"{what} lost after {done} of {total} items ({reason}); finished items are kept: "
+        f"rerun `dvc repro {stage}` (or the same command) to do the other {total - done}"
+    )
 
 
-def pmap(fn: Callable[[T], R], items: Sequence[T] | Iterable[T], executor: Executor | int = 1, *,
-         desc: str = "", unit: str = "item", initializer: Callable[[], None] | None = None) -> Iterator[R]:
+def pmap(
+    fn: Callable[[T], R],
+    items: Sequence[T] | Iterable[T],
+    executor: Executor | int = 1,
+    *,
+    desc: str = "",
+    unit: str = "item",
+    initializer: Callable[[], None] | None = None,
+) -> Iterator[R]:
     """`fn(item)` for every item, yielded in the items' order.
 
     Raises `EnvironmentFault` (one line) when a worker hits a fault of the machine or the pool or
@@ -74,8 +83,9 @@ def pmap(fn: Callable[[T], R], items: Sequence[T] | Iterable[T], executor: Execu
     return _local(fn, jobs, ex.workers, desc, unit, initializer)
 
 
-def _serial(fn: Callable[[T], R], jobs: list[T], desc: str, unit: str,
-            initializer: Callable[[], None] | None) -> Iterator[R]:
+def _serial(
+    fn: Callable[[T], R], jobs: list[T], desc: str, unit: str, initializer: Callable[[], None] | None
+) -> Iterator[R]:
     if initializer is not None:
         initializer()
     for job in tqdm(jobs, desc=desc, unit=unit, disable=None):
@@ -104,8 +114,9 @@ def _in_order(futures: list[Future], desc: str, unit: str) -> Iterator[tuple[int
                 nxt += 1
 
 
-def _local(fn: Callable[[T], R], jobs: list[T], workers: int, desc: str, unit: str,
-           initializer: Callable[[], None] | None) -> Iterator[R]:
+def _local(
+    fn: Callable[[T], R], jobs: list[T], workers: int, desc: str, unit: str, initializer: Callable[[], None] | None
+) -> Iterator[R]:
     ctx = mp.get_context(START_METHOD)
     done = 0
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=initializer) as pool:
@@ -137,8 +148,9 @@ def _dask(fn: Callable[[T], R], jobs: list[T], ex: Executor, desc: str, unit: st
         if address:
             client = Client(address, timeout="10s")
         else:
-            cluster = LocalCluster(n_workers=ex.workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, host="127.0.0.1")
+            cluster = LocalCluster(
+                n_workers=ex.workers, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+            )
             client = Client(cluster)
     except (OSError, TimeoutError) as e:
         raise EnvironmentFault(f"cannot reach the Dask scheduler {address or '(local cluster)'}: {e}") from e
@@ -176,5 +188,10 @@ def _quiet_dask() -> None:
 def _is_dask_loss(exc: BaseException) -> bool:
     """A cancelled future, a closed comm or a timeout: the cluster went away, not the item."""
     name = type(exc).__name__
-    return name in {"FutureCancelledError", "CancelledError", "CommClosedError", "TimeoutError", "KilledWorker"} \
-        or isinstance(exc, (OSError, TimeoutError))
+    return name in {
+        "FutureCancelledError",
+        "CancelledError",
+        "CommClosedError",
+        "TimeoutError",
+        "KilledWorker",
+    } or isinstance(exc, (OSError, TimeoutError))

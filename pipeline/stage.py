@@ -98,13 +98,18 @@ def _torch_info() -> dict[str, Any]:
     torch = sys.modules.get("torch")
     if torch is None:
         return {}
-    info: dict[str, Any] = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-                            "onednn": bool(torch.backends.mkldnn.is_available()),
-                            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                            "cuda": bool(torch.cuda.is_available())}
+    info: dict[str, Any] = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "onednn": bool(torch.backends.mkldnn.is_available()),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cuda": bool(torch.cuda.is_available()),
+    }
     scan = sys.modules.get("pipeline.models.mv_scan_native")
     if scan is not None:
-        info["mv_scan"] = scan.implementation() if hasattr(scan, "implementation") else os.environ.get("MVFER_MV_SCAN", "auto")
+        info["mv_scan"] = (
+            scan.implementation() if hasattr(scan, "implementation") else os.environ.get("MVFER_MV_SCAN", "auto")
+        )
     return info
 
 
@@ -117,9 +122,16 @@ def provenance(params: Params | None = None, *sections: str, **extra: Any) -> di
     from pipeline.deps import code_digest
 
     current = _current.get()
-    block: dict[str, Any] = {"mvfer": __version__, "python": platform.python_version(),
-                             "machine": {"cpu": _cpu_model(), "arch": platform.machine(), "cores": os.cpu_count(),
-                                         "system": platform.system()}}
+    block: dict[str, Any] = {
+        "mvfer": __version__,
+        "python": platform.python_version(),
+        "machine": {
+            "cpu": _cpu_model(),
+            "arch": platform.machine(),
+            "cores": os.cpu_count(),
+            "system": platform.system(),
+        },
+    }
     if current is not None:
         module, _ = current
         block["stage_module"] = module
@@ -141,6 +153,8 @@ def provenance(params: Params | None = None, *sections: str, **extra: Any) -> di
     return block
 
 
-def with_provenance(report: dict[str, Any], params: Params | None = None, *sections: str, **extra: Any) -> dict[str, Any]:
+def with_provenance(
+    report: dict[str, Any], params: Params | None = None, *sections: str, **extra: Any
+) -> dict[str, Any]:
     """`report` with its `provenance` block added (a new dict)."""
     return {**report, "provenance": provenance(params, *sections, **extra)}

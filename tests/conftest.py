@@ -13,7 +13,10 @@ from pipeline.params import CaptureParams, Params, Pose, load_params
 TEST_PARAMS = Path(__file__).parent / "params.test.yaml"
 
 # Under CI=true a skipped test fails the run (tests/skip_guard.py).
-pytest_plugins = ["tests.skip_guard", "tests.labelstudio_fixtures"]  # the latter: Label Studio home in a temp folder, server fixtures
+pytest_plugins = [
+    "tests.skip_guard",
+    "tests.labelstudio_fixtures",
+]  # the latter: Label Studio home in a temp folder, server fixtures
 
 
 @pytest.fixture(scope="session")
@@ -32,11 +35,19 @@ def layout(tmp_path: Path) -> Layout:
 def tiny_capture_params(**overrides) -> CaptureParams:
     """A capture small enough for unit tests: 2 subjects, 2 expressions, 2 poses, 2 lights."""
     base = dict(
-        seed=7, n_subjects=2, n_withdrawn=0, n_no_public_release=0,
+        seed=7,
+        n_subjects=2,
+        n_withdrawn=0,
+        n_no_public_release=0,
         expressions=["happiness", "surprise"],
         poses=[Pose(camera="cam_c", yaw=0, pitch=0), Pose(camera="cam_r30", yaw=30, pitch=0)],
-        illuminations=["frontal", "left"], frame_size=96, fps=10.0, n_frames=8,
-        return_to_neutral=False, sessions=1, workers=1,
+        illuminations=["frontal", "left"],
+        frame_size=96,
+        fps=10.0,
+        n_frames=8,
+        return_to_neutral=False,
+        sessions=1,
+        workers=1,
     )
     base.update(overrides)
     return CaptureParams(**base)
@@ -58,4 +69,3 @@ def raw_copy(tiny_raw: Path, tmp_path: Path) -> Path:
     dest = tmp_path / "raw"
     shutil.copytree(tiny_raw, dest)
     return dest
-

@@ -34,9 +34,9 @@ def load_stages(root: Path) -> list[Stage]:
             start = value.index("${")
             end = value.index("}", start)
             node = params
-            for part in value[start + 2:end].split("."):
+            for part in value[start + 2 : end].split("."):
                 node = node[part]
-            value = value[:start] + str(node) + value[end + 1:]
+            value = value[:start] + str(node) + value[end + 1 :]
         return value
 
     def names(entries: list | None) -> tuple[str, ...]:
@@ -103,11 +103,19 @@ def undeclared_reads(root: Path, stage: Stage, opened: set[Path]) -> list[str]:
         if not path.is_relative_to(root) or path == root:
             continue
         rel = path.relative_to(root)
-        if rel.parts[0] in IGNORED_READS or "__pycache__" in rel.parts or rel.parts[0].startswith(".venv") or _scratch(rel):
+        if (
+            rel.parts[0] in IGNORED_READS
+            or "__pycache__" in rel.parts
+            or rel.parts[0].startswith(".venv")
+            or _scratch(rel)
+        ):
             continue
         if rel.parts[0] == PACKAGE and path.is_dir():
             continue  # the import system lists package folders; the modules themselves are checked one by one
-        if not (covered(path, root, stage.deps) or covered(path, root, stage.outs)
-                or any(rel in Path(d).parents for d in stage.outs + stage.deps)):  # a folder on the way to one
+        if not (
+            covered(path, root, stage.deps)
+            or covered(path, root, stage.outs)
+            or any(rel in Path(d).parents for d in stage.outs + stage.deps)
+        ):  # a folder on the way to one
             problems.append(str(rel))
     return problems

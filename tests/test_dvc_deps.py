@@ -48,8 +48,13 @@ def test_no_stage_depends_on_the_cli_or_the_registry_it_does_not_read(stage: Sta
 
 def test_the_closure_follows_imports_inside_functions() -> None:
     files = {f.relative_to(ROOT).as_posix() for f in closure(ROOT, {"pipeline.align.stage"})}
-    assert {"pipeline/align/stage.py", "pipeline/align/detectors/mtcnn.py", "pipeline/stage.py",
-            "pipeline/layout.py", "pipeline/params.py"} <= files
+    assert {
+        "pipeline/align/stage.py",
+        "pipeline/align/detectors/mtcnn.py",
+        "pipeline/stage.py",
+        "pipeline/layout.py",
+        "pipeline/params.py",
+    } <= files
     assert "pipeline/release/build.py" not in files and "pipeline/learn/train.py" not in files
 
 
@@ -61,7 +66,9 @@ def test_a_planted_import_enters_the_generated_deps(tmp_path: Path) -> None:
     assert drift(root) == []
     (root / "pipeline" / "planted_helper.py").write_text("VALUE = 1\n")
     target = root / "pipeline" / "split" / "stage.py"
-    target.write_text(target.read_text() + "\n\ndef _planted():\n    from pipeline.planted_helper import VALUE\n\n    return VALUE\n")
+    target.write_text(
+        target.read_text() + "\n\ndef _planted():\n    from pipeline.planted_helper import VALUE\n\n    return VALUE\n"
+    )
     assert "pipeline/planted_helper.py" in code_deps(root, "pipeline.split.stage")
     assert "pipeline/planted_helper.py" not in code_deps(root, "pipeline.ingest.stage")
     diff = drift(root)

@@ -20,10 +20,15 @@ ROOT = Layout.discover(Path(__file__).parent).root
 pytestmark = pytest.mark.integration
 
 TINY = {
-    "n_subjects": 7, "n_withdrawn": 1, "n_no_public_release": 1,
+    "n_subjects": 7,
+    "n_withdrawn": 1,
+    "n_no_public_release": 1,
     "expressions": ["happiness", "surprise"],
     "poses": [{"camera": "cam_c", "yaw": 0.0, "pitch": 0.0}, {"camera": "cam_r30", "yaw": 30.0, "pitch": 0.0}],
-    "illuminations": ["frontal", "dim"], "frame_size": 96, "n_frames": 8, "workers": 1,
+    "illuminations": ["frontal", "dim"],
+    "frame_size": 96,
+    "n_frames": 8,
+    "workers": 1,
 }
 
 
@@ -41,22 +46,39 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's files (as git would clone them) in a fresh repository with tiny params."""
     dest = tmp_path_factory.mktemp("clone")
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     for f in filter(None, files):
         src = ROOT / f
         if src.is_file():
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / f)
     for stale in ("dvc.lock", "data/raw", "data/interim", "reports"):
-        shutil.rmtree(dest / stale, ignore_errors=True) if (dest / stale).is_dir() else (dest / stale).unlink(missing_ok=True)
+        shutil.rmtree(dest / stale, ignore_errors=True) if (dest / stale).is_dir() else (dest / stale).unlink(
+            missing_ok=True
+        )
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["capture"].update(TINY)
     params["ingest"]["workers"] = 1
     params["align"]["workers"] = 1
-    params["split"].update({"val_subjects": 1, "min_class_takes": 12, "subject_kfold_k": 3, "unseen_mode_folds": 3, "lomo_test_subjects": 2,
-                            "seen_modes": ["yaw+0_pitch+0/frontal", "yaw+0_pitch+0/dim"]})
-    params["features"].update({"epochs": 2, "frames_per_take": 4, "backends": ["cnn_delta"], "seeds": [0], "workers": 1})
+    params["split"].update(
+        {
+            "val_subjects": 1,
+            "min_class_takes": 12,
+            "subject_kfold_k": 3,
+            "unseen_mode_folds": 3,
+            "lomo_test_subjects": 2,
+            "seen_modes": ["yaw+0_pitch+0/frontal", "yaw+0_pitch+0/dim"],
+        }
+    )
+    params["features"].update(
+        {"epochs": 2, "frames_per_take": 4, "backends": ["cnn_delta"], "seeds": [0], "workers": 1}
+    )
     params["train"].update({"variants": ["lstm", "mv_lstm"], "seeds": [0], "epochs": 3, "patience": 2, "workers": 1})
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], dest)
@@ -111,7 +133,11 @@ def test_second_repro_is_a_no_op(clone: Path) -> None:
 def test_a_cli_help_edit_reruns_nothing_and_a_module_edit_only_its_importers(clone: Path) -> None:
     """No stage imports the CLI: editing a help text leaves `dvc status` clean; editing media's encoder
     touches media alone, editing the release's datasheet the release alone."""
-    edits = {"pipeline/cli.py": "media", "pipeline/media/encode.py": "media", "pipeline/release/datasheet.py": "release"}
+    edits = {
+        "pipeline/cli.py": "media",
+        "pipeline/media/encode.py": "media",
+        "pipeline/release/datasheet.py": "release",
+    }
     for rel in edits:
         assert (clone / rel).is_file(), rel
     cli = clone / "pipeline" / "cli.py"
@@ -176,6 +202,7 @@ def test_a_rig_folder_and_one_new_take_through_dvc(clone: Path) -> None:
 
 # ------------------------------------------------------------------ releases (issue: dataset releases)
 
+
 def _release(clone: Path, version: str = "0.1.0") -> Path:
     return clone / "release" / f"mvfer-sim-{version}"
 
@@ -188,7 +215,6 @@ def _sha(p: Path) -> str:
 
 def test_release_croissant_validates_and_loads_with_mlcroissant(clone: Path) -> None:
     import mlcroissant as mlc
-
     import pandas as pd
 
     rel = _release(clone)
@@ -204,8 +230,15 @@ def test_release_croissant_validates_and_loads_with_mlcroissant(clone: Path) -> 
     assert doc["rai:personalSensitiveInformation"] and doc["rai:dataAnnotationPlatform"].startswith("Label Studio")
     assert all(len(f["sha256"]) == 64 for f in doc["distribution"])
     sheet = (rel / "DATASHEET.md").read_text()
-    for section in ("## Motivation", "## Composition", "## Collection process", "## Preprocessing and labelling", "## Uses",
-                    "## Distribution", "## Maintenance"):
+    for section in (
+        "## Motivation",
+        "## Composition",
+        "## Collection process",
+        "## Preprocessing and labelling",
+        "## Uses",
+        "## Distribution",
+        "## Maintenance",
+    ):
         assert section in sheet
     assert f"{len(labels)} takes" in sheet
 
@@ -222,8 +255,13 @@ def test_release_rebuild_is_byte_identical_and_verifies(clone: Path) -> None:
     shutil.copytree(_release(clone), tampered)
     next((tampered / "aligned").iterdir()).write_bytes(b"changed")
     env = {k: v for k, v in os.environ.items() if k != "MVFER_ROOT"}
-    res = subprocess.run([sys.executable, "-m", "pipeline", "release", "verify", str(tampered)], cwd=clone, env=env,
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "pipeline", "release", "verify", str(tampered)],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 1 and "altered: aligned/" in res.stderr
     shutil.rmtree(tampered)
 
@@ -263,8 +301,13 @@ def _git_commit(repo: Path) -> None:
 def _pull_and_verify(clone: Path, dest: Path, remote: str, extra_env: dict | None = None) -> None:
     subprocess.run(["git", "clone", "-q", str(clone), str(dest)], check=True)
     env = {**os.environ, **(extra_env or {})}
-    res = subprocess.run(["dvc", "pull", "-r", remote, "release"], cwd=dest, capture_output=True, text=True, env={
-        **env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"})
+    res = subprocess.run(
+        ["dvc", "pull", "-r", remote, "release"],
+        cwd=dest,
+        capture_output=True,
+        text=True,
+        env={**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"},
+    )
     assert res.returncode == 0, res.stderr
     version = yaml.safe_load((clone / "params.yaml").read_text())["release"]["version"]
     rel = dest / "release" / f"mvfer-sim-{version}"
@@ -283,17 +326,22 @@ def test_publish_to_a_local_remote_and_pull_into_a_fresh_clone(clone: Path, tmp_
 def test_publish_to_s3_on_a_local_moto_server(clone: Path, tmp_path: Path) -> None:
     moto = ROOT / ".venv-s3" / "bin" / "moto_server"
     assert moto.exists(), "moto server not installed: `make test` builds .venv-s3"
-    import dvc_s3  # noqa: F401  (in the lock: a missing plugin is a broken install, not a skip)
     import signal
     import socket
     import time
     import urllib.request
 
+    import dvc_s3  # noqa: F401  (in the lock: a missing plugin is a broken install, not a skip)
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [str(moto), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
     try:
         url = f"http://127.0.0.1:{port}"
@@ -307,8 +355,17 @@ def test_publish_to_s3_on_a_local_moto_server(clone: Path, tmp_path: Path) -> No
         _run(["dvc", "remote", "add", "-f", "s3remote", "s3://mvfer-releases/dvc"], clone)
         _run(["dvc", "remote", "modify", "s3remote", "endpointurl", url], clone)
         _git_commit(clone)
-        res = subprocess.run(["dvc", "push", "-r", "s3remote", "release"], cwd=clone, capture_output=True, text=True,
-                             env={**os.environ, **creds, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"})
+        res = subprocess.run(
+            ["dvc", "push", "-r", "s3remote", "release"],
+            cwd=clone,
+            capture_output=True,
+            text=True,
+            env={
+                **os.environ,
+                **creds,
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            },
+        )
         assert res.returncode == 0, res.stderr
         _pull_and_verify(clone, tmp_path / "fresh_s3", "s3remote", creds)
     finally:

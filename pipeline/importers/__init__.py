@@ -46,7 +46,9 @@ def run_import(
     except KeyError as e:  # a label map the layout reads (`cfg.label_maps[NAME]`) is not in params.yaml
         key = e.args[0] if e.args else None
         if isinstance(key, str) and key not in cfg.label_maps:
-            raise DatasetImportError(f"params.yaml: import.label_maps.{key} is missing (the {layout} layout needs it)") from e
+            raise DatasetImportError(
+                f"params.yaml: import.label_maps.{key} is missing (the {layout} layout needs it)"
+            ) from e
         raise
     lic = cfg.licence
     return write_rig(

@@ -151,16 +151,19 @@ class RawArray:
 def _member_info(name: str) -> zipfile.ZipInfo:
     zi = zipfile.ZipInfo(f"{name}.npy", date_time=NPZ_DATE_TIME)
     zi.compress_type = zipfile.ZIP_DEFLATED
-    zi.create_system = 3              # unix, whatever the writing OS
-    zi.external_attr = 0o644 << 16    # fixed mode bits, not the umask's
+    zi.create_system = 3  # unix, whatever the writing OS
+    zi.external_attr = 0o644 << 16  # fixed mode bits, not the umask's
     return zi
 
 
 def _write_member(zf: zipfile.ZipFile, name: str, value: np.ndarray | RawArray) -> None:
     with zf.open(_member_info(name), "w", force_zip64=True) as w:
         if isinstance(value, RawArray):
-            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(value.dtype)), "fortran_order": False,
-                      "shape": tuple(int(n) for n in value.shape)}
+            header = {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(value.dtype)),
+                "fortran_order": False,
+                "shape": tuple(int(n) for n in value.shape),
+            }
             np.lib.format.write_array_header_1_0(w, header)
             with open(value.path, "rb") as src:
                 shutil.copyfileobj(src, w, _CHUNK)
@@ -213,7 +216,7 @@ def npz_sha256(path: Path) -> str | None:
         return None
     if int.from_bytes(tail[:2], "little") != _COMMENT_LEN or not tail[2:].startswith(_DIGEST_TAG):
         return None
-    digest = tail[2 + len(_DIGEST_TAG):]
+    digest = tail[2 + len(_DIGEST_TAG) :]
     return digest.decode("ascii") if all(c in b"0123456789abcdef" for c in digest) else None
 
 

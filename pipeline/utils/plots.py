@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from pipeline.utils.io import atomic_path  # noqa: E402
 
 
-def save(fig: "plt.Figure", out: Path, dpi: int = 110) -> None:
+def save(fig: plt.Figure, out: Path, dpi: int = 110) -> None:
     """Write a PNG atomically and free the figure."""
     fig.tight_layout()
     with atomic_path(out, suffix=".png") as tmp:

@@ -30,7 +30,9 @@ def test_every_path_follows_the_root(tmp_path: Path) -> None:
     assert lay.tmp.is_relative_to(lay.interim) and not lay.tmp.is_relative_to(lay.aligned)
 
 
-def test_discover_prefers_the_environment_then_the_nearest_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_discover_prefers_the_environment_then_the_nearest_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "params.yaml").write_text("{}")
     (tmp_path / "pipeline").mkdir()
     (tmp_path / "sub" / "deeper").mkdir(parents=True)
@@ -94,10 +96,9 @@ def test_fault_classes() -> None:
 
 def test_an_atomic_write_that_fails_is_an_environment_fault_and_leaves_nothing(tmp_path: Path) -> None:
     dest = tmp_path / "out" / "report.json"
-    with pytest.raises(EnvironmentFault, match="cannot write"):
-        with io.atomic_path(dest) as tmp:
-            tmp.write_text("half")
-            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(EnvironmentFault, match="cannot write"), io.atomic_path(dest) as tmp:
+        tmp.write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
     assert not dest.exists() and list(dest.parent.iterdir()) == []
 
 
@@ -115,8 +116,9 @@ def _disk_full(layout: Layout, params: Params) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
 
 
-def test_invoke_maps_the_two_fault_classes_to_exit_codes(layout: Layout, params: Params,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_invoke_maps_the_two_fault_classes_to_exit_codes(
+    layout: Layout, params: Params, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.ERROR)
     assert invoke(_ok, layout, params) == 0
     assert invoke(_bad_input, layout, params) == EXIT_INPUT

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.params import Params
-
 from pipeline.importers.pattern import TemplateError, compile_template, scan
 from pipeline.modes import mode_id, mode_of
+from pipeline.params import Params
 
 EXPR = ["anger", "happiness", "sadness"]
 
