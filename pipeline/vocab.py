@@ -15,8 +15,8 @@ TAKE_STATUSES: Final = (ACCEPTED, QUARANTINED)
 
 # --- per-take verdicts of later stages -----------------------------------------------------------
 ALIGN_OK: Final = "ok"
-FLAGGED: Final = "flagged"          # align: the take was aligned but has quality problems
-REANNOTATE: Final = "reannotate"    # qa: the label is not trusted, the take goes back to annotators
+FLAGGED: Final = "flagged"  # align: the take was aligned but has quality problems
+REANNOTATE: Final = "reannotate"  # qa: the label is not trusted, the take goes back to annotators
 LABEL_STATUSES: Final = (ACCEPTED, REANNOTATE)
 
 # --- split names -----------------------------------------------------------------------------------
@@ -45,4 +45,4 @@ SOURCE_COLUMN: Final = "source"
 SOURCE_SIMULATOR: Final = "simulator"
 SOURCE_RIG: Final = "rig"
 SOURCES: Final = (SOURCE_SIMULATOR, SOURCE_RIG)
-SIMULATOR_MARKER: Final = "SIMULATED"   # file the capture simulator writes in its raw folder
+SIMULATOR_MARKER: Final = "SIMULATED"  # file the capture simulator writes in its raw folder

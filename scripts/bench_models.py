@@ -12,6 +12,7 @@ asserts nothing. Ratios are against nn.LSTM timed in the same run, seconds befor
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import tempfile
@@ -48,18 +49,26 @@ def main() -> None:
     ap.add_argument("--train", action="store_true", help="also time the default train stage (retrains every model)")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--cpu-time", action="store_true",
-                    help="time with the process CPU clock (with --threads 1: robust on a shared, busy machine)")
+    ap.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time with the process CPU clock (with --threads 1: robust on a shared, busy machine)",
+    )
     args = ap.parse_args()
     clock = time.process_time if args.cpu_time else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     on_scan("native")  # an error, not a silent fallback, when the compiled scan cannot be built
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, {'CPU' if args.cpu_time else 'wall'} time; "
-          f"compiled scan {'with direct BLAS' if mv_scan_native.native().direct_blas() else 'on ATen GEMMs'}")
-    print(f"{'B':>4} {'T':>4} {'D':>4} {'H':>4} {'nn.LSTM ms':>11} {'MV-LSTM ms':>11} {'ratio':>6} "
-          f"{'MV-att ms':>10} {'ratio':>6} {'Python-scan MV ms':>18} {'ratio':>6}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, "
+        f"{'CPU' if args.cpu_time else 'wall'} time; "
+        f"compiled scan {'with direct BLAS' if mv_scan_native.native().direct_blas() else 'on ATen GEMMs'}"
+    )
+    print(
+        f"{'B':>4} {'T':>4} {'D':>4} {'H':>4} {'nn.LSTM ms':>11} {'MV-LSTM ms':>11} {'ratio':>6} "
+        f"{'MV-att ms':>10} {'ratio':>6} {'Python-scan MV ms':>18} {'ratio':>6}"
+    )
     for B, T, D, H in ((32, 16, 64, 64), (32, 16, 128, 128), (64, 32, 256, 256)):
         x = torch.randn(B, T, D, requires_grad=True)
         on_scan("native")
@@ -69,19 +78,35 @@ def main() -> None:
         on_scan("python")
         d = time_fwd_bwd(MVLSTM(D, H), x, args.repeats, clock)
         on_scan("native")
-        print(f"{B:>4} {T:>4} {D:>4} {H:>4} {1000 * a:>11.2f} {1000 * b:>11.2f} {b / a:>6.2f} "
-              f"{1000 * c:>10.2f} {c / a:>6.2f} {1000 * d:>18.2f} {d / a:>6.2f}")
+        print(
+            f"{B:>4} {T:>4} {D:>4} {H:>4} {1000 * a:>11.2f} {1000 * b:>11.2f} {b / a:>6.2f} "
+            f"{1000 * c:>10.2f} {c / a:>6.2f} {1000 * d:>18.2f} {d / a:>6.2f}"
+        )
     if args.train:
-        from pipeline.learn.train import run
-        from pipeline.params import params
+        bench_train()
 
-        logging.basicConfig(level="WARNING")
-        p = params()
-        with tempfile.TemporaryDirectory() as tmp:
-            t = time.perf_counter()
-            run(p.train, p.features, models_root=Path(tmp) / "models", history_path=Path(tmp) / "curves.csv")
-            n = len(p.features.backends) * len(p.train.variants) * len(p.train.seeds) * p.split.unseen_mode_folds
-            print(f"default train stage: {n} models in {time.perf_counter() - t:.1f} s")
+
+def bench_train() -> None:
+    """The default train stage on this checkout's splits and features, writing its models into a temporary project."""
+    from pipeline.layout import Layout
+    from pipeline.learn.train import run
+    from pipeline.params import load_params
+
+    logging.basicConfig(level="WARNING")
+    here = Layout.discover()
+    p = load_params(here.params_file)
+    with tempfile.TemporaryDirectory() as tmp:
+        lay = Layout(Path(tmp))
+        lay.processed.mkdir(parents=True)
+        for name in ("splits", "features"):  # inputs linked, outputs (models, learning curves) in the temporary project
+            getattr(lay, name).symlink_to(getattr(here, name), target_is_directory=True)
+        t = time.perf_counter()
+        run(lay, p)
+        n = len(p.features.backends) * len(p.train.variants) * len(p.train.seeds) * p.split.unseen_mode_folds
+        print(
+            f"default train stage: {n} models in {time.perf_counter() - t:.1f} s "
+            f"(MV-LSTM scan: {json.loads(lay.models_provenance.read_text())['provenance']['mv_scan']})"
+        )
 
 
 if __name__ == "__main__":

@@ -1,16 +1,30 @@
-"""Shared helpers of the learning stages: device, seeding, split files, feature files."""
+"""Shared helpers of the learning stages: device, seeding, split files, feature files.
+
+Readers raise a one-line `PipelineError` naming the file (and field) for a missing or damaged input,
+and let a fault of the machine (memory, an unreadable disk) through as one (see pipeline/errors.py).
+"""
 
 from __future__ import annotations
 
 import json
 import random
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 import torch
 
-from pipeline import paths
+from pipeline.errors import PipelineError, environment_fault, is_environment_fault
+
+T = TypeVar("T")
+
+
+class LearnInputError(PipelineError, ValueError):
+    """A split, feature or checkpoint file that is missing or damaged: rerun the stage that writes it."""
 
 
 def device() -> torch.device:
@@ -26,27 +40,79 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def load_split(protocol: str, split_dir: Path = paths.SPLITS) -> dict:
+def missing_field(e: KeyError) -> str:
+    """The key of a KeyError (np.load's says "<name> is not a file in the archive")."""
+    return str(e.args[0]).split(" is not a file in the archive")[0] if e.args else "?"
+
+
+@contextmanager
+def reading(path: Path, what: str) -> Iterator[None]:
+    """Turn a failure to read `path` into a one-line input error (machine faults stay machine faults)."""
+    try:
+        yield
+    except PipelineError:
+        raise
+    except KeyError as e:
+        raise LearnInputError(f"{path}: {what} has no field {missing_field(e)!r}") from e
+    except Exception as e:
+        if is_environment_fault(e):
+            raise environment_fault(e, f"reading {path}") from e
+        if isinstance(e, FileNotFoundError):
+            raise LearnInputError(f"{path}: no such file ({what})") from e
+        if isinstance(e, (OSError, ValueError, EOFError, zipfile.BadZipFile, RuntimeError, pd.errors.ParserError)):
+            reason = " ".join(ln.strip() for ln in str(e).splitlines()[:2])[:300] or type(e).__name__
+            raise LearnInputError(f"{path}: cannot read {what} ({reason})") from e
+        raise
+
+
+def read(path: Path, what: str, loader: Callable[[Path], T]) -> T:
+    """`loader(path)` under `reading`."""
+    with reading(path, what):
+        return loader(path)
+
+
+def load_split(protocol: str, split_dir: Path) -> dict[str, Any]:
+    """A protocol's split file (`features.protocol` names it)."""
     path = split_dir / f"{protocol}.json"
     if not path.exists():
         known = sorted(p.stem for p in split_dir.glob("*.json"))
-        raise FileNotFoundError(f"{path}: no such protocol; known: {', '.join(known) or 'none (run the split stage)'}")
-    return json.loads(path.read_text())
+        raise LearnInputError(
+            f"{path}: no such protocol (features.protocol: {protocol!r}); "
+            f"known: {', '.join(known) or 'none (run the split stage)'}"
+        )
+    split: dict[str, Any] = read(path, "split file", lambda p: json.loads(p.read_text()))
+    for field in ("classes", "folds"):
+        if field not in split:
+            raise LearnInputError(f"{path}: split file has no field {field!r}")
+    return split
 
 
-def load_takes(split_dir: Path = paths.SPLITS) -> pd.DataFrame:
-    return pd.read_parquet(split_dir / "takes.parquet").set_index("take_id")
+def load_takes(split_dir: Path) -> pd.DataFrame:
+    path = split_dir / "takes.parquet"
+    takes = read(path, "take table", pd.read_parquet)
+    for field in ("take_id", "label", "mode", "subject_id"):
+        if field not in takes:
+            raise LearnInputError(f"{path}: take table has no field {field!r}")
+    return takes.set_index("take_id")
 
 
-def feature_file(protocol: str, backend: str, seed: int, fold: int, root: Path = paths.FEATURES) -> Path:
+FEATURE_FIELDS = ("take_ids", "offsets", "valid", "lengths", "labels", "modes", "subjects", "features")
+
+
+def feature_file(protocol: str, backend: str, seed: int, fold: int, root: Path) -> Path:
     """Features of one backend x extractor seed x fold."""
     return root / protocol / backend / f"seed{seed}" / f"fold{fold}.npz"
 
 
-def load_features(protocol: str, backend: str, seed: int, fold: int, root: Path = paths.FEATURES) -> dict[str, np.ndarray]:
+def load_features(protocol: str, backend: str, seed: int, fold: int, root: Path) -> dict[str, np.ndarray]:
     """A feature file's arrays; ragged: `features` (frames, D) with `offsets` (takes + 1)."""
-    with np.load(feature_file(protocol, backend, seed, fold, root)) as z:
-        return {k: z[k] for k in z.files}
+    path = feature_file(protocol, backend, seed, fold, root)
+    with reading(path, "feature file"), np.load(path) as z:
+        data = {k: z[k] for k in z.files}
+    missing = [f for f in FEATURE_FIELDS if f not in data]
+    if missing:
+        raise LearnInputError(f"{path}: feature file has no field {missing[0]!r} (rerun the features stage)")
+    return data
 
 
 def feature_seed(seed: int, seeds: list[int], feature_seeds: list[int]) -> int:

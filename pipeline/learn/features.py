@@ -10,21 +10,23 @@ missing frame concatenated, with offsets), never padded to the longest take.
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import time
 import zipfile
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
-from pipeline import paths, vocab
-from pipeline.learn.backends import TrainingFrames, make_backend
-from pipeline.learn.common import feature_file, load_split, load_takes
-from pipeline.params import FeaturesParams
+from pipeline import vocab
+from pipeline.layout import Layout
+from pipeline.learn.backends import BACKENDS, PARAMS_KEY, TrainingFrames, make_backend
+from pipeline.learn.common import feature_file, load_split, load_takes, reading
+from pipeline.parallel import Executor, pmap
+from pipeline.params import FeaturesParams, Params
+from pipeline.stage import main, with_provenance
 from pipeline.utils import io
 from pipeline.utils.log import setup_logging
 
@@ -44,7 +46,7 @@ class Take:
 
 def read_take(path: Path, size: int) -> Take:
     """Frames resized to `size`, channel first; the reference is the first found frame (zeros if none)."""
-    with np.load(path) as z:
+    with reading(path, "aligned take"), np.load(path) as z:
         frames, valid = z["frames"], z["valid"].astype(bool)
     small = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames]).transpose(0, 3, 1, 2)
     found = np.flatnonzero(valid)
@@ -67,7 +69,9 @@ def training_frames(aligned: Path, take_ids: list[str], labels: list[int], size:
     return TrainingFrames(np.concatenate(xs), np.concatenate(rs), np.concatenate(ys))
 
 
-def standardise(feats: np.ndarray, valid: np.ndarray, train_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def standardise(
+    feats: np.ndarray, valid: np.ndarray, train_rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scale every frame by the mean and std of the training takes' found frames; missing frames are 0."""
     ref = feats[train_rows & valid]
     mean = ref.mean(axis=0) if len(ref) else np.zeros(feats.shape[1], np.float32)
@@ -102,6 +106,9 @@ def save_npz(dest: Path, arrays: dict[str, np.ndarray]) -> None:
             zf.writestr(info, buf.getvalue())
 
 
+Saver = Callable[[Path, dict[str, np.ndarray]], None]
+
+
 @dataclass(frozen=True)
 class Job:
     """One feature extractor: a backend and seed fitted on one fold's training takes, then every take encoded."""
@@ -115,18 +122,30 @@ class Job:
     aligned: Path
     out: Path
     meta: dict[str, dict[str, str]]  # take_id -> mode, subject_id
+    save: Saver = save_npz  # a module-level function (the job goes to a spawned worker)
 
 
-def run_job(job: Job) -> dict:
+def run_job(job: Job) -> dict[str, Any]:
     """Fit, encode (streaming takes), standardise with training statistics, write the ragged .npz."""
     import torch
 
     torch.set_num_threads(1)
     p, fold = job.params, job.fold
     t0 = time.perf_counter()
-    train = training_frames(job.aligned, fold["train"], [job.labels[t] for t in fold["train"]], p.input_size, p.frames_per_take)
-    val = training_frames(job.aligned, fold["val"], [job.labels[t] for t in fold["val"]], p.input_size, p.frames_per_take)
-    backend = make_backend(job.backend, input_size=p.input_size, feature_dim=p.feature_dim, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr)
+    train = training_frames(
+        job.aligned, fold["train"], [job.labels[t] for t in fold["train"]], p.input_size, p.frames_per_take
+    )
+    val = training_frames(
+        job.aligned, fold["val"], [job.labels[t] for t in fold["val"]], p.input_size, p.frames_per_take
+    )
+    backend = make_backend(
+        job.backend,
+        input_size=p.input_size,
+        feature_dim=p.feature_dim,
+        epochs=p.epochs,
+        batch_size=p.batch_size,
+        lr=p.lr,
+    )
     info = backend.fit(train, val, job.n_classes, job.seed + 1000 * fold["fold"])
     fit_s = time.perf_counter() - t0
     del train, val
@@ -143,33 +162,115 @@ def run_job(job: Job) -> dict:
     for t in fold["train"]:
         in_train[offs[pos[t]] : offs[pos[t] + 1]] = True
     x, mean, std = standardise(np.concatenate(parts), valid_all, in_train)
-    save_npz(job.out, {"take_ids": np.array(ids), "offsets": offs, "valid": valid_all, "lengths": lengths_of(valid_all, offs),
-                       "labels": np.array([job.labels[t] for t in ids], np.int64),
-                       "modes": np.array([job.meta[t]["mode"] for t in ids]), "subjects": np.array([job.meta[t]["subject_id"] for t in ids]),
-                       "features": x, "train_mean": mean, "train_std": std})
-    log.info("features fold %d %s seed %d: %s(fit %.1f s, all %.1f s)", fold["fold"], job.backend, job.seed,
-             f"val frame accuracy {info['val_frame_acc']:.3f} " if "val_frame_acc" in info else "", fit_s, time.perf_counter() - t0)
-    return {"fold": fold["fold"], "backend": job.backend, "seed": job.seed, "takes_encoded": len(ids), "frames_encoded": int(offs[-1]),
-            "train_takes": len(fold["train"]), "fit_seconds": round(fit_s, 1), "seconds": round(time.perf_counter() - t0, 1), **info}
+    job.save(
+        job.out,
+        {
+            "take_ids": np.array(ids),
+            "offsets": offs,
+            "valid": valid_all,
+            "lengths": lengths_of(valid_all, offs),
+            "labels": np.array([job.labels[t] for t in ids], np.int64),
+            "modes": np.array([job.meta[t]["mode"] for t in ids]),
+            "subjects": np.array([job.meta[t]["subject_id"] for t in ids]),
+            "features": x,
+            "train_mean": mean,
+            "train_std": std,
+        },
+    )
+    log.info(
+        "features fold %d %s seed %d: %s(fit %.1f s, all %.1f s)",
+        fold["fold"],
+        job.backend,
+        job.seed,
+        f"val frame accuracy {info['val_frame_acc']:.3f} " if "val_frame_acc" in info else "",
+        fit_s,
+        time.perf_counter() - t0,
+    )
+    return {
+        "fold": fold["fold"],
+        "backend": job.backend,
+        "seed": job.seed,
+        "takes_encoded": len(ids),
+        "frames_encoded": int(offs[-1]),
+        "train_takes": len(fold["train"]),
+        "fit_seconds": round(fit_s, 1),
+        "seconds": round(time.perf_counter() - t0, 1),
+        **info,
+    }
 
 
-def run(p: FeaturesParams, split_dir: Path = paths.SPLITS, aligned: Path = paths.ALIGNED,
-        out_root: Path = paths.FEATURES, report_path: Path = paths.FEATURES_REPORT) -> dict:
-    split, takes = load_split(p.protocol, split_dir), load_takes(split_dir)
+def plan(
+    p: FeaturesParams, split: dict[str, Any], takes: Any, aligned: Path, out_root: Path, save: Saver = save_npz
+) -> list[Job]:
+    """One job per fold x backend x seed (this order), writing under `out_root`."""
     classes = split["classes"]
     cls = {c: i for i, c in enumerate(classes)}
     labels = {t: cls[c] for t, c in takes["label"].items() if c in cls}
-    meta = {t: {"mode": str(r["mode"]), "subject_id": str(r["subject_id"])} for t, r in takes[["mode", "subject_id"]].iterrows()}
+    meta = {
+        t: {"mode": str(r["mode"]), "subject_id": str(r["subject_id"])}
+        for t, r in takes[["mode", "subject_id"]].iterrows()
+    }
+    return [
+        Job(
+            p,
+            b,
+            s,
+            fold,
+            labels,
+            len(classes),
+            aligned,
+            feature_file(p.protocol, b, s, fold["fold"], out_root),
+            meta,
+            save,
+        )
+        for fold in split["folds"]
+        for b in p.backends
+        for s in p.seeds
+    ]
+
+
+def extract(jobs: list[Job], workers: int) -> list[dict[str, Any]]:
+    """Every job, in `workers` spawned processes (1: in this one); results in job order."""
+    return list(
+        pmap(run_job, jobs, Executor("local", workers), desc="features", unit="extractor", initializer=setup_logging)
+    )
+
+
+def run(layout: Layout, params: Params, *, save: Saver = save_npz) -> None:
+    """Stage `features`: splits and aligned takes in, data/processed/features and reports/features.json out.
+
+    `save` writes one feature file (tests inject a failing one to see a full disk stop the stage).
+    """
+    p = params.features
+    BACKENDS.check(p.backends, PARAMS_KEY)
+    split, takes = load_split(p.protocol, layout.splits), load_takes(layout.splits)
     t0 = time.perf_counter()
-    with io.atomic_dir(out_root) as tmp_root:
-        jobs = [Job(p, b, s, fold, labels, len(classes), aligned, feature_file(p.protocol, b, s, fold["fold"], tmp_root), meta)
-                for fold in split["folds"] for b in p.backends for s in p.seeds]
-        if p.workers == 1:
-            results = [run_job(j) for j in tqdm(jobs, desc="features", unit="extractor")]
-        else:
-            with ProcessPoolExecutor(p.workers, mp_context=mp.get_context("spawn"), initializer=setup_logging) as pool:
-                results = list(tqdm(pool.map(run_job, jobs), total=len(jobs), desc="features", unit="extractor"))
-    report = {"protocol": p.protocol, "classes": classes, "backends": list(p.backends), "seeds": list(p.seeds),
-              "seconds": round(time.perf_counter() - t0, 1), "extractors": results}
-    io.write_json(report_path, report)
-    return report
+    with io.atomic_dir(layout.features) as tmp_root:
+        results = extract(plan(p, split, takes, layout.aligned, tmp_root, save), p.workers)
+    report = {
+        "protocol": p.protocol,
+        "classes": split["classes"],
+        "backends": list(p.backends),
+        "seeds": list(p.seeds),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "extractors": results,
+    }
+    # each extractor ran on one thread (run_job); no sequence model runs here
+    io.write_json(
+        layout.features_report,
+        with_provenance(
+            report,
+            params,
+            "features",
+            threads=1,
+            workers=p.workers,
+            mv_scan="not used (no sequence model in this stage)",
+        ),
+    )
+
+
+if __name__ == "__main__":
+    # the shell of the module by its name, so that workers unpickle its jobs from it (not from __main__)
+    from pipeline.learn.features import run
+
+    raise SystemExit(main(run))

@@ -10,33 +10,37 @@ processes with one thread each; a fit's result does not depend on how many run b
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from pipeline import paths
+from pipeline.layout import Layout
 from pipeline.learn.common import device, feature_seed, load_features, load_split, seed_everything
-from pipeline.models import make_model
-from pipeline.params import FeaturesParams, TrainParams
+from pipeline.models import mv_scan_native
+from pipeline.models.registry import PARAMS_KEY, VARIANTS, make_model, modes_needed
+from pipeline.parallel import Executor, pmap
+from pipeline.params import FeaturesParams, Params, TrainParams
+from pipeline.stage import main, with_provenance
 from pipeline.utils import io
 from pipeline.utils.log import setup_logging
 
 log = logging.getLogger(__name__)
 
 
-def checkpoint_path(protocol: str, backend: str, variant: str, fold: int, seed: int, root: Path = paths.MODELS) -> Path:
+def checkpoint_path(protocol: str, backend: str, variant: str, fold: int, seed: int, root: Path) -> Path:
     return root / protocol / backend / variant / f"fold{fold}_seed{seed}.pt"
 
 
-def take_tensors(data: dict[str, np.ndarray], ids: list[str], dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def take_tensors(
+    data: dict[str, np.ndarray], ids: list[str], dev: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(B, T, D) features padded to the longest of `ids` only, lengths, labels, from the ragged file."""
     index = {t: i for i, t in enumerate(data["take_ids"])}
     rows = np.array([index[t] for t in ids], dtype=np.int64)
@@ -46,8 +50,11 @@ def take_tensors(data: dict[str, np.ndarray], ids: list[str], dev: torch.device)
     for j, (r, n) in enumerate(zip(rows, lengths)):
         seq = feats[offs[r] : offs[r + 1]][:n]
         x[j, : len(seq)] = seq
-    return (torch.as_tensor(x, device=dev), torch.as_tensor(lengths, dtype=torch.long),
-            torch.as_tensor(data["labels"][rows], dtype=torch.long, device=dev))
+    return (
+        torch.as_tensor(x, device=dev),
+        torch.as_tensor(lengths, dtype=torch.long),
+        torch.as_tensor(data["labels"][rows], dtype=torch.long, device=dev),
+    )
 
 
 @torch.inference_mode()
@@ -59,7 +66,9 @@ def predict(model: torch.nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> t
     return pred.cpu().numpy(), conf.cpu().numpy()
 
 
-def fit(variant: str, data: dict[str, np.ndarray], fold: dict, p: TrainParams, seed: int, n_classes: int) -> tuple[dict, list[dict], int]:
+def fit(
+    variant: str, data: dict[str, np.ndarray], fold: dict, p: TrainParams, seed: int, n_classes: int
+) -> tuple[dict, list[dict], int]:
     """Train one model; returns (best state dict, learning curve, best epoch)."""
     dev = device()
     gen = seed_everything(seed)
@@ -69,9 +78,15 @@ def fit(variant: str, data: dict[str, np.ndarray], fold: dict, p: TrainParams, s
     train_modes = [str(data["modes"][index[t]]) for t in fold["train"]]
     mode_names = sorted(set(train_modes))
     m = torch.as_tensor([mode_names.index(s) for s in train_modes], dtype=torch.long, device=dev)
-    model = make_model(variant, input_size=x.shape[-1], hidden=p.hidden, n_classes=n_classes,
-                       n_modes=len(mode_names) if variant == "mv_lstm_sup" else 0,
-                       dropout=p.dropout, adversarial_weight=p.adversarial_weight).to(dev)
+    model = make_model(
+        variant,
+        input_size=x.shape[-1],
+        hidden=p.hidden,
+        n_classes=n_classes,
+        n_modes=modes_needed(variant, mode_names),
+        dropout=p.dropout,
+        adversarial_weight=p.adversarial_weight,
+    ).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     best, best_acc, best_loss, best_epoch, waited = None, -1.0, float("inf"), -1, 0
     history = []
@@ -84,7 +99,11 @@ def fit(variant: str, data: dict[str, np.ndarray], fold: dict, p: TrainParams, s
             out = model(x[b], lengths[b])
             loss = F.cross_entropy(out["logits"], y[b])
             if "mode_logits" in out:
-                loss = loss + p.mode_loss_weight * F.cross_entropy(out["mode_logits"], m[b]) + F.cross_entropy(out["adv_logits"], m[b])
+                loss = (
+                    loss
+                    + p.mode_loss_weight * F.cross_entropy(out["mode_logits"], m[b])
+                    + F.cross_entropy(out["adv_logits"], m[b])
+                )
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -103,8 +122,28 @@ def fit(variant: str, data: dict[str, np.ndarray], fold: dict, p: TrainParams, s
             waited += 1
             if waited >= p.patience:
                 break
-    return {"state_dict": best, "variant": variant, "n_classes": n_classes, "mode_names": mode_names,
-            "input_size": int(x.shape[-1]), "best_epoch": best_epoch, "val_acc": best_acc}, history, best_epoch
+    return (
+        {
+            "state_dict": best,
+            "variant": variant,
+            "n_classes": n_classes,
+            "mode_names": mode_names,
+            "input_size": int(x.shape[-1]),
+            "best_epoch": best_epoch,
+            "val_acc": best_acc,
+        },
+        history,
+        best_epoch,
+    )
+
+
+Saver = Callable[[dict[str, Any], Path], None]
+
+
+def save_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
+    """torch.save into the stage's temporary models folder (swapped in whole at the end)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, path)
 
 
 @dataclass(frozen=True)
@@ -115,11 +154,13 @@ class Job:
     backend: str
     feature_seed: int
     variant: str
-    fold: dict
+    fold: dict[str, Any]
     seed: int
     n_classes: int
     features_root: Path
     checkpoint: Path
+    params: TrainParams
+    save: Saver = save_checkpoint  # a module-level function (the job goes to a spawned worker)
 
 
 def _worker_init() -> None:
@@ -128,40 +169,98 @@ def _worker_init() -> None:
     setup_logging()
 
 
-def run_job(job: Job, p: TrainParams) -> list[dict]:
-    """Fit, save the checkpoint, return the learning curve rows (runs in a worker)."""
+def run_job(job: Job) -> tuple[list[dict[str, Any]], frozenset[str]]:
+    """Fit, save the checkpoint; the learning curve rows and the MV-LSTM scans this process ran (runs in a worker)."""
     torch.set_num_threads(1)
     data = load_features(job.protocol, job.backend, job.feature_seed, job.fold["fold"], job.features_root)
-    ckpt, history, _ = fit(job.variant, data, job.fold, p, job.seed, job.n_classes)
+    ckpt, history, _ = fit(job.variant, data, job.fold, job.params, job.seed, job.n_classes)
     ckpt.update(backend=job.backend, feature_seed=job.feature_seed)
-    job.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(ckpt, job.checkpoint)  # inside the stage's temporary models folder, swapped in whole
-    return [{"backend": job.backend, "variant": job.variant, "fold": job.fold["fold"], "seed": job.seed, **h} for h in history]
+    job.save(ckpt, job.checkpoint)
+    rows = [
+        {"backend": job.backend, "variant": job.variant, "fold": job.fold["fold"], "seed": job.seed, **h}
+        for h in history
+    ]
+    return rows, mv_scan_native.used()
 
 
-def jobs_for(p: TrainParams, fp: FeaturesParams, split: dict, features_root: Path, models_root: Path) -> list[Job]:
+def jobs_for(
+    p: TrainParams,
+    fp: FeaturesParams,
+    split: dict[str, Any],
+    features_root: Path,
+    models_root: Path,
+    save: Saver = save_checkpoint,
+) -> list[Job]:
+    """Every backend x variant x fold x seed (this order)."""
     n_classes = len(split["classes"])
-    return [Job(fp.protocol, b, feature_seed(s, p.seeds, fp.seeds), v, fold, s, n_classes, features_root,
-                checkpoint_path(fp.protocol, b, v, fold["fold"], s, models_root))
-            for b in fp.backends for v in p.variants for fold in split["folds"] for s in p.seeds]
+    return [
+        Job(
+            fp.protocol,
+            b,
+            feature_seed(s, p.seeds, fp.seeds),
+            v,
+            fold,
+            s,
+            n_classes,
+            features_root,
+            checkpoint_path(fp.protocol, b, v, fold["fold"], s, models_root),
+            p,
+            save,
+        )
+        for b in fp.backends
+        for v in p.variants
+        for fold in split["folds"]
+        for s in p.seeds
+    ]
 
 
-def run(p: TrainParams, fp: FeaturesParams, split_dir: Path = paths.SPLITS, features_root: Path = paths.FEATURES,
-        models_root: Path = paths.MODELS, history_path: Path = paths.PLOTS / "learning_curves.csv") -> pd.DataFrame:
-    split = load_split(fp.protocol, split_dir)
+def train_all(jobs: list[Job], workers: int) -> tuple[pd.DataFrame, frozenset[str]]:
+    """Every fit, in `workers` spawned processes (1: here, this process's thread count restored after):
+    the learning curves in job order and the MV-LSTM scans that ran."""
+    threads = torch.get_num_threads()
+    try:
+        results = list(
+            pmap(run_job, jobs, Executor("local", workers), desc="train", unit="model", initializer=_worker_init)
+        )
+    finally:
+        torch.set_num_threads(threads)
+    curves = pd.DataFrame([row for rows, _ in results for row in rows])
+    return curves, frozenset().union(*(scans for _, scans in results))
+
+
+def run(layout: Layout, params: Params, *, save: Saver = save_checkpoint) -> None:
+    """Stage `train`: splits and features in; models/ (with models/provenance.json) and the learning curves out.
+
+    `save` writes one checkpoint (tests inject a failing one to see a full disk stop the stage).
+    """
+    p, fp = params.train, params.features
+    VARIANTS.check(p.variants, PARAMS_KEY)
+    split = load_split(fp.protocol, layout.splits)
     t0 = time.perf_counter()
-    with io.atomic_dir(models_root) as tmp_root:
-        jobs = jobs_for(p, fp, split, features_root, tmp_root)
-        if p.workers == 1:
-            threads = torch.get_num_threads()
-            try:
-                results = [run_job(j, p) for j in tqdm(jobs, desc="train", unit="model")]
-            finally:
-                torch.set_num_threads(threads)
-        else:
-            with ProcessPoolExecutor(p.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
-                results = list(tqdm(pool.map(run_job, jobs, [p] * len(jobs)), total=len(jobs), desc="train", unit="model"))
-    curves = pd.DataFrame([row for rows in results for row in rows])
-    io.write_csv(history_path, curves)
+    with io.atomic_dir(layout.models) as tmp_root:
+        jobs = jobs_for(p, fp, split, layout.features, tmp_root, save)
+        curves, scans = train_all(jobs, p.workers)
+        # train writes no report: what trained the models goes with them (a plot CSV must stay a plain table)
+        io.write_json(
+            tmp_root / layout.models_provenance.relative_to(layout.models),
+            with_provenance(
+                {"models": len(jobs)},
+                params,
+                "features.protocol",
+                "features.backends",
+                "features.seeds",
+                "train",
+                threads=1,
+                workers=p.workers,
+                mv_scan=mv_scan_native.describe(scans),
+            ),
+        )
+    io.write_csv(layout.learning_curves, curves)
     log.info("trained %d models in %.1f s with %d worker(s)", len(jobs), time.perf_counter() - t0, p.workers)
-    return curves
+
+
+if __name__ == "__main__":
+    # the shell of the module by its name, so that workers unpickle its jobs from it (not from __main__)
+    from pipeline.learn.train import run
+
+    raise SystemExit(main(run))

@@ -57,8 +57,9 @@ def min_detectable_difference(sd: float, n: int, alpha: float = 0.05, power: flo
     return float(optimize.brentq(lambda d: paired_power(d, sd, n, alpha) - power, 0.0, upper, xtol=1e-10))
 
 
-def subject_bootstrap(diff_per_take: np.ndarray, subjects: Sequence[str], n_boot: int = 2000, seed: int = 0,
-                      alpha: float = 0.05) -> dict:
+def subject_bootstrap(
+    diff_per_take: np.ndarray, subjects: Sequence[str], n_boot: int = 2000, seed: int = 0, alpha: float = 0.05
+) -> dict:
     """Interval and two-sided p-value of the mean per-take difference, redrawing test subjects."""
     names, inverse = np.unique(np.asarray(subjects, dtype=str), return_inverse=True)
     sums = np.bincount(inverse, weights=diff_per_take, minlength=len(names))
@@ -71,8 +72,9 @@ def subject_bootstrap(diff_per_take: np.ndarray, subjects: Sequence[str], n_boot
     return {"ci": [float(lo), float(hi)], "p_value": float(p), "n_subjects": int(len(names))}
 
 
-def _pairs(correct_base: Mapping[Hashable, np.ndarray], correct_cand: Mapping[Hashable, np.ndarray],
-           n_takes: int) -> tuple[list[Hashable], np.ndarray, np.ndarray]:
+def _pairs(
+    correct_base: Mapping[Hashable, np.ndarray], correct_cand: Mapping[Hashable, np.ndarray], n_takes: int
+) -> tuple[list[Hashable], np.ndarray, np.ndarray]:
     """The two models' correctness, stacked per pair (same key = same features and seed)."""
     missing = set(correct_base) ^ set(correct_cand)
     if missing:
@@ -91,16 +93,26 @@ def sentence(v: dict, what: str = "unseen-mode accuracy") -> str:
     """One plain sentence: the numbers and what the test found."""
     pts = lambda x: f"{100 * x:+.1f}"  # noqa: E731 - percentage points with sign
     b, c = v["baseline"], v["candidate"]
-    head = (f"On {what}, {c} scored {v['cand_mean']:.3f} and {b} {v['base_mean']:.3f} over {v['n_pairs']} paired "
-            f"seeds: a gain of {pts(v['gain'])} points")
+    head = (
+        f"On {what}, {c} scored {v['cand_mean']:.3f} and {b} {v['base_mean']:.3f} over {v['n_pairs']} paired "
+        f"seeds: a gain of {pts(v['gain'])} points"
+    )
     if v["p_value"] is None:
         return head + "; with fewer than 2 pairs there is no test, so nothing can be concluded."
     lo, hi = v["ci95"]
     blo, bhi = v["boot_ci95"]
-    head += (f" (95 % interval {pts(lo)} to {pts(hi)}, paired t-test p = {v['p_value']:.3g}; bootstrap over "
-             f"{v['n_subjects']} test subjects {pts(blo)} to {pts(bhi)}, p = {v['boot_p_value']:.3g})")
-    mdd = "" if v["mdd"] is None else (f" This design detects a true difference of {100 * v['mdd']:.1f} points "
-                                       f"with {100 * v['power']:.0f} % power.")
+    head += (
+        f" (95 % interval {pts(lo)} to {pts(hi)}, paired t-test p = {v['p_value']:.3g}; bootstrap over "
+        f"{v['n_subjects']} test subjects {pts(blo)} to {pts(bhi)}, p = {v['boot_p_value']:.3g})"
+    )
+    mdd = (
+        ""
+        if v["mdd"] is None
+        else (
+            f" This design detects a true difference of {100 * v['mdd']:.1f} points "
+            f"with {100 * v['power']:.0f} % power."
+        )
+    )
     if v["significant"] and v["gain"] > 0:
         return head + f": {c} is better than {b}, beyond both seed and subject chance." + mdd
     if v["significant"]:
@@ -109,9 +121,17 @@ def sentence(v: dict, what: str = "unseen-mode accuracy") -> str:
 
 
 def paired_verdict(
-    correct_base: Mapping[Hashable, np.ndarray], correct_cand: Mapping[Hashable, np.ndarray], subjects: Sequence[str],
-    *, baseline: str = "lstm", candidate: str = "mv_lstm", alpha: float = 0.05, power: float = 0.8,
-    n_boot: int = 2000, boot_seed: int = 0, what: str = "unseen-mode accuracy",
+    correct_base: Mapping[Hashable, np.ndarray],
+    correct_cand: Mapping[Hashable, np.ndarray],
+    subjects: Sequence[str],
+    *,
+    baseline: str = "lstm",
+    candidate: str = "mv_lstm",
+    alpha: float = 0.05,
+    power: float = 0.8,
+    n_boot: int = 2000,
+    boot_seed: int = 0,
+    what: str = "unseen-mode accuracy",
 ) -> dict:
     """The full verdict, JSON-ready: per-pair gains, t-test, subject bootstrap, detectable difference, sentence.
 
@@ -127,13 +147,26 @@ def paired_verdict(
     p3 = lambda x: None if x is None else float(f"{x:.3g}")  # noqa: E731 - p-values keep 3 significant digits
     significant = t["p_value"] is not None and t["p_value"] < alpha and boot["p_value"] < alpha
     v = {
-        "baseline": baseline, "candidate": candidate, "n_pairs": len(keys), "n_takes": len(subjects),
-        "n_subjects": boot["n_subjects"], "base_mean": r4(base.mean()), "cand_mean": r4(cand.mean()),
-        "gain": r4(t["mean"]), "per_seed_gain": {str(k): r4(g) for k, g in zip(keys, per_pair)},
-        "gain_sd": r4(t["sd"]), "ci95": None if t["ci"] is None else [r4(x) for x in t["ci"]],
-        "p_value": p3(t["p_value"]), "boot_ci95": [r4(x) for x in boot["ci"]], "boot_p_value": p3(boot["p_value"]),
-        "n_boot": n_boot, "alpha": alpha, "power": power, "mdd": r4(mdd),
-        "significant": bool(significant), "claim_holds": bool(significant and t["mean"] > 0),
+        "baseline": baseline,
+        "candidate": candidate,
+        "n_pairs": len(keys),
+        "n_takes": len(subjects),
+        "n_subjects": boot["n_subjects"],
+        "base_mean": r4(base.mean()),
+        "cand_mean": r4(cand.mean()),
+        "gain": r4(t["mean"]),
+        "per_seed_gain": {str(k): r4(g) for k, g in zip(keys, per_pair)},
+        "gain_sd": r4(t["sd"]),
+        "ci95": None if t["ci"] is None else [r4(x) for x in t["ci"]],
+        "p_value": p3(t["p_value"]),
+        "boot_ci95": [r4(x) for x in boot["ci"]],
+        "boot_p_value": p3(boot["p_value"]),
+        "n_boot": n_boot,
+        "alpha": alpha,
+        "power": power,
+        "mdd": r4(mdd),
+        "significant": bool(significant),
+        "claim_holds": bool(significant and t["mean"] > 0),
     }
     v["sentence"] = sentence(v, what)
     return v

@@ -1,5 +1,4 @@
-"""Sequence models (LSTM baseline, MV-LSTM variants) and the per-frame feature CNN."""
+"""Sequence models (LSTM baseline, MV-LSTM variants) by name: `pipeline.models.registry.VARIANTS`.
 
-from pipeline.models.registry import VARIANTS, SequenceClassifier, make_model
-
-__all__ = ["VARIANTS", "SequenceClassifier", "make_model"]
+This package imports nothing itself, so a module that needs one model file does not depend on all of them.
+"""

@@ -29,8 +29,9 @@ from pipeline.models.mv_scan import mv_lstm_layer, read_padded
 class MVLSTM(nn.Module):
     """Batch-first MV-LSTM layer over variable-length sequences (padding is masked out)."""
 
-    def __init__(self, input_size: int, hidden_size: int, mode_forget_bias: float = 2.0,
-                 force_mode_gate_zero: bool = False) -> None:
+    def __init__(
+        self, input_size: int, hidden_size: int, mode_forget_bias: float = 2.0, force_mode_gate_zero: bool = False
+    ) -> None:
         super().__init__()
         self.input_size, self.hidden_size = input_size, hidden_size
         self.force_mode_gate_zero = force_mode_gate_zero
@@ -50,7 +51,9 @@ class MVLSTM(nn.Module):
             self.bias[5 * H : 6 * H].fill_(mode_forget_bias)
 
     def forward(
-        self, x: torch.Tensor, lengths: torch.Tensor | None = None,
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor | None = None,
         state: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """x: (B, T, D). Returns outputs (B, T, H), zero after each sequence's end, and the final

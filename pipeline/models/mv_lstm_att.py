@@ -58,7 +58,9 @@ class AttentiveMVLSTM(nn.Module):
         return torch.sigmoid(dense(x.reshape(-1, self.input_size), self.weight_att, self.bias_att)).view(x.shape)
 
     def forward(
-        self, x: torch.Tensor, lengths: torch.Tensor | None = None,
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor | None = None,
         state: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """x: (B, T, D). Returns outputs (B, T, H), zero after each sequence's end, and the final
@@ -72,7 +74,13 @@ class AttentiveMVLSTM(nn.Module):
         dynamic = self.attention(flat) * flat
         static = flat - dynamic
         w, b = self.weight_ih, self.bias  # parameter order: task (i, f, g) | output o | mode (i^m, f^m, g^m)
-        xp = torch.cat((dense(dynamic, w[: 3 * H], b[: 3 * H]), dense(flat, w[3 * H : 4 * H], b[3 * H : 4 * H]),
-                        dense(static, w[4 * H :], b[4 * H :])), 1).view(B, T, 7 * H)  # the output gate sees the whole input
+        xp = torch.cat(
+            (
+                dense(dynamic, w[: 3 * H], b[: 3 * H]),
+                dense(flat, w[3 * H : 4 * H], b[3 * H : 4 * H]),
+                dense(static, w[4 * H :], b[4 * H :]),
+            ),
+            1,
+        ).view(B, T, 7 * H)  # the output gate sees the whole input
         hs, cs, ms = mv_lstm_scan(xp, self.weight_hh, state, consume_xp=True)  # xp is ours: the scan may reuse it
         return read_padded(hs, cs, ms, lengths)

@@ -25,11 +25,15 @@ per step) when it builds; this module's `_MVScan` is then the reference the test
 
 from __future__ import annotations
 
+from types import ModuleType
+from typing import Any
+
 import torch
 from torch.autograd.function import once_differentiable
 
 from pipeline.models import mv_scan_native
 
+_ONEDNN_LINEAR: Any  # an op, or None where torch was built without oneDNN
 try:  # oneDNN's GEMM, the library behind torch.nn.LSTM on CPU (and inductor's CPU linear)
     _ONEDNN_LINEAR = torch.ops.mkldnn._linear_pointwise if torch.backends.mkldnn.is_available() else None
 except (AttributeError, RuntimeError):  # a build without oneDNN
@@ -70,8 +74,12 @@ class _Linear(torch.autograd.Function):
         return linear_grads(dy, x, weight, ctx.needs_input_grad[:2] + (ctx.has_bias and ctx.needs_input_grad[2],))
 
 
-def linear_grads(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, needed: tuple[bool, bool, bool],
-                 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+def linear_grads(
+    dy: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    needed: tuple[bool, bool, bool],
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Gradients of y = x @ weight.T + bias for x, weight, bias (2-D), those `needed` only."""
     dx = linear(dy, weight.T) if needed[0] else None
     dw = torch.mm(dy.T, x) if needed[1] else None  # BLAS takes dy.T as it is (oneDNN copied it)
@@ -98,8 +106,9 @@ class _MVScan(torch.autograd.Function):
     [c | m] <- [f | f^m] * [c | m] + [i | i^m] * [g | g^m] is one multiply and one fused multiply-add."""
 
     @staticmethod
-    def forward(ctx, xp: torch.Tensor, w: torch.Tensor, h0: torch.Tensor, cm0: torch.Tensor,
-                zero_mode_input: bool) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
+    def forward(
+        ctx, xp: torch.Tensor, w: torch.Tensor, h0: torch.Tensor, cm0: torch.Tensor, zero_mode_input: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
         T, B, G = xp.shape
         H = G // 7
         gates = []
@@ -169,22 +178,39 @@ class _MVScan(torch.autograd.Function):
         return da, dw, dh0, dcm, None
 
 
+def _compiled() -> ModuleType:
+    """The compiled module (the dispatch chose it, so it is loaded)."""
+    module = mv_scan_native.native()
+    if module is None:  # only if MVFER_MV_SCAN changed between the forward and the backward pass
+        raise mv_scan_native.NativeScanUnavailable("the compiled MV-LSTM scan went away during a pass")
+    return module
+
+
 class _MVScanNative(torch.autograd.Function):
-    """The recurrence by the compiled loop, batch-major and in parameter order: xp (B, T, 7H) or, with `w_ih` given, the inputs x
-    (B, T, D) whose projection x W_ih^T + b is computed here straight into the gate buffer (no copy).
+    """The recurrence by the compiled loop, batch-major and in parameter order: xp (B, T, 7H) or, with `w_ih`
+    given, the inputs x (B, T, D) whose projection x W_ih^T + b is computed here straight into the gate buffer
+    (no copy).
     Returns hs (B, T + 1, H) and cms (B, T + 1, 2H), index 0 the initial state."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w_ih: torch.Tensor | None, bias: torch.Tensor | None, w: torch.Tensor,
-                h0: torch.Tensor, cm0: torch.Tensor, zero_mode_input: bool, consume_xp: bool,
-                ) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
+    def forward(
+        ctx,
+        x: torch.Tensor,
+        w_ih: torch.Tensor | None,
+        bias: torch.Tensor | None,
+        w: torch.Tensor,
+        h0: torch.Tensor,
+        cm0: torch.Tensor,
+        zero_mode_input: bool,
+        consume_xp: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
         B, T = x.shape[:2]
         if w_ih is None:
             xp, in_place, x2d = x, consume_xp, None
         else:
             x2d = x.reshape(B * T, x.shape[2])
             xp, in_place = linear(x2d, w_ih, bias).view(B, T, -1), True
-        hs, cms, act, td = mv_scan_native.native().forward(xp, w, h0, cm0, zero_mode_input, in_place)
+        hs, cms, act, td = _compiled().forward(xp, w, h0, cm0, zero_mode_input, in_place)
         ctx.save_for_backward(w, act, hs, cms, td, x2d, w_ih)
         ctx.zero_mode_input = zero_mode_input
         ctx.set_materialize_grads(False)
@@ -194,7 +220,7 @@ class _MVScanNative(torch.autograd.Function):
     @once_differentiable  # the hand-written backward is not itself differentiable: refuse double backward
     def backward(ctx, dhs: torch.Tensor | None, dcms: torch.Tensor | None):  # noqa: D102
         w, act, hs, cms, td, x2d, w_ih = ctx.saved_tensors
-        da, dw, dh0, dcm0 = mv_scan_native.native().backward(w, act, hs, cms, td, dhs, dcms, ctx.zero_mode_input)
+        da, dw, dh0, dcm0 = _compiled().backward(w, act, hs, cms, td, dhs, dcms, ctx.zero_mode_input)
         if w_ih is None:
             return da, None, None, dw, dh0, dcm0, None, None
         B, T, G = da.shape
@@ -202,10 +228,16 @@ class _MVScanNative(torch.autograd.Function):
         return dx.view(B, T, -1) if dx is not None else None, dw_ih, db, dw, dh0, dcm0, None, None
 
 
-def _native_ok(*tensors: torch.Tensor) -> bool:
-    """The compiled scan serves CPU float32/float64 tensors when it is available."""
-    return all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) for t in tensors) \
-        and mv_scan_native.native() is not None
+def _why_not_native(*tensors: torch.Tensor) -> str | None:
+    """None when the compiled scan serves these tensors (CPU float32/float64, and it is available); else why not."""
+    for t in tensors:
+        if t.device.type != "cpu":
+            return f"{t.device.type} tensors"
+        if t.dtype not in (torch.float32, torch.float64):
+            return f"{t.dtype} tensors"
+    if mv_scan_native.native() is None:
+        return mv_scan_native.fallback_reason()
+    return None
 
 
 def dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -219,8 +251,9 @@ def project(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     return _Linear.apply(x.reshape(B * T, D), weight, bias).view(B, T, -1)
 
 
-def _python_scan(xp: torch.Tensor, weight_hh: torch.Tensor, h0: torch.Tensor, cm0: torch.Tensor,
-                 zero_mode_input: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _python_scan(
+    xp: torch.Tensor, weight_hh: torch.Tensor, h0: torch.Tensor, cm0: torch.Tensor, zero_mode_input: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference `_MVScan` (time-major, scan order inside) behind the batch-major, parameter-order interface."""
     H = h0.shape[1]
     xp = to_scan_order(xp.transpose(0, 1), H, dim=2)  # (T, B, 7H), scan order
@@ -229,8 +262,11 @@ def _python_scan(xp: torch.Tensor, weight_hh: torch.Tensor, h0: torch.Tensor, cm
 
 
 def mv_lstm_scan(
-    xp: torch.Tensor, weight_hh: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    zero_mode_input: bool = False, consume_xp: bool = False,
+    xp: torch.Tensor,
+    weight_hh: torch.Tensor,
+    state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    zero_mode_input: bool = False,
+    consume_xp: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run the MV-LSTM cell over every step of a padded, batch-major batch.
 
@@ -245,21 +281,33 @@ def mv_lstm_scan(
 
 
 def mv_lstm_layer(
-    x: torch.Tensor, weight_ih: torch.Tensor, bias: torch.Tensor, weight_hh: torch.Tensor,
-    state: tuple[torch.Tensor, torch.Tensor, torch.Tensor], zero_mode_input: bool = False,
+    x: torch.Tensor,
+    weight_ih: torch.Tensor,
+    bias: torch.Tensor,
+    weight_hh: torch.Tensor,
+    state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    zero_mode_input: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`mv_lstm_scan` of x (B, T, D) projected by weight_ih (7H, D) and bias (7H), parameter order; the
     compiled path writes the projection straight into its gate buffer."""
     return _scan(x, weight_ih, bias, weight_hh, state, zero_mode_input, False)
 
 
-def _scan(x: torch.Tensor, weight_ih: torch.Tensor | None, bias: torch.Tensor | None, weight_hh: torch.Tensor,
-          state: tuple[torch.Tensor, torch.Tensor, torch.Tensor], zero_mode_input: bool, consume_xp: bool,
-          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _scan(
+    x: torch.Tensor,
+    weight_ih: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    weight_hh: torch.Tensor,
+    state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    zero_mode_input: bool,
+    consume_xp: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The one dispatch of both entry points: compiled scan where it serves, else the Python one."""
     h0, c0, m0 = state
     cm0 = torch.cat((c0, m0), 1)
-    if _native_ok(x, weight_hh, h0, cm0, *(t for t in (weight_ih, bias) if t is not None)):
+    why_not = _why_not_native(x, weight_hh, h0, cm0, *(t for t in (weight_ih, bias) if t is not None))
+    mv_scan_native.record("native" if why_not is None else f"python ({why_not})")
+    if why_not is None:
         hs, cms = _MVScanNative.apply(x, weight_ih, bias, weight_hh, h0, cm0, zero_mode_input, consume_xp)
     else:
         xp = x if weight_ih is None else project(x, weight_ih, bias)
@@ -269,7 +317,10 @@ def _scan(x: torch.Tensor, weight_ih: torch.Tensor | None, bias: torch.Tensor | 
 
 
 def read_padded(
-    hs: torch.Tensor, cs: torch.Tensor, ms: torch.Tensor, lengths: torch.Tensor | None,
+    hs: torch.Tensor,
+    cs: torch.Tensor,
+    ms: torch.Tensor,
+    lengths: torch.Tensor | None,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Batch-first outputs (B, T, H), zero after each sequence's end, and (h, c, m) at each one's length."""
     T = hs.shape[1] - 1

@@ -6,7 +6,7 @@ element-wise work per step.
 
 `MVFER_MV_SCAN` picks the implementation: `auto` (default: compiled if it builds, else the Python scan
 with one warning), `native` (compiled or an error) or `python`. The build (about 35 s on 2 cores; `make
-install` does it once) goes to `paths.EXT_BUILD`, named by a hash of the source and the torch and Python
+install` does it once) goes to `ext_build_dir()`, named by a hash of the source and the torch and Python
 versions; a file lock serialises concurrent builds (parallel workers) and is released if a builder dies.
 """
 
@@ -27,8 +27,8 @@ from types import ModuleType
 
 import torch
 
-from pipeline import paths
 from pipeline.errors import PipelineError
+from pipeline.layout import ext_build_dir
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,9 @@ CFLAGS = ["-O3", "-fopenmp"]  # OpenMP: at::parallel_for splits the batch rows (
 
 def module_name(source: bytes) -> str:
     """One build per source text, flags, torch version and Python version (never a stale build)."""
-    key = hashlib.sha256(source + " ".join(CFLAGS).encode() + torch.__version__.encode()
-                         + sys.version.encode()).hexdigest()[:12]
+    key = hashlib.sha256(
+        source + " ".join(CFLAGS).encode() + torch.__version__.encode() + sys.version.encode()
+    ).hexdigest()[:12]
     return f"mvfer_mv_scan_{key}"
 
 
@@ -83,8 +84,14 @@ def _build(build_dir: Path) -> ModuleType:
         stale.unlink(missing_ok=True)
         if not (build_dir / f"{name}.so").exists():
             log.info("building the compiled MV-LSTM scan into %s (once per source, about 35 s)", build_dir)
-        return load(name=name, sources=[str(SOURCE)], build_directory=str(build_dir),
-                    extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"], verbose=False)
+        return load(
+            name=name,
+            sources=[str(SOURCE)],
+            build_directory=str(build_dir),
+            extra_cflags=CFLAGS,
+            extra_ldflags=["-fopenmp"],
+            verbose=False,
+        )
 
 
 def _lock(lock, build_dir: Path, wait_s: float = LOCK_WAIT_S) -> None:
@@ -100,7 +107,9 @@ def _lock(lock, build_dir: Path, wait_s: float = LOCK_WAIT_S) -> None:
                 log.info("waiting for another process building the compiled MV-LSTM scan in %s", build_dir)
                 said = True
             if time.monotonic() > deadline:
-                raise TimeoutError(f"another process held the build lock of {build_dir} for over {wait_s:.0f} s") from None
+                raise TimeoutError(
+                    f"another process held the build lock of {build_dir} for over {wait_s:.0f} s"
+                ) from None
             time.sleep(0.5)
 
 
@@ -130,13 +139,49 @@ def build() -> Path:
     module, problem = _attempt()
     if module is None:
         raise NativeScanUnavailable(f"the compiled MV-LSTM scan is unavailable: {problem}")
-    return Path(module.__file__)
+    return Path(str(module.__file__))
 
 
 def reset() -> None:
-    """Forget what was loaded or why it failed (tests and the benchmark switch implementations)."""
+    """Forget what was loaded, why it failed and what ran (tests and the benchmark switch implementations)."""
     _attempt.cache_clear()
     _warn_once.cache_clear()
+    _used.clear()
+
+
+# What the scan's dispatch (pipeline/models/mv_scan.py) ran in this process: `native`, or `python (why)`.
+# Recorded, not predicted: the numbers of a stage depend on it, so its report says it (`implementation`).
+_used: set[str] = set()
+
+
+def record(kind: str) -> None:
+    """Called by the dispatch each time it runs a scan."""
+    _used.add(kind)
+
+
+def fallback_reason() -> str:
+    """Why the dispatch would run the Python scan on CPU tensors (after `native()` returned None)."""
+    if choice() == "python":
+        return "MVFER_MV_SCAN=python"
+    problem = _attempt()[1]
+    return f"compiled scan unavailable: {problem}"
+
+
+def used() -> frozenset[str]:
+    """The implementations the dispatch ran in this process (workers report theirs to their stage)."""
+    return frozenset(_used)
+
+
+def describe(kinds: frozenset[str] | set[str]) -> str:
+    """One line for a report: `native`, `python (why)`, both joined, or that no MV-LSTM scan ran."""
+    if not kinds:
+        return f"none ran (MVFER_MV_SCAN={os.environ.get('MVFER_MV_SCAN', 'auto')})"
+    return "; ".join(sorted(kinds))
+
+
+def implementation() -> str:
+    """The MV-LSTM scan this process ran ("native", or "python (why)"): recorded in the stage reports."""
+    return describe(_used)
 
 
 @contextlib.contextmanager
@@ -159,9 +204,9 @@ def _attempt() -> tuple[ModuleType | None, str | None]:
         problem = _toolchain_problem()
         if problem is None:
             try:
-                return _build(paths.EXT_BUILD), None
+                return _build(ext_build_dir()), None
             except Exception as exc:  # noqa: BLE001 - a compiler's failure has many types; it is reported, not hidden
-                problem = f"build failed in {paths.EXT_BUILD}: {_reason(exc)}"
+                problem = f"build failed in {ext_build_dir()}: {_reason(exc)}"
     return None, problem
 
 

@@ -1,4 +1,7 @@
-"""Sequence classifiers by name: `lstm` (torch.nn.LSTM), `mv_lstm`, `mv_lstm_sup`, `mv_lstm_att`.
+"""Sequence classifiers by name (`train.variants`): `lstm` (torch.nn.LSTM), `mv_lstm`, `mv_lstm_sup`, `mv_lstm_att`.
+
+`VARIANTS` is the one list of names: params validation and the stages ask it. A variant is a factory
+of `SequenceClassifier` registered below with its recurrent layer.
 
 `mv_lstm_att` is our reading of the follow-up paper's attentive MV-LSTM (pipeline/models/mv_lstm_att.py).
 
@@ -10,20 +13,25 @@ information out of the task features.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from pipeline.errors import PipelineError
 from pipeline.models.mv_lstm import MVLSTM
 from pipeline.models.mv_lstm_att import AttentiveMVLSTM
+from pipeline.registry import Registry
 
-RECURRENT: dict[str, Callable[[int, int], nn.Module]] = {
-    "lstm": lambda d, h: nn.LSTM(d, h, batch_first=True),
-    "mv_lstm": MVLSTM,
-    "mv_lstm_sup": MVLSTM,
-    "mv_lstm_att": AttentiveMVLSTM,
-}
+PARAMS_KEY = "train.variants"
+SUPERVISED = "mv_lstm_sup"  # the variant with mode heads (needs the training modes)
+
+Layer = Callable[[int, int], nn.Module]  # (input size, hidden size) -> batch-first recurrent layer
+
+
+class ModelConfigError(PipelineError, ValueError):
+    """A variant that the data or parameters cannot support (one line, naming the parameter)."""
 
 
 class _GradReverse(torch.autograd.Function):
@@ -45,18 +53,30 @@ def grad_reverse(x: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
 class SequenceClassifier(nn.Module):
     """Per-frame features (B, T, D) with lengths -> expression logits (and mode logits if supervised)."""
 
-    def __init__(self, variant: str, input_size: int, hidden: int, n_classes: int, n_modes: int = 0,
-                 dropout: float = 0.2, adversarial_weight: float = 0.1) -> None:
+    def __init__(
+        self,
+        variant: str,
+        layer: Layer,
+        input_size: int,
+        hidden: int,
+        n_classes: int,
+        n_modes: int = 0,
+        dropout: float = 0.2,
+        adversarial_weight: float = 0.1,
+    ) -> None:
         super().__init__()
         self.variant = variant
         self.drop = nn.Dropout(dropout)
-        self.rnn: nn.Module = RECURRENT[variant](input_size, hidden)
+        self.rnn: nn.Module = layer(input_size, hidden)
         self.head = nn.Linear(hidden, n_classes)
-        self.supervised = variant == "mv_lstm_sup"
+        self.supervised = variant == SUPERVISED
         self.adversarial_weight = adversarial_weight
         if self.supervised:
             if n_modes < 2:
-                raise ValueError("mv_lstm_sup needs at least two training modes to supervise")
+                raise ModelConfigError(
+                    f"{PARAMS_KEY}: {SUPERVISED} needs at least two training modes to supervise "
+                    f"(this fold trains on {n_modes}; see split.seen_modes)"
+                )
             self.mode_head = nn.Linear(hidden, n_modes)
             self.adv_head = nn.Linear(hidden, n_modes)
 
@@ -79,13 +99,34 @@ class SequenceClassifier(nn.Module):
         return out
 
 
-VARIANTS: dict[str, Callable[..., SequenceClassifier]] = {
-    name: (lambda name=name, **kw: SequenceClassifier(name, **kw)) for name in RECURRENT
-}
+VARIANTS: Registry[Callable[..., SequenceClassifier]] = Registry("model variant")
 
 
-def make_model(name: str, **kwargs) -> SequenceClassifier:
-    """A variant by its params name; an unknown name lists the known ones."""
-    if name not in VARIANTS:
-        raise ValueError(f"unknown model variant {name!r}; known: {', '.join(VARIANTS)}")
-    return VARIANTS[name](**kwargs)
+def _lstm(d: int, h: int) -> nn.Module:
+    return nn.LSTM(d, h, batch_first=True)
+
+
+def _variant(name: str, layer: Layer) -> None:
+    def factory(**kwargs: Any) -> SequenceClassifier:
+        return SequenceClassifier(name, layer, **kwargs)
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = f"A `{name}` sequence classifier ({getattr(layer, '__name__', layer)} layer)."
+    VARIANTS.add(name, factory)
+
+
+_variant("lstm", _lstm)
+_variant("mv_lstm", MVLSTM)
+_variant(SUPERVISED, MVLSTM)
+_variant("mv_lstm_att", AttentiveMVLSTM)
+
+
+def make_model(name: str, **kwargs: Any) -> SequenceClassifier:
+    """A variant by its params name; an unknown name is a one-line error naming `train.variants` and the known ones."""
+    model: SequenceClassifier = VARIANTS.create(name, key=PARAMS_KEY, **kwargs)
+    return model
+
+
+def modes_needed(variant: str, mode_names: list[str]) -> int:
+    """How many mode classes the variant's heads predict (0: no mode heads)."""
+    return len(mode_names) if variant == SUPERVISED else 0

@@ -69,20 +69,29 @@ def near_duplicates(fold: dict, hashes: dict[str, np.ndarray], max_bits: int, li
     B = np.stack([hashes[t] for t in test_ids])
     dist = (A[:, None, :] != B[None, :, :]).sum(axis=2)
     pairs = np.argwhere(dist <= max_bits)
-    out = [f"take {train_ids[i]} (training) and {test_ids[j]} (test) are near-duplicates ({dist[i, j]} of {A.shape[1]} hash bits differ)"
-           for i, j in pairs[:limit]]
+    out = [
+        f"take {train_ids[i]} (training) and {test_ids[j]} (test) are near-duplicates "
+        f"({dist[i, j]} of {A.shape[1]} hash bits differ)"
+        for i, j in pairs[:limit]
+    ]
     if len(pairs) > limit:
         out.append(f"... and {len(pairs) - limit} more near-duplicate pairs")
     return out
 
 
-def check_protocol(split: dict, takes: pd.DataFrame, classes: list[str], hashes: dict[str, np.ndarray], max_bits: int) -> list[str]:
+def check_protocol(
+    split: dict, takes: pd.DataFrame, classes: list[str], hashes: dict[str, np.ndarray], max_bits: int
+) -> list[str]:
     """Every leak in every fold, each prefixed with protocol and fold."""
     t = takes.set_index("take_id")
     problems = []
     for fold in split["folds"]:
         where = f"{split['protocol']} fold {fold['fold']}"
-        for msg in (subject_leaks(fold, t["subject_id"]) + mode_leaks(fold, t["mode"])
-                    + class_gaps(fold, t["label"], classes) + near_duplicates(fold, hashes, max_bits)):
+        for msg in (
+            subject_leaks(fold, t["subject_id"])
+            + mode_leaks(fold, t["mode"])
+            + class_gaps(fold, t["label"], classes)
+            + near_duplicates(fold, hashes, max_bits)
+        ):
             problems.append(f"{where}: {msg}")
     return problems

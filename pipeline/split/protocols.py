@@ -43,7 +43,9 @@ def _val_subjects(candidates: list[str], n: int, seed: int, fold: int) -> list[s
     return sorted(rng.choice(candidates, size=min(n, len(candidates) - 1), replace=False).tolist())
 
 
-def _ids(takes: pd.DataFrame, subjects: list[str], modes: set[str] | None = None, exclude: set[str] | None = None) -> list[str]:
+def _ids(
+    takes: pd.DataFrame, subjects: list[str], modes: set[str] | None = None, exclude: set[str] | None = None
+) -> list[str]:
     sel = takes["subject_id"].isin(subjects)
     if modes is not None:
         sel &= takes["mode"].isin(modes)
@@ -64,8 +66,15 @@ def subject_kfold(takes: pd.DataFrame, k: int, val_subjects: int, seed: int) -> 
     """k subject-disjoint folds (Oulu-CASIA style): each group is the test set once."""
     folds = []
     for i, train, val, test in _rotate(subject_groups(takes, k, seed), val_subjects, seed):
-        folds.append({"fold": i, "subjects": {TRAIN: train, VAL: val, TEST: test},
-                      TRAIN: _ids(takes, train), VAL: _ids(takes, val), TEST: _ids(takes, test)})
+        folds.append(
+            {
+                "fold": i,
+                "subjects": {TRAIN: train, VAL: val, TEST: test},
+                TRAIN: _ids(takes, train),
+                VAL: _ids(takes, val),
+                TEST: _ids(takes, test),
+            }
+        )
     return {"protocol": "subject_kfold", "folds": folds}
 
 
@@ -74,19 +83,27 @@ def unseen_mode(takes: pd.DataFrame, seen_modes: list[str], k: int, val_subjects
     all_modes = set(takes["mode"])
     missing = [m for m in seen_modes if m not in all_modes]
     if missing:
-        raise SplitError(f"seen mode(s) {', '.join(missing)} not in the data; modes present: {', '.join(sorted(all_modes))}")
+        raise SplitError(
+            f"seen mode(s) {', '.join(missing)} not in the data; modes present: {', '.join(sorted(all_modes))}"
+        )
     seen = set(seen_modes)
     unseen = all_modes - seen
     if not unseen:
         raise SplitError("every mode is listed as seen: nothing is left to test as unseen")
     folds = []
     for i, train, val, test in _rotate(subject_groups(takes, k, seed), val_subjects, seed):
-        folds.append({
-            "fold": i, "subjects": {TRAIN: train, VAL: val, TEST: test},
-            "seen_modes": sorted(seen), "unseen_modes": sorted(unseen),
-            TRAIN: _ids(takes, train, seen), VAL: _ids(takes, val, seen),
-            TEST_SEEN: _ids(takes, test, seen), TEST_UNSEEN: _ids(takes, test, unseen),
-        })
+        folds.append(
+            {
+                "fold": i,
+                "subjects": {TRAIN: train, VAL: val, TEST: test},
+                "seen_modes": sorted(seen),
+                "unseen_modes": sorted(unseen),
+                TRAIN: _ids(takes, train, seen),
+                VAL: _ids(takes, val, seen),
+                TEST_SEEN: _ids(takes, test, seen),
+                TEST_UNSEEN: _ids(takes, test, unseen),
+            }
+        )
     return {"protocol": "unseen_mode", "folds": folds}
 
 
@@ -100,11 +117,17 @@ def leave_one_mode_out(takes: pd.DataFrame, test_subjects: int, val_subjects: in
     train = [s for s in rest if s not in val]
     folds = []
     for i, mode in enumerate(sorted(takes["mode"].unique())):
-        folds.append({
-            "fold": i, "held_out_mode": mode, "subjects": {TRAIN: train, VAL: val, TEST: test},
-            TRAIN: _ids(takes, train, exclude={mode}), VAL: _ids(takes, val, exclude={mode}),
-            TEST_SEEN: _ids(takes, test, exclude={mode}), TEST_UNSEEN: _ids(takes, test, {mode}),
-        })
+        folds.append(
+            {
+                "fold": i,
+                "held_out_mode": mode,
+                "subjects": {TRAIN: train, VAL: val, TEST: test},
+                TRAIN: _ids(takes, train, exclude={mode}),
+                VAL: _ids(takes, val, exclude={mode}),
+                TEST_SEEN: _ids(takes, test, exclude={mode}),
+                TEST_UNSEEN: _ids(takes, test, {mode}),
+            }
+        )
     return {"protocol": "leave_one_mode_out", "folds": folds}
 
 
@@ -117,7 +140,9 @@ def official(takes: pd.DataFrame, val_fraction: float, seed: int) -> dict:
     train + val is exactly the official training set.
     """
     if "official_fold" not in takes or not takes["official_fold"].notna().any():
-        raise SplitError("split.official_folds is true but no take has an official_fold (import a dataset that has folds)")
+        raise SplitError(
+            "split.official_folds is true but no take has an official_fold (import a dataset that has folds)"
+        )
     values = sorted(set(takes["official_fold"].dropna()) - {""})
     tests = ["test"] if set(values) <= {"train", "test"} else values
     folds = []
@@ -126,11 +151,14 @@ def official(takes: pd.DataFrame, val_fraction: float, seed: int) -> dict:
         rest = takes.loc[~test_sel]
         val = _official_val(rest, val_fraction, seed, i)
         train = sorted(set(rest["subject_id"]) - set(val))
-        fold = {"fold": i, "official_test_set": name,
-                "subjects": {TRAIN: train, VAL: val, TEST: sorted(takes.loc[test_sel, "subject_id"].unique())},
-                TRAIN: sorted(rest.loc[rest["subject_id"].isin(train), "take_id"]),
-                VAL: sorted(rest.loc[rest["subject_id"].isin(val), "take_id"]),
-                TEST: sorted(takes.loc[test_sel, "take_id"])}
+        fold = {
+            "fold": i,
+            "official_test_set": name,
+            "subjects": {TRAIN: train, VAL: val, TEST: sorted(takes.loc[test_sel, "subject_id"].unique())},
+            TRAIN: sorted(rest.loc[rest["subject_id"].isin(train), "take_id"]),
+            VAL: sorted(rest.loc[rest["subject_id"].isin(val), "take_id"]),
+            TEST: sorted(takes.loc[test_sel, "take_id"]),
+        }
         if not val:  # val_fraction 0: no validation split at all (an empty one would read as a leak)
             del fold[VAL], fold["subjects"][VAL]
         folds.append(fold)
@@ -148,7 +176,7 @@ def _official_val(rest: pd.DataFrame, fraction: float, seed: int, fold: int) -> 
     classes_of = {sid: set(labels) for sid, labels in rest.groupby("subject_id")["label"]}
     val: list[str] = []
     covered: set[str] = set()
-    for s in order:                    # one subject per class not yet covered, so val lacks no class
+    for s in order:  # one subject per class not yet covered, so val lacks no class
         if classes_of[s] - covered and len(val) < len(subjects) - 1:
             val.append(s)
             covered |= classes_of[s]

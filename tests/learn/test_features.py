@@ -1,42 +1,57 @@
-"""The features stage on a tiny synthetic experiment: ragged, training-only statistics, deterministic."""
+"""The features stage on a tiny synthetic experiment: ragged, training-only statistics, deterministic, its faults."""
 
 from __future__ import annotations
 
+import errno
+import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from pipeline.layout import Layout
 from pipeline.learn import features
 from pipeline.learn.backends import make_backend
 from pipeline.learn.common import load_features, load_split
-from tests.learn.conftest import features_params
+from pipeline.params import Params
+from pipeline.registry import UnknownNameError
+from pipeline.stage import EXIT_ENVIRONMENT, EXIT_INPUT, invoke
+from tests.learn.conftest import learn_params, one_line_error, project
 
 
 @pytest.fixture(scope="module")
-def built(experiment: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("features")
-    features.run(features_params(), experiment / "splits", experiment / "aligned", out / "features", out / "features.json")
-    return out
+def built(experiment: Layout, params: Params, tmp_path_factory: pytest.TempPathFactory) -> Layout:
+    lay = project(experiment, tmp_path_factory.mktemp("features"))
+    features.run(lay, learn_params(params))
+    return lay
 
 
-def test_features_are_ragged_per_backend_and_seed(built: Path, experiment: Path) -> None:
-    fold = load_split("unseen_mode", experiment / "splits")["folds"][0]
+def test_features_are_ragged_per_backend_and_seed(built: Layout) -> None:
+    fold = load_split("unseen_mode", built.splits)["folds"][0]
     for backend in ("cnn", "cnn_delta", "cnn_pair"):
         for seed in (0, 1):
-            d = load_features("unseen_mode", backend, seed, 0, built / "features")
+            d = load_features("unseen_mode", backend, seed, 0, built.features)
             lengths = np.diff(d["offsets"])
-            assert sorted(set(lengths)) == [6, 8]          # takes keep their own length, no padding
+            assert sorted(set(lengths)) == [6, 8]  # takes keep their own length, no padding
             assert d["features"].shape == (int(d["offsets"][-1]), 8)
             assert len(d["take_ids"]) == len({t for k in ("train", "val", "test_seen", "test_unseen") for t in fold[k]})
-            assert not d["features"][~d["valid"]].any()    # missing faces are zero
-            assert (d["lengths"] == lengths).all()         # the last frame of every take was found
+            assert not d["features"][~d["valid"]].any()  # missing faces are zero
+            assert (d["lengths"] == lengths).all()  # the last frame of every take was found
 
 
-def test_standardised_with_training_statistics_only(built: Path, experiment: Path) -> None:
-    fold = load_split("unseen_mode", experiment / "splits")["folds"][0]
-    d = load_features("unseen_mode", "cnn", 0, 0, built / "features")
+def test_the_report_records_what_computed_the_features(built: Layout) -> None:
+    rep = json.loads(built.features_report.read_text())
+    assert len(rep["extractors"]) == 3 * 2 and rep["backends"] == ["cnn", "cnn_delta", "cnn_pair"]
+    prov = rep["provenance"]
+    assert prov["params"]["features"]["backends"] == ["cnn", "cnn_delta", "cnn_pair"]
+    assert prov["threads"] == 1 and prov["workers"] == 1 and isinstance(prov["onednn"], bool) and prov["torch"]
+    assert prov["mv_scan"].startswith("not used")
+
+
+def test_standardised_with_training_statistics_only(built: Layout) -> None:
+    fold = load_split("unseen_mode", built.splits)["folds"][0]
+    d = load_features("unseen_mode", "cnn", 0, 0, built.features)
     pos = {t: i for i, t in enumerate(d["take_ids"])}
     train = np.zeros(len(d["valid"]), bool)
     for t in fold["train"]:
@@ -49,32 +64,80 @@ def test_standardised_with_training_statistics_only(built: Path, experiment: Pat
     assert np.abs(test.mean(0)).max() > 1e-3  # the test takes were not used for the scaling
 
 
-def test_the_test_subjects_never_change_training_features(experiment: Path, tmp_path: Path) -> None:
+def _copy_inputs(experiment: Layout, root: Path) -> Layout:
+    lay = Layout(root)
+    shutil.copytree(experiment.aligned, lay.aligned)
+    shutil.copytree(experiment.splits, lay.splits)
+    return lay
+
+
+def test_the_test_subjects_never_change_training_features(experiment: Layout, params: Params, tmp_path: Path) -> None:
     """Changing every test take's frames leaves the training takes' features identical."""
-    exp = tmp_path / "exp"
-    shutil.copytree(experiment, exp)
-    fold = load_split("unseen_mode", exp / "splits")["folds"][0]
-    p = features_params(backends=["cnn_delta"], seeds=[0])
-    features.run(p, exp / "splits", exp / "aligned", tmp_path / "a", tmp_path / "a.json")
+    a_lay = _copy_inputs(experiment, tmp_path / "a")
+    b_lay = _copy_inputs(experiment, tmp_path / "b")
+    fold = load_split("unseen_mode", a_lay.splits)["folds"][0]
+    p = learn_params(params, {"backends": ["cnn_delta"], "seeds": [0]})
     for t in fold["test_seen"] + fold["test_unseen"]:
-        z = dict(np.load(exp / "aligned" / f"{t}.npz"))
-        np.savez(exp / "aligned" / f"{t}.npz", frames=255 - z["frames"], valid=z["valid"])
-    features.run(p, exp / "splits", exp / "aligned", tmp_path / "b", tmp_path / "b.json")
-    a, b = (load_features("unseen_mode", "cnn_delta", 0, 0, tmp_path / r) for r in "ab")
+        z = dict(np.load(b_lay.aligned / f"{t}.npz"))
+        np.savez(b_lay.aligned / f"{t}.npz", frames=255 - z["frames"], valid=z["valid"])
+    features.run(a_lay, p)
+    features.run(b_lay, p)
+    a, b = (load_features("unseen_mode", "cnn_delta", 0, 0, lay.features) for lay in (a_lay, b_lay))
     pos = {t: i for i, t in enumerate(a["take_ids"])}
     rows = np.concatenate([np.arange(a["offsets"][pos[t]], a["offsets"][pos[t] + 1]) for t in fold["train"]])
     np.testing.assert_array_equal(a["features"][rows], b["features"][rows])
     np.testing.assert_array_equal(a["train_mean"], b["train_mean"])
 
 
-def test_feature_files_are_byte_identical_when_rebuilt_with_any_number_of_workers(experiment: Path, tmp_path: Path) -> None:
+def test_feature_files_are_byte_identical_when_rebuilt_with_any_number_of_workers(
+    experiment: Layout, params: Params, tmp_path: Path
+) -> None:
+    lays = {}
     for r, workers in (("a", 1), ("b", 2)):
-        p = features_params(backends=["cnn", "hog"], seeds=[0], workers=workers)
-        features.run(p, experiment / "splits", experiment / "aligned", tmp_path / r, tmp_path / f"{r}.json")
-    files = sorted(f.relative_to(tmp_path / "a") for f in (tmp_path / "a").rglob("*.npz"))
+        lays[r] = project(experiment, tmp_path / r)
+        features.run(lays[r], learn_params(params, {"backends": ["cnn", "hog"], "seeds": [0], "workers": workers}))
+    a, b = lays["a"].features, lays["b"].features
+    files = sorted(f.relative_to(a) for f in a.rglob("*.npz"))
     assert len(files) == 2
-    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
-    assert not list((tmp_path / "a").rglob("*.tmp*"))
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+    assert not list(a.rglob("*.tmp*")) and not list(a.parent.glob(".*.tmp"))
+
+
+def _disk_full(dest: Path, arrays: dict) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device", str(dest))
+
+
+def test_a_full_disk_stops_the_stage_in_one_line_and_writes_nothing(
+    experiment: Layout, params: Params, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lay = project(experiment, tmp_path)
+    p = learn_params(params, {"backends": ["hog"], "seeds": [0]})
+    assert invoke(features.run, lay, p, save=_disk_full) == EXIT_ENVIRONMENT
+    assert "No space left on device" in one_line_error(caplog)
+    assert not lay.features.exists() and not lay.features_report.exists()
+    assert not [f for f in lay.processed.iterdir() if f.name.startswith(".")]  # the temporary folder is gone
+
+
+def test_a_damaged_aligned_take_is_one_line_naming_the_file_and_field(
+    experiment: Layout, params: Params, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lay = _copy_inputs(experiment, tmp_path)
+    victim = load_split("unseen_mode", lay.splits)["folds"][0]["test_unseen"][0]
+    z = dict(np.load(lay.aligned / f"{victim}.npz"))
+    np.savez(lay.aligned / f"{victim}.npz", valid=z["valid"])  # no frames
+    assert invoke(features.run, lay, learn_params(params, {"backends": ["hog"], "seeds": [0]})) == EXIT_INPUT
+    line = one_line_error(caplog)
+    assert f"{victim}.npz" in line and "'frames'" in line
+    assert not lay.features.exists() and not lay.features_report.exists()
+
+
+def test_an_unknown_backend_fails_first_naming_the_key(params: Params, tmp_path: Path) -> None:
+    with pytest.raises(
+        UnknownNameError, match=r"^features.backends: unknown feature backend 'sift' \(known: cnn, cnn_delta"
+    ):
+        features.run(
+            Layout(tmp_path), learn_params(params, {"backends": ["hog", "sift"]})
+        )  # no input exists: checked first
 
 
 def test_delta_cancels_what_is_constant_over_a_take() -> None:
@@ -102,7 +165,9 @@ def test_pair_input_is_the_difference_stacked_on_the_frame() -> None:
     refs = np.repeat(frames[:1], 4, axis=0)
     kw = dict(input_size=16, feature_dim=8, epochs=1, batch_size=8, lr=0.01)
     dev = torch.device("cpu")
-    pair, delta, frame = (make_backend(n, **kw)._batch(frames, refs, dev, None) for n in ("cnn_pair", "cnn_delta", "cnn"))
+    pair, delta, frame = (
+        make_backend(n, **kw)._batch(frames, refs, dev, None) for n in ("cnn_pair", "cnn_delta", "cnn")
+    )
     assert pair.shape == (4, 6, 16, 16)
     torch.testing.assert_close(pair[:, :3], delta)
     torch.testing.assert_close(pair[:, 3:], frame)
@@ -114,7 +179,7 @@ def test_frame_cnn_gives_feature_dim_numbers_at_any_crop_size(size: int) -> None
     """The last map is pooled to a fixed 3 x 3 grid before the feature layer: any `features.input_size` works."""
     import torch
 
-    from pipeline.models.frame_cnn import FrameCNN
+    from pipeline.learn.backends.frame_cnn import FrameCNN
 
     torch.manual_seed(0)
     net = FrameCNN(n_classes=6, feature_dim=8, in_channels=6).eval()
@@ -130,5 +195,8 @@ def test_hog_backend_and_unknown_names() -> None:
     out = b.encode(x, x[0])
     assert out.shape == (3, 324) and out.dtype == np.float32
     assert not np.allclose(out[0], out[1])
-    with pytest.raises(ValueError, match="unknown feature backend 'sift'; known: cnn, cnn_delta, cnn_pair, hog"):
+    with pytest.raises(
+        UnknownNameError,
+        match=r"features.backends: unknown feature backend 'sift' \(known: cnn, cnn_delta, cnn_pair, hog\)",
+    ):
         make_backend("sift")

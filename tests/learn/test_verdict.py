@@ -13,8 +13,9 @@ from pipeline.learn.verdict import min_detectable_difference, paired_power, pair
 SUBJECTS = np.repeat([f"s{i}" for i in range(8)], 30)  # 8 test subjects, 30 takes each
 
 
-def _results(rng: np.random.Generator, acc_base: float, acc_cand: float, seeds: int = 10,
-             seed_sd: float = 0.02) -> tuple[dict, dict]:
+def _results(
+    rng: np.random.Generator, acc_base: float, acc_cand: float, seeds: int = 10, seed_sd: float = 0.02
+) -> tuple[dict, dict]:
     """Per-seed correctness of two models: each seed shifts both models' accuracy alike (shared
     features and seed) plus its own training noise; takes differ in difficulty."""
     difficulty = rng.normal(0, 0.5, len(SUBJECTS))

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from pipeline.learn.train import fit
-from pipeline.models import make_model
 from pipeline.models.mv_lstm import MVLSTM
+from pipeline.models.registry import VARIANTS, make_model
 from pipeline.params import TrainParams
 
 D, H = 5, 7
@@ -82,7 +82,13 @@ def test_mv_lstm_outputs_are_zero_after_each_sequence_ends() -> None:
 
 
 def test_unknown_variant_lists_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="known: lstm, mv_lstm, mv_lstm_sup, mv_lstm_att"):
+    from pipeline.errors import PipelineError
+
+    assert VARIANTS.names() == ["lstm", "mv_lstm", "mv_lstm_att", "mv_lstm_sup"]
+    with pytest.raises(
+        PipelineError,
+        match=r"^train.variants: unknown model variant 'gru' \(known: lstm, mv_lstm, mv_lstm_att, mv_lstm_sup\)$",
+    ):
         make_model("gru", input_size=D, hidden=H, n_classes=2)
 
 
@@ -98,10 +104,28 @@ def test_a_tiny_training_run_learns_a_separable_toy_problem(variant: str) -> Non
     x[:, T // 2 :, 0] += np.where(y == 1, 2.0, -2.0)[:, None]
     ids = [f"t{i}" for i in range(n)]
     modes = np.array(["a" if i % 2 else "b" for i in range(n)])
-    data = {"take_ids": np.array(ids), "features": x.reshape(n * T, 4), "offsets": np.arange(n + 1) * T,
-            "lengths": np.full(n, T), "labels": y, "modes": modes}  # the ragged layout of the features file
+    data = {
+        "take_ids": np.array(ids),
+        "features": x.reshape(n * T, 4),
+        "offsets": np.arange(n + 1) * T,
+        "lengths": np.full(n, T),
+        "labels": y,
+        "modes": modes,
+    }  # the ragged layout of the features file
     fold = {"train": ids[:80], "val": ids[80:]}
-    p = TrainParams(variants=[variant], seeds=[0], hidden=16, epochs=40, patience=10, batch_size=16, lr=0.01,
-                    weight_decay=0.0, dropout=0.0, mode_loss_weight=0.3, adversarial_weight=0.1, workers=1)
+    p = TrainParams(
+        variants=[variant],
+        seeds=[0],
+        hidden=16,
+        epochs=40,
+        patience=10,
+        batch_size=16,
+        lr=0.01,
+        weight_decay=0.0,
+        dropout=0.0,
+        mode_loss_weight=0.3,
+        adversarial_weight=0.1,
+        workers=1,
+    )
     ckpt, history, _ = fit(variant, data, fold, p, seed=0, n_classes=2)
     assert ckpt["val_acc"] >= 0.95, history[-1]

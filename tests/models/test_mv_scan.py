@@ -48,8 +48,10 @@ def _reference(mv: MVLSTM, x: torch.Tensor, lengths: torch.Tensor, state: tuple[
 def test_the_hand_written_backward_passes_gradcheck() -> None:
     torch.manual_seed(0)
     T, B = 5, 2
-    inputs = [torch.randn(B, T, 7 * H, dtype=torch.float64, requires_grad=True),
-              torch.randn(7 * H, H, dtype=torch.float64, requires_grad=True)]
+    inputs = [
+        torch.randn(B, T, 7 * H, dtype=torch.float64, requires_grad=True),
+        torch.randn(7 * H, H, dtype=torch.float64, requires_grad=True),
+    ]
     state = [torch.randn(B, H, dtype=torch.float64, requires_grad=True) for _ in range(3)]
 
     def f(xp, w, h0, c0, m0):
@@ -109,7 +111,9 @@ def test_float32_on_cpu_takes_the_onednn_path_and_agrees_with_float64() -> None:
 
 
 @pytest.mark.parametrize("zero_mode_input", [False, True])
-def test_the_compiled_and_the_python_scan_agree_in_float32(zero_mode_input: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_compiled_and_the_python_scan_agree_in_float32(
+    zero_mode_input: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Same outputs and gradients (float32, padding, a state, the LSTM special case) from both implementations."""
     torch.manual_seed(5)
     B, T, D2, H2 = 5, 9, 6, 8
@@ -135,7 +139,8 @@ def test_the_compiled_and_the_python_scan_agree_in_float32(zero_mode_input: bool
 
 
 def test_without_a_compiler_auto_falls_back_with_a_warning_and_native_refuses_in_one_line(
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("CXX", "no-such-compiler")
     monkeypatch.setenv("MVFER_MV_SCAN", "auto")
     mv_scan_native.reset()
@@ -179,3 +184,23 @@ def test_double_backward_is_refused_not_silently_wrong(scan: str) -> None:
     with pytest.raises(RuntimeError):  # the Python scan refuses at create_graph, the compiled one at the second pass
         (g,) = torch.autograd.grad(mv(x)[0].sum(), x, create_graph=True)
         g.sum().backward()
+
+
+def test_the_scan_that_ran_is_recorded_for_the_reports(scan: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`implementation()` says what the dispatch ran in this process (the stages put it in their provenance)."""
+    assert mv_scan_native.implementation().startswith("none ran (MVFER_MV_SCAN=")
+    MVLSTM(D, H)(torch.randn(2, 3, D))
+    expected = "native" if scan == "native" else "python (MVFER_MV_SCAN=python)"
+    assert mv_scan_native.implementation() == expected
+    MVLSTM(D, H).to(torch.bfloat16)(
+        torch.randn(2, 3, D, dtype=torch.bfloat16)
+    )  # a dtype the compiled scan does not serve
+    assert mv_scan_native.implementation() == "; ".join(sorted({expected, "python (torch.bfloat16 tensors)"}))
+    if scan == "native":
+        monkeypatch.setenv("CXX", "no-such-compiler")
+        monkeypatch.setenv("MVFER_MV_SCAN", "auto")
+        mv_scan_native.reset()
+        MVLSTM(D, H)(torch.randn(2, 3, D))
+        assert mv_scan_native.implementation().startswith(
+            "python (compiled scan unavailable: no C++ compiler ('no-such-compiler'"
+        )

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import copy
+import json
+import logging
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.split.leakage import check_protocol
+from pipeline.layout import Layout
+from pipeline.params import Params
+from pipeline.split import stage as split
+from pipeline.split.leakage import SplitLeakageError, check_protocol
 from pipeline.split.protocols import leave_one_mode_out, subject_groups, subject_kfold, unseen_mode
+from pipeline.stage import EXIT_ENVIRONMENT, EXIT_INPUT, invoke
 
 CLASSES = ["anger", "fear", "happiness"]
 MODES = ["yaw+0_pitch+0/frontal", "yaw+0_pitch+0/dim", "yaw+30_pitch+0/frontal", "yaw+30_pitch+0/dim"]
@@ -18,8 +24,12 @@ SEEN = MODES[:2]
 
 @pytest.fixture(scope="module")
 def takes() -> pd.DataFrame:
-    rows = [{"take_id": f"{s}-{m}-{c}", "subject_id": s, "mode": m, "label": c}
-            for s in [f"sub-{i:02d}" for i in range(9)] for m in MODES for c in CLASSES]
+    rows = [
+        {"take_id": f"{s}-{m}-{c}", "subject_id": s, "mode": m, "label": c}
+        for s in [f"sub-{i:02d}" for i in range(9)]
+        for m in MODES
+        for c in CLASSES
+    ]
     return pd.DataFrame(rows)
 
 
@@ -120,69 +130,188 @@ def test_planted_empty_class_is_caught(clean: dict, takes: pd.DataFrame) -> None
     assert problems == ["unseen_mode fold 0: split 'val' has no take of class(es) fear"]
 
 
-def test_split_stage_fails_with_a_clear_message(monkeypatch, takes: pd.DataFrame, tmp_path) -> None:
-    """The stage raises SplitLeakageError listing the leaks (the CLI prints it as one error) and writes nothing."""
-    from pipeline.params import load_params
-    from pipeline.split import stage
-    from pipeline.split.leakage import SplitLeakageError
+def _stage_params(params: Params) -> Params:
+    """The fixture's takes: prompted labels, no rare classes, three subject folds, this module's seen modes."""
+    return params.model_copy(
+        update={
+            "split": params.split.model_copy(
+                update={
+                    "labels": "prompted",
+                    "min_class_takes": 1,
+                    "subject_kfold_k": 3,
+                    "val_subjects": 1,
+                    "seen_modes": SEEN,
+                    "unseen_mode_folds": 3,
+                    "leave_one_mode_out": False,
+                    "near_duplicate_max_bits": 4,
+                }
+            )
+        }
+    )
 
-    def leaky(params, t):
-        split = unseen_mode(t, SEEN, 3, 1, 0)
-        split["folds"][0]["val"].append(split["folds"][0]["test_unseen"][0])
-        return {"unseen_mode": split}
 
-    monkeypatch.setattr(stage, "build", leaky)
-    monkeypatch.setattr(stage, "eligible_takes", lambda *args, **kwargs: (takes, {}))
-    monkeypatch.setattr(stage, "take_hash", lambda p: None)
-    for name in ("manifest", "align", "labels"):
-        pd.DataFrame({"take_id": []}).to_parquet(tmp_path / f"{name}.parquet")
-    monkeypatch.setattr(stage.paths, "LABELS", tmp_path / "labels.parquet")
-    out, report = tmp_path / "splits", tmp_path / "splits.json"
-    with pytest.raises(SplitLeakageError, match=r"leak\(s\) in the splits:\n  unseen_mode fold 0"):
-        stage.run(load_params(), tmp_path / "manifest.parquet", tmp_path / "align.parquet", tmp_path / "aligned", out, report)
-    assert not out.exists() and not report.exists()
+@pytest.fixture(scope="module")
+def file_takes(takes: pd.DataFrame) -> pd.DataFrame:
+    """The takes with ids that name files (no '/')."""
+    return takes.assign(take_id=takes["take_id"].str.replace("/", "_"))
+
+
+def _inputs(layout: Layout, takes: pd.DataFrame, same_frames: bool = False) -> None:
+    """manifest, align verdicts and aligned takes of `takes` (same_frames: every take duplicates every other)."""
+    layout.interim.mkdir(parents=True)
+    layout.aligned.mkdir(parents=True)
+    takes.assign(status="accepted", prompted_expression=takes["label"]).drop(columns="label").to_parquet(
+        layout.manifest
+    )
+    takes[["take_id"]].assign(status="ok").to_parquet(layout.align_takes)
+    rng = np.random.default_rng(0)
+    same = rng.integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+    for t in takes["take_id"]:
+        frames = same if same_frames else rng.integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+        np.savez(layout.aligned / f"{t}.npz", frames=frames, valid=np.ones(3, bool))
+
+
+def test_split_stage_writes_the_protocols_and_a_report_with_provenance(
+    layout: Layout, params: Params, file_takes: pd.DataFrame
+) -> None:
+    _inputs(layout, file_takes)
+    split.run(layout, _stage_params(params))
+    assert sorted(p.name for p in layout.splits.iterdir()) == [
+        "subject_kfold.json",
+        "takes.parquet",
+        "unseen_mode.json",
+    ]
+    assert list(pd.read_parquet(layout.splits / "takes.parquet")["take_id"]) == sorted(file_takes["take_id"])
+    unseen = json.loads((layout.splits / "unseen_mode.json").read_text())
+    assert unseen["classes"] == CLASSES and unseen["labels"] == "prompted expressions (split.labels: prompted)"
+    rep = json.loads(layout.splits_report.read_text())
+    assert rep["eligible_takes"] == len(file_takes) and set(rep["protocols"]) == {"subject_kfold", "unseen_mode"}
+    assert rep["provenance"]["params"]["split"]["seen_modes"] == SEEN
+
+
+def test_split_stage_fails_with_a_clear_message(layout: Layout, params: Params, file_takes: pd.DataFrame) -> None:
+    """Planted near-duplicates across subjects: SplitLeakageError listing the leaks (the CLI prints it as one error),
+    nothing written."""
+    _inputs(layout, file_takes, same_frames=True)
+    with pytest.raises(
+        SplitLeakageError, match=r"leak\(s\) in the splits:\n  subject_kfold fold 0: take .* are near-duplicates"
+    ):
+        split.run(layout, _stage_params(params))
+    assert not layout.splits.exists() and not layout.splits_report.exists()
+
+
+def test_the_core_names_every_leak_of_planted_hashes(takes: pd.DataFrame, params: Params, hashes: dict) -> None:
+    s = _stage_params(params).split
+    assert set(split.compute(takes, {}, hashes, s).protocols) == {"subject_kfold", "unseen_mode"}
+    clone = dict.fromkeys(hashes, hashes[takes["take_id"].iloc[0]])
+    with pytest.raises(SplitLeakageError, match="unseen_mode fold 2: take"):
+        split.compute(takes, {}, clone, s)
+
+
+def test_a_damaged_aligned_take_is_one_line_naming_file_and_field(
+    layout: Layout, params: Params, file_takes: pd.DataFrame, caplog: pytest.LogCaptureFixture
+) -> None:
+    _inputs(layout, file_takes)
+    victim = layout.aligned / f"{file_takes['take_id'].iloc[5]}.npz"
+    np.savez(victim, frames=np.zeros((3, 16, 16, 3), np.uint8))  # no `valid`
+    assert invoke(split.run, layout, _stage_params(params)) == EXIT_INPUT
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [f"{victim}: aligned take has no field 'valid' (rerun align)"]
+    assert not layout.splits.exists()
+
+
+def test_an_output_that_cannot_be_written_stops_the_stage_as_an_environment_fault(
+    layout: Layout, params: Params, file_takes: pd.DataFrame, caplog: pytest.LogCaptureFixture
+) -> None:
+    _inputs(layout, file_takes)
+    layout.processed.write_text("")  # a file where data/processed must be: no output can be created
+    assert invoke(split.run, layout, _stage_params(params)) == EXIT_ENVIRONMENT
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert (
+        len(errors) == 1
+        and errors[0].startswith(f"environment: cannot write {layout.splits}")
+        and "\n" not in errors[0]
+    )
+    assert not layout.splits_report.exists()
 
 
 def test_rare_labels_are_left_out_and_counted() -> None:
     from pipeline.split.stage import eligible_takes
 
-    manifest = pd.DataFrame({"take_id": [f"t{i}" for i in range(8)], "status": ["accepted"] * 7 + ["quarantined"],
-                             "subject_id": "s1", "yaw": 0.0, "pitch": 0.0, "illumination": "frontal", "mode": "yaw+0_pitch+0/frontal", "prompted_expression": "fear"})
+    manifest = pd.DataFrame(
+        {
+            "take_id": [f"t{i}" for i in range(8)],
+            "status": ["accepted"] * 7 + ["quarantined"],
+            "subject_id": "s1",
+            "yaw": 0.0,
+            "pitch": 0.0,
+            "illumination": "frontal",
+            "mode": "yaw+0_pitch+0/frontal",
+            "prompted_expression": "fear",
+        }
+    )
     align = pd.DataFrame({"take_id": [f"t{i}" for i in range(8)], "status": ["ok"] * 6 + ["flagged", "ok"]})
-    labels = pd.DataFrame({"take_id": [f"t{i}" for i in range(6)], "status": ["accepted"] * 5 + ["reannotate"],
-                           "label": ["fear", "fear", "fear", "anger", "fear", "fear"]})
+    labels = pd.DataFrame(
+        {
+            "take_id": [f"t{i}" for i in range(6)],
+            "status": ["accepted"] * 5 + ["reannotate"],
+            "label": ["fear", "fear", "fear", "anger", "fear", "fear"],
+        }
+    )
     takes, excluded = eligible_takes(manifest, align, labels, min_class_takes=2)
     assert list(takes["take_id"]) == ["t0", "t1", "t2", "t4"]
-    assert excluded == {"not_accepted_by_ingest": 1, "flagged_by_align": 1, "no_accepted_label": 1,
-                        "rare_class": 1, "rare_classes": ["anger"]}
+    assert excluded == {
+        "not_accepted_by_ingest": 1,
+        "flagged_by_align": 1,
+        "no_accepted_label": 1,
+        "rare_class": 1,
+        "rare_classes": ["anger"],
+    }
 
 
 def test_a_manifest_without_ingests_mode_asks_for_a_re_ingest_instead_of_guessing() -> None:
     from pipeline.modes import MissingModeError
     from pipeline.split.stage import eligible_takes
 
-    manifest = pd.DataFrame({"take_id": ["t0"], "status": ["accepted"], "subject_id": "s1", "yaw": 0.0, "pitch": 0.0,
-                             "illumination": "frontal", "prompted_expression": "fear"})
+    manifest = pd.DataFrame(
+        {
+            "take_id": ["t0"],
+            "status": ["accepted"],
+            "subject_id": "s1",
+            "yaw": 0.0,
+            "pitch": 0.0,
+            "illumination": "frontal",
+            "prompted_expression": "fear",
+        }
+    )
     with pytest.raises(MissingModeError, match="no column 'mode'.*re-run ingest"):
         eligible_takes(manifest, pd.DataFrame({"take_id": ["t0"], "status": ["ok"]}), None)
 
 
-def test_no_eligible_take_is_one_line_naming_what_left_them_out(tmp_path) -> None:
+def test_no_eligible_take_is_one_line_naming_what_left_them_out(layout: Layout, params: Params) -> None:
     """Too few takes per class (a small rig folder): the CLI's one-line error, not a traceback from the protocols."""
     from pipeline.errors import PipelineError
-    from pipeline.params import load_params
-    from pipeline.split import stage
 
-    manifest = pd.DataFrame({"take_id": ["t0", "t1"], "status": "accepted", "subject_id": ["s1", "s2"], "mode": "m",
-                             "prompted_expression": "fear"})
-    manifest.to_parquet(tmp_path / "manifest.parquet")
-    pd.DataFrame({"take_id": ["t0", "t1"], "status": "ok"}).to_parquet(tmp_path / "align.parquet")
-    params = load_params()
-    params = params.model_copy(update={"split": params.split.model_copy(update={"labels": "prompted", "min_class_takes": 3})})
-    with pytest.raises(PipelineError, match=r"manifest.parquet: no take is eligible .*rare_class 2.*min_class_takes is 3") as e:
-        stage.run(params, tmp_path / "manifest.parquet", tmp_path / "align.parquet", tmp_path / "aligned",
-                  tmp_path / "splits", tmp_path / "splits.json")
-    assert "\n" not in str(e.value) and not (tmp_path / "splits.json").exists()
+    manifest = pd.DataFrame(
+        {
+            "take_id": ["t0", "t1"],
+            "status": "accepted",
+            "subject_id": ["s1", "s2"],
+            "mode": "m",
+            "prompted_expression": "fear",
+        }
+    )
+    layout.interim.mkdir(parents=True)
+    manifest.to_parquet(layout.manifest)
+    pd.DataFrame({"take_id": ["t0", "t1"], "status": "ok"}).to_parquet(layout.align_takes)
+    params = params.model_copy(
+        update={"split": params.split.model_copy(update={"labels": "prompted", "min_class_takes": 3})}
+    )
+    with pytest.raises(
+        PipelineError, match=r"manifest.parquet: no take is eligible .*rare_class 2.*min_class_takes is 3"
+    ) as e:
+        split.run(layout, params)
+    assert "\n" not in str(e.value) and not layout.splits_report.exists()
 
 
 def test_protocol_errors_are_pipeline_errors(takes: pd.DataFrame) -> None:

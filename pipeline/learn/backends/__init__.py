@@ -13,25 +13,16 @@ Every backend fits on the training takes only and encodes any take frame by fram
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
-from pipeline.learn.backends.base import Backend, TrainingFrames
-from pipeline.learn.backends.cnn import CNNBackend
-from pipeline.learn.backends.hog import HOGBackend
-
-BACKENDS: dict[str, Callable[..., Backend]] = {
-    "cnn": lambda **kw: CNNBackend("frame", **kw),
-    "cnn_delta": lambda **kw: CNNBackend("delta", **kw),
-    "cnn_pair": lambda **kw: CNNBackend("pair", **kw),
-    "hog": lambda **kw: HOGBackend(**kw),
-}
+from pipeline.learn.backends import cnn, hog  # noqa: F401 - importing a backend module registers it
+from pipeline.learn.backends.base import BACKENDS, PARAMS_KEY, Backend, TrainingFrames
 
 
-def make_backend(name: str, **kwargs) -> Backend:
-    """A backend by its params name; an unknown name lists the known ones."""
-    if name not in BACKENDS:
-        raise ValueError(f"unknown feature backend {name!r}; known: {', '.join(BACKENDS)}")
-    return BACKENDS[name](**kwargs)
+def make_backend(name: str, **kwargs: Any) -> Backend:
+    """A backend by its params name; an unknown name is one line naming `features.backends` and the known ones."""
+    backend: Backend = BACKENDS.create(name, key=PARAMS_KEY, **kwargs)
+    return backend
 
 
-__all__ = ["BACKENDS", "Backend", "TrainingFrames", "make_backend"]
+__all__ = ["BACKENDS", "PARAMS_KEY", "Backend", "TrainingFrames", "make_backend"]

@@ -1,11 +1,16 @@
-"""What a feature backend is: fit on training frames, then encode one take at a time."""
+"""What a feature backend is (fit on training frames, then encode one take at a time) and the registry of them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+from pipeline.registry import Registry
+
+PARAMS_KEY = "features.backends"
 
 
 @dataclass(frozen=True)
@@ -30,3 +35,7 @@ class Backend(Protocol):
     def encode(self, frames: np.ndarray, ref: np.ndarray) -> np.ndarray:
         """(T, 3, S, S) uint8 frames of one take and its reference frame -> (T, D) float32."""
         ...
+
+
+# Backends by their params name; each backend module registers its own (the package's __init__ imports them).
+BACKENDS: Registry[Callable[..., Backend]] = Registry("feature backend")

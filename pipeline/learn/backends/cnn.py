@@ -10,19 +10,24 @@ alike, so the difference stays a difference of the same face.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.learn.backends.base import TrainingFrames
+from pipeline.learn.backends.base import BACKENDS, TrainingFrames
+from pipeline.learn.backends.frame_cnn import FrameCNN
 from pipeline.learn.common import device, seed_everything
-from pipeline.models.frame_cnn import FrameCNN
 
 _PAD = 4
 Inputs = Literal["frame", "delta", "pair"]
-INPUTS: dict[str, tuple[str, int]] = {"frame": ("cnn", 3), "delta": ("cnn_delta", 3), "pair": ("cnn_pair", 6)}  # -> (backend, channels)
+INPUTS: dict[Inputs, tuple[str, int]] = {
+    "frame": ("cnn", 3),
+    "delta": ("cnn_delta", 3),
+    "pair": ("cnn_pair", 6),
+}  # -> (backend, channels)
 
 
 def augment_pair(x: torch.Tensor, r: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,7 +45,9 @@ def augment_pair(x: torch.Tensor, r: torch.Tensor, gen: torch.Generator) -> tupl
 class CNNBackend:
     """A FrameCNN per fold and seed; `encode` gives its penultimate layer (feature_dim numbers)."""
 
-    def __init__(self, inputs: Inputs, input_size: int, feature_dim: int, epochs: int, batch_size: int, lr: float, **_: object) -> None:
+    def __init__(
+        self, inputs: Inputs, input_size: int, feature_dim: int, epochs: int, batch_size: int, lr: float, **_: object
+    ) -> None:
         if inputs not in INPUTS:
             raise ValueError(f"CNN inputs {inputs!r}: expected one of {', '.join(INPUTS)}")
         self.inputs = inputs
@@ -48,7 +55,9 @@ class CNNBackend:
         self.feature_dim, self.epochs, self.batch_size, self.lr = feature_dim, epochs, batch_size, lr
         self.model: FrameCNN | None = None
 
-    def _batch(self, frames: np.ndarray, refs: np.ndarray, dev: torch.device, gen: torch.Generator | None) -> torch.Tensor:
+    def _batch(
+        self, frames: np.ndarray, refs: np.ndarray, dev: torch.device, gen: torch.Generator | None
+    ) -> torch.Tensor:
         x = torch.as_tensor(frames, device=dev).float().div_(255.0)
         r = torch.as_tensor(refs, device=dev).float().div_(255.0)
         if gen is not None:
@@ -65,7 +74,8 @@ class CNNBackend:
     def fit(self, train: TrainingFrames, val: TrainingFrames, n_classes: int, seed: int) -> dict:
         dev = device()
         gen = seed_everything(seed)
-        model = FrameCNN(n_classes, self.feature_dim, self.channels).to(dev, memory_format=torch.channels_last)
+        model = FrameCNN(n_classes, self.feature_dim, self.channels)
+        model = model.to(dev, memory_format=torch.channels_last)  # type: ignore[call-overload]  # (stubs lack it)
         opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.epochs)
         history = []
@@ -83,7 +93,13 @@ class CNNBackend:
                 opt.step()
                 total += float(loss.detach()) * len(b)
             sched.step()
-            history.append({"epoch": epoch, "loss": round(total / max(n, 1), 5), "val_frame_acc": round(self._accuracy(model, val), 4)})
+            history.append(
+                {
+                    "epoch": epoch,
+                    "loss": round(total / max(n, 1), 5),
+                    "val_frame_acc": round(self._accuracy(model, val), 4),
+                }
+            )
         self.model = model.eval()
         return {"history": history, "val_frame_acc": history[-1]["val_frame_acc"] if history else float("nan")}
 
@@ -93,8 +109,12 @@ class CNNBackend:
             return float("nan")
         model.eval()
         dev = next(model.parameters()).device
-        pred = torch.cat([model(self._batch(data.frames[s : s + 256], data.refs[s : s + 256], dev, None)).argmax(1).cpu()
-                          for s in range(0, len(data.labels), 256)])
+        pred = torch.cat(
+            [
+                model(self._batch(data.frames[s : s + 256], data.refs[s : s + 256], dev, None)).argmax(1).cpu()
+                for s in range(0, len(data.labels), 256)
+            ]
+        )
         return float((pred.numpy() == data.labels).mean())
 
     @torch.inference_mode()
@@ -104,3 +124,7 @@ class CNNBackend:
         dev = next(self.model.parameters()).device
         refs = np.repeat(ref[None], len(frames), axis=0)
         return self.model.features(self._batch(frames, refs, dev, None)).cpu().numpy().astype(np.float32)
+
+
+for _inputs, (_name, _) in INPUTS.items():  # cnn, cnn_delta, cnn_pair
+    BACKENDS.add(_name, functools.partial(CNNBackend, _inputs))

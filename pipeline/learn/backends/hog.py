@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 from skimage.feature import hog
 
-from pipeline.learn.backends.base import TrainingFrames
+from pipeline.learn.backends.base import BACKENDS, TrainingFrames
 
 
+@BACKENDS.register("hog")
 class HOGBackend:
     """9 orientations, cells of `input_size // 4` pixels, 2x2 blocks: 324 numbers at any crop size."""
 
@@ -21,5 +22,15 @@ class HOGBackend:
 
     def encode(self, frames: np.ndarray, ref: np.ndarray) -> np.ndarray:
         grey = frames.astype(np.float32).mean(axis=1)
-        return np.stack([hog(g, orientations=9, pixels_per_cell=(self.cell, self.cell), cells_per_block=(2, 2),
-                             feature_vector=True) for g in grey]).astype(np.float32)
+        return np.stack(
+            [
+                hog(
+                    g,
+                    orientations=9,
+                    pixels_per_cell=(self.cell, self.cell),
+                    cells_per_block=(2, 2),
+                    feature_vector=True,
+                )
+                for g in grey
+            ]
+        ).astype(np.float32)

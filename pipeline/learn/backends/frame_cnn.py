@@ -10,7 +10,9 @@ LAST_CHANNELS = 32  # channels of the last block: 32 x 3 x 3 = 288 numbers feed 
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True), nn.MaxPool2d(2)
+    )
 
 
 class FrameCNN(nn.Module):
@@ -26,8 +28,15 @@ class FrameCNN(nn.Module):
     def __init__(self, n_classes: int, feature_dim: int = 64, in_channels: int = 3) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            _block(in_channels, 12), _block(12, 24), _block(24, 48), _block(48, LAST_CHANNELS),
-            nn.AdaptiveAvgPool2d(GRID), nn.Flatten(), nn.Dropout(0.2), nn.Linear(LAST_CHANNELS * GRID * GRID, feature_dim), nn.ReLU(),
+            _block(in_channels, 12),
+            _block(12, 24),
+            _block(24, 48),
+            _block(48, LAST_CHANNELS),
+            nn.AdaptiveAvgPool2d(GRID),
+            nn.Flatten(),
+            nn.Dropout(0.2),
+            nn.Linear(LAST_CHANNELS * GRID * GRID, feature_dim),
+            nn.ReLU(),
         )
         self.head = nn.Linear(feature_dim, n_classes)
 
