@@ -6,7 +6,6 @@ error naming the key rather than a silently ignored setting.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -316,11 +315,3 @@ def load_params(path: Path) -> Params:
     except ValidationError as e:
         lines = [f"{path}: {'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
         raise ParamsError("\n".join(lines)) from e
-
-
-@lru_cache(maxsize=1)
-def params() -> Params:
-    """DEPRECATED (being removed by the stage-contract refactor): the discovered repository's parameters."""
-    from pipeline.layout import Layout
-
-    return load_params(Layout.discover().params_file)
