@@ -1,7 +1,7 @@
 """Label Studio test fixtures, loaded for the whole suite from tests/conftest.py (pytest_plugins):
-a temporary LABEL_STUDIO_HOME for every test (so no test, run alone or in any order, writes the
-database template into the checkout), the tiny capture's manifest, H.264 proxies of its takes, and
-a real server on loopback (`live`).
+Label Studio's home in a temporary folder (`ls_home`: server folders and the database template,
+built once per session, never in the checkout), the tiny capture's manifest, H.264 proxies of its
+takes, and a real server on loopback (`live`, one per test module).
 
 The proxies are encoded here with PyAV (the lock's `av`), the way the media stage writes them, so
 these tests do not depend on that stage; frame k of a proxy is frame k of the take.
@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import paths
 from pipeline.annotate import server
 from pipeline.annotate.sync import client
 from pipeline.ingest.run import ingest
@@ -51,15 +50,11 @@ def read_frames(path: Path) -> list[np.ndarray]:
         out.append(img)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def ls_home(tmp_path_factory: pytest.TempPathFactory):
-    """Label Studio's home (database template cache, default server folder) in a temp folder for every
-    test, so none writes into the checkout (the template is built once per session when a test needs
-    it: about 40 s on a 2-core VM, as on any fresh CI checkout)."""
-    mp = pytest.MonkeyPatch()
-    mp.setattr(paths, "LABEL_STUDIO_HOME", tmp_path_factory.mktemp("labelstudio"))
-    yield paths.LABEL_STUDIO_HOME
-    mp.undo()
+@pytest.fixture(scope="session")
+def ls_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Label Studio's home for the tests: server folders beside `templates/`, where the database template
+    is built once per session when a test needs it (about 40 s on a 2-core VM, as on a fresh CI checkout)."""
+    return tmp_path_factory.mktemp("labelstudio")
 
 
 @pytest.fixture(scope="session")
@@ -79,10 +74,10 @@ def media_root(tiny_raw: Path, tiny_manifest: pd.DataFrame, tmp_path_factory: py
 
 
 @pytest.fixture(scope="module")
-def live(media_root: Path, tmp_path_factory: pytest.TempPathFactory):
+def live(media_root: Path, ls_home: Path):
     """A real Label Studio on a free loopback port, with its own token; stopped by process group."""
     token = secrets.token_hex(20)
-    data_dir = tmp_path_factory.mktemp("ls")
+    data_dir = ls_home / f"server-{secrets.token_hex(4)}"
     info = server.start(data_dir, media_root, token=token)
     try:
         yield info, client(info.url, token), data_dir, token

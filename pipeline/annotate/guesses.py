@@ -32,7 +32,7 @@ class Guesses:
         if take_id not in self.table.index:
             return None
         row = self.table.loc[take_id]
-        return str(row["label"]), float(row["confidence"]), str(row["model_version"])
+        return str(row["label"]), float(row["confidence"]), str(row["model_version"])  # type: ignore[arg-type]
 
     @property
     def model_versions(self) -> list[str]:
@@ -52,8 +52,12 @@ def load_guesses(path: Path, known_takes: set[str], labels: set[str]) -> Guesses
     df = df[list(COLUMNS)].copy()
     df["confidence"] = pd.to_numeric(df["confidence"], errors="coerce")
     skipped: Counter = Counter()
-    checks = [("unknown_take", ~df["take_id"].isin(known_takes)), ("label_not_in_config", ~df["label"].isin(labels)),
-              ("confidence_not_in_0_1", ~df["confidence"].between(0, 1)), ("no_model_version", df["model_version"].fillna("").str.strip() == "")]
+    checks = [
+        ("unknown_take", ~df["take_id"].isin(known_takes)),
+        ("label_not_in_config", ~df["label"].isin(labels)),
+        ("confidence_not_in_0_1", ~df["confidence"].between(0, 1)),
+        ("no_model_version", df["model_version"].fillna("").str.strip() == ""),
+    ]
     bad = pd.Series(False, index=df.index)
     for reason, mask in checks:
         mask = mask & ~bad

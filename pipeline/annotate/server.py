@@ -24,19 +24,19 @@ import sqlite3
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.errors import PipelineError
-from pipeline import paths
 
 log = logging.getLogger(__name__)
 TOKEN_ENV = "LABEL_STUDIO_API_KEY"
 USER_ENV = "LABEL_STUDIO_USERNAME"
 PASSWORD_ENV = "LABEL_STUDIO_PASSWORD"
 DEFAULT_USER = "admin@mvfer.local"
-LS_VENV = paths.ROOT / ".venv-ls"
+LS_VENV = Path(__file__).resolve().parents[2] / ".venv-ls"  # beside the code: `make labelstudio` builds it
 DB_NAME = "label_studio.sqlite3"
+GUARD_DIR = Path(__file__).resolve().parent / "lsguard"  # mvfer's guard middleware and page script (see there)
 TEMPLATE_KIND = "nouser"  # template file name part: templates built before this had a throwaway superuser
 
 
@@ -69,10 +69,16 @@ def executable(venv: Path = LS_VENV) -> Path:
 @functools.lru_cache(maxsize=4)
 def version(venv: Path = LS_VENV) -> str:
     """Label Studio's version in `venv` (a subprocess import, so asked once per process)."""
-    out = subprocess.run([str(venv / "bin" / "python"), "-c", "import label_studio; print(label_studio.__version__)"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import label_studio; print(label_studio.__version__)"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if out.returncode != 0:
-        raise LabelStudioError(f"cannot read the Label Studio version from {venv}: {out.stderr.strip().splitlines()[-1:]}")
+        raise LabelStudioError(
+            f"cannot read the Label Studio version from {venv}: {out.stderr.strip().splitlines()[-1:]}"
+        )
     return out.stdout.strip()
 
 
@@ -104,12 +110,24 @@ def _env(data_dir: Path, media_root: Path, token: str | None, user: str | None, 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "DJANGO_"))}
     if user and password and token:
         env.update({"LABEL_STUDIO_USERNAME": user, "LABEL_STUDIO_PASSWORD": password, "LABEL_STUDIO_USER_TOKEN": token})
-    env.update({
-        "HOME": str(data_dir / "home"), "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir), "DJANGO_DB": "sqlite",
-        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true", "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
-        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(media_root),
-        "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": "", "COLLECT_ANALYTICS": "false", "LATEST_VERSION_CHECK": "false",
-    })
+    env.update(
+        {
+            "HOME": str(data_dir / "home"),
+            "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
+            "DJANGO_DB": "sqlite",
+            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+            "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+            "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+            "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(media_root),
+            "SENTRY_DSN": "",
+            "FRONTEND_SENTRY_DSN": "",
+            "COLLECT_ANALYTICS": "false",
+            "LATEST_VERSION_CHECK": "false",
+            # mvfer's guard: annotators blind to each other, no settings changes, marks checked
+            # (lsguard/sitecustomize.py adds lsguard/mvfer_ls_guard.py to Label Studio's middleware)
+            "PYTHONPATH": os.pathsep.join([str(GUARD_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        }
+    )
     return env
 
 
@@ -165,16 +183,22 @@ def _kill_group(pid: int, grace: float = 15.0) -> None:
         pass
 
 
-def _launch(data_dir: Path, media_root: Path, port: int, token: str | None, user: str | None, password: str | None,
-            venv: Path) -> subprocess.Popen:
+def _launch(
+    data_dir: Path, media_root: Path, port: int, token: str | None, user: str | None, password: str | None, venv: Path
+) -> subprocess.Popen:
     private_dir(data_dir / "home")
     log_file = data_dir / "server.log"
     fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "ab") as out:
         return subprocess.Popen(
             [str(executable(venv)), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)],
-            env=_env(data_dir, media_root, token, user, password), stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, cwd=data_dir, umask=0o077,
+            env=_env(data_dir, media_root, token, user, password),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=data_dir,
+            umask=0o077,
         )
 
 
@@ -190,21 +214,33 @@ def set_only_token(db: Path, email: str, token: str) -> None:
     uid = _db_user_id(db, email)
     if uid is None:
         raise LabelStudioError(f"{db}: no user {email!r} to own the API token")
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     with sqlite3.connect(db) as c:
         c.execute("DELETE FROM authtoken_token")
         c.execute("INSERT INTO authtoken_token (key, created, user_id) VALUES (?, ?, ?)", (token, now, uid))
-        c.execute("INSERT INTO token_blacklist_blacklistedtoken (blacklisted_at, token_id) "
-                  "SELECT ?, id FROM token_blacklist_outstandingtoken WHERE id NOT IN "
-                  "(SELECT token_id FROM token_blacklist_blacklistedtoken)", (now,))
+        c.execute(
+            "INSERT INTO token_blacklist_blacklistedtoken (blacklisted_at, token_id) "
+            "SELECT ?, id FROM token_blacklist_outstandingtoken WHERE id NOT IN "
+            "(SELECT token_id FROM token_blacklist_blacklistedtoken)",
+            (now,),
+        )
 
 
 def _strip_credentials(db: Path) -> None:
     """The template keeps the schema and Label Studio's own rows, but no user, session or token."""
     with sqlite3.connect(db) as c:
-        for table in ("authtoken_token", "token_blacklist_blacklistedtoken", "token_blacklist_outstandingtoken",
-                      "django_session", "organizations_organizationmember", "organization", "htx_user_groups",
-                      "htx_user_user_permissions", "users_userproducttour", "htx_user"):
+        for table in (
+            "authtoken_token",
+            "token_blacklist_blacklistedtoken",
+            "token_blacklist_outstandingtoken",
+            "django_session",
+            "organizations_organizationmember",
+            "organization",
+            "htx_user_groups",
+            "htx_user_user_permissions",
+            "users_userproducttour",
+            "htx_user",
+        ):
             c.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
         users = c.execute("SELECT count(*) FROM htx_user").fetchone()[0]
         tokens = c.execute("SELECT count(*) FROM authtoken_token").fetchone()[0]
@@ -212,12 +248,11 @@ def _strip_credentials(db: Path) -> None:
         raise LabelStudioError(f"{db}: the template still holds {users} user(s) and {tokens} token(s)")
 
 
-def template_db(venv: Path = LS_VENV, cache: Path | None = None, timeout: float = 180) -> Path:
-    """A migrated database for this Label Studio version, built once (about 25 s)."""
+def template_db(cache: Path, venv: Path = LS_VENV, timeout: float = 180) -> Path:
+    """A migrated database for this Label Studio version in `cache`, built once (about 25 s)."""
     ver = version(venv)
-    if cache is None:
-        private_dir(paths.LABEL_STUDIO_HOME)
-    cache = private_dir(cache or paths.LABEL_STUDIO_HOME / "templates")
+    private_dir(cache.parent)
+    cache = private_dir(cache)
     target = cache / f"{ver}-{TEMPLATE_KIND}-{DB_NAME}"
     for stale in cache.glob(f"*-{DB_NAME}"):  # older templates kept a throwaway superuser and its token
         if TEMPLATE_KIND not in stale.name:
@@ -243,17 +278,33 @@ def template_db(venv: Path = LS_VENV, cache: Path | None = None, timeout: float 
     return target
 
 
-def start(data_dir: Path, media_root: Path, port: int | None = None, token: str | None = None,
-          venv: Path = LS_VENV, timeout: float = 120) -> ServerInfo:
+def templates_dir(data_dir: Path) -> Path:
+    """Where database templates are kept: beside the server folder (.labelstudio/templates for .labelstudio/server)."""
+    return Path(data_dir).resolve().parent / "templates"
+
+
+def start(
+    data_dir: Path,
+    media_root: Path,
+    port: int | None = None,
+    token: str | None = None,
+    venv: Path = LS_VENV,
+    timeout: float = 120,
+    templates: Path | None = None,
+) -> ServerInfo:
     """Start a server on 127.0.0.1 from the template database; returns where it is and its pid."""
     token = token or os.environ.get(TOKEN_ENV)
     if not token:
-        raise LabelStudioError(f"set ${TOKEN_ENV} to the API token to use (e.g. `export {TOKEN_ENV}=$(python -c "
-                               "'import secrets; print(secrets.token_hex(20))')`); it is never stored in params or git")
+        raise LabelStudioError(
+            f"set ${TOKEN_ENV} to the API token to use (e.g. `export {TOKEN_ENV}=$(python -c "
+            "'import secrets; print(secrets.token_hex(20))')`); it is never stored in params or git"
+        )
     running = _read_info(data_dir)
     if running is not None and _ours(running, data_dir):
-        raise LabelStudioError(f"a Label Studio started from {data_dir} is already running at {running.url} (pid {running.pid}); "
-                               "stop it first with `mvfer labelstudio stop`")
+        raise LabelStudioError(
+            f"a Label Studio started from {data_dir} is already running at {running.url} (pid {running.pid}); "
+            "stop it first with `mvfer labelstudio stop`"
+        )
     user = os.environ.get(USER_ENV, DEFAULT_USER)
     port = port or free_port()
     if not port_is_free(port):
@@ -262,7 +313,7 @@ def start(data_dir: Path, media_root: Path, port: int | None = None, token: str 
     db = data_dir / DB_NAME
     if not db.exists() or db.stat().st_size == 0:  # an empty file is what a stray sqlite3.connect leaves
         tmp = db.with_suffix(".tmp")
-        shutil.copyfile(template_db(venv), tmp)
+        shutil.copyfile(template_db(templates or templates_dir(data_dir), venv), tmp)
         tmp.chmod(0o600)
         os.replace(tmp, db)
     db.chmod(0o600)
@@ -334,8 +385,12 @@ def stop(data_dir: Path) -> bool:
     if info is None:
         return False
     if not _ours(info, data_dir):
-        log.warning("%s names pid %d, which is not a Label Studio started from %s: nothing stopped, stale file removed",
-                    data_dir / "server.json", info.pid, data_dir)
+        log.warning(
+            "%s names pid %d, which is not a Label Studio started from %s: nothing stopped, stale file removed",
+            data_dir / "server.json",
+            info.pid,
+            data_dir,
+        )
         (data_dir / "server.json").unlink(missing_ok=True)
         return False
     _kill_group(info.pid)

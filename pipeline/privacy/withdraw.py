@@ -101,10 +101,11 @@ def _label_studio_tasks(ls, use_label_studio: bool, targets: set[str], home: Pat
                 "start it (`mvfer labelstudio start`) and run the withdrawal again"
             )
         return None, notes
-    from pipeline.privacy.labelstudio import delete_tasks
+    from pipeline.annotate.server import DB_NAME
+    from pipeline.privacy.labelstudio import delete_everywhere
 
     try:
-        return delete_tasks(client, targets), notes
+        return delete_everywhere(client, targets, home / "server" / DB_NAME), notes
     except Exception as e:  # noqa: BLE001 - as above
         return None, [f"Label Studio: task deletion failed ({type(e).__name__}); delete the tasks by hand"]
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def vote_counts(items: np.ndarray, annotators: np.ndarray, labels: np.ndarray, n_items: int, n_ann: int, K: int) -> np.ndarray:
+def vote_counts(
+    items: np.ndarray, annotators: np.ndarray, labels: np.ndarray, n_items: int, n_ann: int, K: int
+) -> np.ndarray:
     """n_ann x n_items x K one-hot tensor of who said what."""
     counts = np.zeros((n_ann, n_items, K))
     np.add.at(counts, (annotators, items, labels), 1)
@@ -24,7 +26,9 @@ def majority_vote(counts: np.ndarray, rng_seed: int = 0) -> tuple[np.ndarray, np
     return label, share
 
 
-def dawid_skene(counts: np.ndarray, max_iter: int = 100, tol: float = 1e-6, smoothing: float = 0.01) -> dict[str, np.ndarray]:
+def dawid_skene(
+    counts: np.ndarray, max_iter: int = 100, tol: float = 1e-6, smoothing: float = 0.01
+) -> dict[str, np.ndarray]:
     """Dawid & Skene (1979) EM: item posteriors, class priors, per-annotator confusion matrices.
 
     counts: annotators x items x K. Initialised from the vote shares; the confusion rows are
@@ -33,7 +37,7 @@ def dawid_skene(counts: np.ndarray, max_iter: int = 100, tol: float = 1e-6, smoo
     votes = counts.sum(axis=0)
     T = votes / np.maximum(votes.sum(axis=1, keepdims=True), 1e-12)
     prev = None
-    for it in range(max_iter):
+    for it in range(max_iter):  # noqa: B007 - `it` is reported after the loop
         prior = T.mean(axis=0) + 1e-12
         conf = np.einsum("ik,jil->jkl", T, counts) + smoothing
         conf /= conf.sum(axis=2, keepdims=True)

@@ -116,5 +116,8 @@ def pairwise_cohen(data: np.ndarray, annotators: list[str], min_common: int = 5)
     for i, j in combinations(range(len(annotators)), 2):
         both = ~np.isnan(data[i]) & ~np.isnan(data[j])
         if both.sum() >= min_common:
-            out[f"{annotators[i]}|{annotators[j]}"] = {"kappa": round(cohen_kappa(data[i, both], data[j, both]), 4), "items": int(both.sum())}
+            out[f"{annotators[i]}|{annotators[j]}"] = {
+                "kappa": round(cohen_kappa(data[i, both], data[j, both]), 4),
+                "items": int(both.sum()),
+            }
     return out

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-MARK_PROBLEM_TEXT = {"missing": "no onset/apex mark", "out_of_range": "marks outside the take",
-                     "onset_after_apex": "onset after apex", "several_marks": "several marks of one kind"}
+MARK_PROBLEM_TEXT = {
+    "missing": "no onset/apex mark",
+    "out_of_range": "marks outside the take",
+    "onset_after_apex": "onset after apex",
+    "several_marks": "several marks of one kind",
+}
 PROMPTED_VERSION = "prompted"  # predictions that only repeat the prompt are not a model
 
 
@@ -18,7 +22,11 @@ def model_guesses(predictions: pd.DataFrame) -> pd.Series:
     if predictions is None or predictions.empty:
         return pd.Series(dtype=object)
     p = predictions[predictions["model_version"] != PROMPTED_VERSION]
-    return p.sort_values(["take_id", "model_version"]).drop_duplicates("take_id", keep="last").set_index("take_id")["label"]
+    return (
+        p.sort_values(["take_id", "model_version"])
+        .drop_duplicates("take_id", keep="last")
+        .set_index("take_id")["label"]
+    )
 
 
 def annotator_checks(r: pd.DataFrame, predictions: pd.DataFrame, min_lead_time_s: float) -> pd.DataFrame:
@@ -28,17 +36,31 @@ def annotator_checks(r: pd.DataFrame, predictions: pd.DataFrame, min_lead_time_s
     for who, g in r.groupby("annotator"):
         lead = pd.to_numeric(g["lead_time"], errors="coerce")
         with_guess = g[g["take_id"].isin(guess.index)]
-        rows.append({
-            "annotator": who,
-            "too_fast": int((lead < min_lead_time_s).sum()),
-            "too_fast_share": float((lead < min_lead_time_s).mean()) if len(g) else 0.0,
-            "without_marks_share": float(g["mark_problem"].notna().mean()) if len(g) else 0.0,
-            "model_items": len(with_guess),
-            "agreement_with_model": float((with_guess["label"].to_numpy() == guess.loc[with_guess["take_id"]].to_numpy()).mean())
-            if len(with_guess) else None,
-        })
-    return pd.DataFrame(rows, columns=["annotator", "too_fast", "too_fast_share", "without_marks_share", "model_items",
-                                       "agreement_with_model"])
+        rows.append(
+            {
+                "annotator": who,
+                "too_fast": int((lead < min_lead_time_s).sum()),
+                "too_fast_share": float((lead < min_lead_time_s).mean()) if len(g) else 0.0,
+                "without_marks_share": float(g["mark_problem"].notna().mean()) if len(g) else 0.0,
+                "model_items": len(with_guess),
+                "agreement_with_model": float(
+                    (with_guess["label"].to_numpy() == guess.loc[with_guess["take_id"]].to_numpy()).mean()
+                )
+                if len(with_guess)
+                else None,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "annotator",
+            "too_fast",
+            "too_fast_share",
+            "without_marks_share",
+            "model_items",
+            "agreement_with_model",
+        ],
+    )
 
 
 def merge_checks(ann: pd.DataFrame, checks: pd.DataFrame, min_lead_time_s: float) -> pd.DataFrame:
@@ -61,12 +83,18 @@ def summary(r: pd.DataFrame, mark_problems: dict, predictions: pd.DataFrame, min
     guess = model_guesses(predictions)
     with_guess = r[r["take_id"].isin(guess.index)]
     lead = pd.to_numeric(r["lead_time"], errors="coerce")
-    return {"too_fast": int((lead < min_lead_time_s).sum()), "min_lead_time_s": min_lead_time_s,
-            "mark_problems": {k: int(v) for k, v in sorted(mark_problems.items())},
-            "marks_source": {str(k): int(v) for k, v in r["marks_source"].value_counts().items()},
-            "model_items": len(with_guess),
-            "agreement_with_model": round(float((with_guess["label"].to_numpy() == guess.loc[with_guess["take_id"]].to_numpy()).mean()), 4)
-            if len(with_guess) else None}
+    return {
+        "too_fast": int((lead < min_lead_time_s).sum()),
+        "min_lead_time_s": min_lead_time_s,
+        "mark_problems": {k: int(v) for k, v in sorted(mark_problems.items())},
+        "marks_source": {str(k): int(v) for k, v in r["marks_source"].value_counts().items()},
+        "model_items": len(with_guess),
+        "agreement_with_model": round(
+            float((with_guess["label"].to_numpy() == guess.loc[with_guess["take_id"]].to_numpy()).mean()), 4
+        )
+        if len(with_guess)
+        else None,
+    }
 
 
 def item_mark_reason(g: pd.DataFrame) -> str | None:
@@ -76,4 +104,6 @@ def item_mark_reason(g: pd.DataFrame) -> str | None:
     probs = g["mark_problem"].dropna().value_counts()
     if probs.empty:
         return None
-    return "no usable onset/apex: " + ", ".join(f"{MARK_PROBLEM_TEXT.get(k, k)} in {v} of {len(g)}" for k, v in probs.items())
+    return "no usable onset/apex: " + ", ".join(
+        f"{MARK_PROBLEM_TEXT.get(str(k), str(k))} in {v} of {len(g)}" for k, v in probs.items()
+    )

@@ -22,7 +22,9 @@ def sleeper(tmp_path: Path):
 
     def start(cwd: Path) -> subprocess.Popen:
         cwd.mkdir(parents=True, exist_ok=True)
-        procs.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], cwd=cwd, start_new_session=True))
+        procs.append(
+            subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], cwd=cwd, start_new_session=True)
+        )
         return procs[-1]
 
     yield start
@@ -34,8 +36,18 @@ def sleeper(tmp_path: Path):
 def _server_json(data_dir: Path, pid: int) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     port = server.free_port()
-    (data_dir / "server.json").write_text(json.dumps({"pid": pid, "port": port, "url": f"http://127.0.0.1:{port}", "data_dir": str(data_dir),
-                                                      "media_root": str(data_dir), "version": "test"}))
+    (data_dir / "server.json").write_text(
+        json.dumps(
+            {
+                "pid": pid,
+                "port": port,
+                "url": f"http://127.0.0.1:{port}",
+                "data_dir": str(data_dir),
+                "media_root": str(data_dir),
+                "version": "test",
+            }
+        )
+    )
 
 
 def _no_launch(monkeypatch) -> None:
@@ -51,7 +63,10 @@ def test_start_refuses_while_its_server_runs(tmp_path: Path, sleeper, monkeypatc
     running = sleeper(data_dir)
     _server_json(data_dir, running.pid)
     _no_launch(monkeypatch)
-    with pytest.raises(server.LabelStudioError, match=rf"already running at http://127\.0\.0\.1:\d+ \(pid {running.pid}\); stop it first"):
+    with pytest.raises(
+        server.LabelStudioError,
+        match=rf"already running at http://127\.0\.0\.1:\d+ \(pid {running.pid}\); stop it first",
+    ):
         server.start(data_dir, tmp_path, token="t" * 40)
     assert running.poll() is None and json.loads((data_dir / "server.json").read_text())["pid"] == running.pid
 
@@ -81,7 +96,7 @@ def test_start_replaces_an_empty_database_with_the_template(tmp_path: Path, monk
     data_dir = tmp_path / "ls"
     data_dir.mkdir()
     (data_dir / server.DB_NAME).touch()  # what a stray sqlite3.connect left
-    monkeypatch.setattr(server, "template_db", lambda venv: template)
+    monkeypatch.setattr(server, "template_db", lambda cache, venv: template)
 
     def launched(*a, **k):
         raise RuntimeError("launched")

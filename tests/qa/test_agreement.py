@@ -34,7 +34,9 @@ def test_per_class_alpha_equals_the_package_on_binarised_data() -> None:
     data = _random_ratings(3)
     for c, a in ag.per_class_alpha(data, 4).items():
         binary = np.where(np.isnan(data), np.nan, (data == c).astype(float))
-        assert a == pytest.approx(krippendorff.alpha(reliability_data=binary, level_of_measurement="nominal"), abs=1e-10)
+        assert a == pytest.approx(
+            krippendorff.alpha(reliability_data=binary, level_of_measurement="nominal"), abs=1e-10
+        )
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -60,7 +62,9 @@ def test_cohen_kappa_equals_scikit_learn() -> None:
     for i in range(data.shape[0]):
         for j in range(i + 1, data.shape[0]):
             both = ~np.isnan(data[i]) & ~np.isnan(data[j])
-            assert ag.cohen_kappa(data[i, both], data[j, both]) == pytest.approx(cohen_kappa_score(data[i, both], data[j, both]), abs=1e-10)
+            assert ag.cohen_kappa(data[i, both], data[j, both]) == pytest.approx(
+                cohen_kappa_score(data[i, both], data[j, both]), abs=1e-10
+            )
     pairs = ag.pairwise_cohen(data, ["a", "b", "c", "d", "e"])
     assert set(pairs) == {f"{x}|{y}" for k, x in enumerate("abcde") for y in "abcde"[k + 1 :]}
 

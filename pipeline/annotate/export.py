@@ -10,6 +10,7 @@ but drops the frame and is counted under `mark_problems`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -39,24 +40,37 @@ class LabelConfig:
     marks: tuple[str, ...] = ()  # timeline labels (onset, apex, offset); empty in the old number-field config
 
     @classmethod
-    def load(cls, path: Path) -> "LabelConfig":
+    def load(cls, path: Path) -> LabelConfig:
         root = ET.parse(path).getroot()
         choices = {c.get("name"): tuple(ch.get("value") for ch in c.iter("Choice")) for c in root.iter("Choices")}
         for name in ("expression", "quality"):
             if name not in choices:
-                raise ExportError(f"{path}: the labeling config has no <Choices name=\"{name}\">")
-        marks = tuple(lab.get("value") for tl in root.iter("TimelineLabels") if tl.get("name") == MARKS for lab in tl.iter("Label"))
-        return cls(expressions=choices["expression"], quality_flags=choices["quality"], marks=marks)
+                raise ExportError(f'{path}: the labeling config has no <Choices name="{name}">')
+        marks = tuple(
+            lab.get("value")
+            for tl in root.iter("TimelineLabels")
+            if tl.get("name") == MARKS
+            for lab in tl.iter("Label")
+        )
+        return cls(
+            expressions=tuple(str(c) for c in choices["expression"]),
+            quality_flags=tuple(str(c) for c in choices["quality"]),
+            marks=tuple(str(m) for m in marks),
+        )
 
 
 @dataclass
 class Parsed:
-    ratings: pd.DataFrame                      # one row per usable annotation
+    ratings: pd.DataFrame  # one row per usable annotation
     excluded: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
     tasks: int = 0
     tasks_without_annotation: int = 0
     mark_problems: Counter = field(default_factory=Counter)  # kept annotations whose onset/apex could not be used
+    mark_problem_rows: list[dict] = field(default_factory=list)  # take, annotator, problem: what qa.md lists
+    gold_changed: list[dict] = field(
+        default_factory=list
+    )  # gold answers whose result no longer matches its fingerprint
     predictions: pd.DataFrame = field(default_factory=pd.DataFrame)  # take_id, model_version, label, score
 
     def exclude(self, reason: str, where: str) -> None:
@@ -81,19 +95,36 @@ def load_export(path: Path, allow_empty: bool = False) -> list[dict]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ExportError(f"{path}: not valid JSON at line {e.lineno}, column {e.colno} ({e.msg}); truncated download?") from None
+        raise ExportError(
+            f"{path}: not valid JSON at line {e.lineno}, column {e.colno} ({e.msg}); truncated download?"
+        ) from None
     if not isinstance(data, list):
-        raise ExportError(f"{path}: expected a list of tasks (Label Studio 'JSON' export), got a JSON {type(data).__name__}")
+        raise ExportError(
+            f"{path}: expected a list of tasks (Label Studio 'JSON' export), got a JSON {type(data).__name__}"
+        )
     if not data and not allow_empty:
         raise ExportError(f"{path}: the export is empty (0 tasks)")
     first = data[0] if data else None
     if isinstance(first, dict) and "annotations" not in first and "data" not in first:
-        raise ExportError(f"{path}: this looks like a JSON_MIN export (no 'annotations'/'data' keys); "
-                          "export with export_type='JSON' (full), which keeps annotators, cancellations and types")
+        raise ExportError(
+            f"{path}: this looks like a JSON_MIN export (no 'annotations'/'data' keys); "
+            "export with export_type='JSON' (full), which keeps annotators, cancellations and types"
+        )
     return data
 
 
+GOLD_KEY = "mvfer_gold"  # on gold annotations that pull adds from mvfer's gold file: {"source", "sha256"}
+
+
+def gold_digest(result: list[dict]) -> str:
+    """Fingerprint of a gold answer's result (label and marks), to notice a gold answer changed after pull."""
+    return hashlib.sha256(json.dumps(result, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def _annotator(ann: dict) -> str | None:
+    account = ann.get("completed_by_account")  # pull writes the account (e-mail) beside Label Studio's user id
+    if account:
+        return str(account)
     who = ann.get("completed_by")
     if isinstance(who, dict):
         who = who.get("id") or who.get("email")
@@ -101,7 +132,7 @@ def _annotator(ann: dict) -> str | None:
 
 
 def _values(result: list[dict], name: str, kind: str) -> list:
-    out = []
+    out: list = []
     for r in result:
         if r.get("from_name") == name:
             v = r.get("value", {})
@@ -140,7 +171,7 @@ def onset_apex(result: list[dict], n_frames: int | None) -> tuple[int | None, in
     else:
         numbers = {n: next(iter(_values(result, n, "number")), None) for n in ("onset_frame", "apex_frame")}
         source = "number" if any(v is not None for v in numbers.values()) else "none"
-        onset, apex = (None if numbers[n] is None else int(numbers[n]) for n in ("onset_frame", "apex_frame"))
+        onset, apex = (None if (v := numbers[n]) is None else int(v) for n in ("onset_frame", "apex_frame"))
         offset = None
     if onset is None or apex is None:
         return onset, apex, offset, "missing", source
@@ -158,12 +189,20 @@ def _predictions(task: dict, take: str) -> list[dict]:
             continue
         labels = _values(pred.get("result") or [], "expression", "choices")
         if len(labels) == 1:
-            out.append({"take_id": take, "model_version": str(pred.get("model_version") or ""), "label": labels[0],
-                        "score": pred.get("score")})
+            out.append(
+                {
+                    "take_id": take,
+                    "model_version": str(pred.get("model_version") or ""),
+                    "label": labels[0],
+                    "score": pred.get("score"),
+                }
+            )
     return out
 
 
-def parse_export(tasks: list[dict], config: LabelConfig, known_takes: set[str], n_frames: dict[str, int] | None = None) -> Parsed:
+def parse_export(
+    tasks: list[dict], config: LabelConfig, known_takes: set[str], n_frames: dict[str, int] | None = None
+) -> Parsed:
     """Usable annotations as rows; every other annotation counted under its reason.
 
     n_frames (take_id -> frame count), when given, is used to reject out-of-range onset/apex marks.
@@ -194,6 +233,22 @@ def parse_export(tasks: list[dict], config: LabelConfig, known_takes: set[str], 
                 p.exclude("annotator_unknown_or_deleted", where)
                 continue
             result = ann.get("result") or []
+            gold_meta = ann.get(GOLD_KEY)
+            if (
+                ann.get("ground_truth")
+                and isinstance(gold_meta, dict)
+                and gold_meta.get("sha256") != gold_digest(result)
+            ):
+                p.gold_changed.append(
+                    {
+                        "take_id": take,
+                        "annotation_id": ann.get("id"),
+                        "updated_by": ann.get("updated_by"),
+                        "source": gold_meta.get("source"),
+                    }
+                )
+                p.exclude("gold_answer_changed_after_pull", where)
+                continue
             labels = _values(result, "expression", "choices")
             if not labels:
                 p.exclude("no_expression_label", where)
@@ -213,18 +268,46 @@ def parse_export(tasks: list[dict], config: LabelConfig, known_takes: set[str], 
             onset, apex, offset, problem, source = onset_apex(result, (n_frames or {}).get(take))
             if problem:
                 p.mark_problems[problem] += 1
+                p.mark_problem_rows.append({"take_id": take, "annotator": who, "problem": problem})
                 p.examples.setdefault(f"marks_{problem}", [])
                 if len(p.examples[f"marks_{problem}"]) < 5:
                     p.examples[f"marks_{problem}"].append(where)
-            rows.append({"take_id": take, "task_id": task.get("id"), "annotation_id": ann.get("id"), "annotator": who,
-                         "label": labels[0], "onset_frame": onset, "apex_frame": apex, "offset_frame": offset,
-                         "mark_problem": problem, "marks_source": source, "quality_flags": ",".join(sorted(flags)),
-                         "lead_time": ann.get("lead_time"), "ground_truth": bool(ann.get("ground_truth")),
-                         "created_at": ann.get("created_at")})
+            rows.append(
+                {
+                    "take_id": take,
+                    "task_id": task.get("id"),
+                    "annotation_id": ann.get("id"),
+                    "annotator": who,
+                    "label": labels[0],
+                    "onset_frame": onset,
+                    "apex_frame": apex,
+                    "offset_frame": offset,
+                    "mark_problem": problem,
+                    "marks_source": source,
+                    "quality_flags": ",".join(sorted(flags)),
+                    "lead_time": ann.get("lead_time"),
+                    "ground_truth": bool(ann.get("ground_truth")),
+                    "created_at": ann.get("created_at"),
+                }
+            )
     p.ratings = pd.DataFrame(rows, columns=RATING_COLUMNS)
     p.predictions = pd.DataFrame(preds, columns=["take_id", "model_version", "label", "score"])
     return p
 
 
-RATING_COLUMNS = ["take_id", "task_id", "annotation_id", "annotator", "label", "onset_frame", "apex_frame", "offset_frame",
-                  "mark_problem", "marks_source", "quality_flags", "lead_time", "ground_truth", "created_at"]
+RATING_COLUMNS = [
+    "take_id",
+    "task_id",
+    "annotation_id",
+    "annotator",
+    "label",
+    "onset_frame",
+    "apex_frame",
+    "offset_frame",
+    "mark_problem",
+    "marks_source",
+    "quality_flags",
+    "lead_time",
+    "ground_truth",
+    "created_at",
+]
