@@ -50,7 +50,7 @@ class CaptureParams(_Strict):
     workers: Annotated[int, Field(ge=1)]
 
     @model_validator(mode="after")
-    def _consistent(self) -> "CaptureParams":
+    def _consistent(self) -> CaptureParams:
         if self.n_withdrawn + self.n_no_public_release > self.n_subjects:
             raise ValueError("n_withdrawn + n_no_public_release exceeds n_subjects")
         return self
@@ -124,7 +124,7 @@ class SplitParams(_Strict):
     unseen_mode_folds: Annotated[int, Field(ge=2)]
     leave_one_mode_out: bool
     lomo_test_subjects: Annotated[int, Field(ge=1)]
-    official_folds: bool      # the imported dataset's own folds (manifest official_fold) as protocol `official`
+    official_folds: bool  # the imported dataset's own folds (manifest official_fold) as protocol `official`
     official_val_fraction: Annotated[float, Field(ge=0, lt=1)]  # of each official training set, for early stopping
 
 
@@ -136,7 +136,9 @@ class FeaturesParams(_Strict):
     epochs: Annotated[int, Field(ge=1)]
     batch_size: Annotated[int, Field(ge=1)]
     lr: Annotated[float, Field(gt=0)]
-    backends: Annotated[list[str], Field(min_length=1)]  # names in pipeline/learn/backends BACKENDS, checked by the stage
+    backends: Annotated[
+        list[str], Field(min_length=1)
+    ]  # names in pipeline/learn/backends BACKENDS, checked by the stage
     seeds: Annotated[list[int], Field(min_length=1)]  # feature extractors; sequence-model seeds cycle over them
     workers: Annotated[int, Field(ge=1)]  # extractors fitted in parallel, one thread each
 
@@ -176,7 +178,9 @@ class QASimParams(_Strict):
     gold_fraction: Annotated[float, Field(ge=0, le=1)]
     cancel_rate: Annotated[float, Field(ge=0, le=1)]
     draft_rate: Annotated[float, Field(ge=0, le=1)]
-    round2_annotators_per_task: Annotated[int, Field(ge=0)]  # the re-annotation queue, answered by unflagged annotators; 0: no round
+    round2_annotators_per_task: Annotated[
+        int, Field(ge=0)
+    ]  # the re-annotation queue, answered by unflagged annotators; 0: no round
 
 
 class AnnotateParams(_Strict):
@@ -219,7 +223,7 @@ class QAParams(_Strict):
 class ReleaseParams(_Strict):
     name: str
     version: str
-    date: str                 # fixes every timestamp inside the archive (reproducible builds)
+    date: str  # fixes every timestamp inside the archive (reproducible builds)
     license: Literal["CC-BY-NC-4.0", "CC-BY-4.0"]
     include_raw: bool
     creator: str
@@ -230,28 +234,28 @@ class ReleaseParams(_Strict):
 class ImportLicence(_Strict):
     """The dataset's own licence terms: stated, they stand in for per-subject consent (research only)."""
 
-    terms: str                # e.g. "Oulu-CASIA end-user licence agreement, signed 2026-01-12"; empty: none
+    terms: str  # e.g. "Oulu-CASIA end-user licence agreement, signed 2026-01-12"; empty: none
     research_use: bool
-    redistribution: bool      # the licence allows a public release of the data (the public sets do not)
+    redistribution: bool  # the licence allows a public release of the data (the public sets do not)
 
 
 class PatternImport(_Strict):
-    template: str             # e.g. "{imaging}/{light}/{subject}/{expression}/{frame}.jpeg"
-    maps: dict[str, dict[str, str]]   # field -> {value in the path: value written}; unmapped values are excluded
-    frontal: bool             # true: yaw and pitch 0 (lab recordings facing the camera); false: unknown
+    template: str  # e.g. "{imaging}/{light}/{subject}/{expression}/{frame}.jpeg"
+    maps: dict[str, dict[str, str]]  # field -> {value in the path: value written}; unmapped values are excluded
+    frontal: bool  # true: yaw and pitch 0 (lab recordings facing the camera); false: unknown
 
 
 class ImportParams(_Strict):
     """`mvfer import <layout>` (pipeline/importers): not a DVC stage; the rig layout it writes is ingest's input."""
 
     copy_files: bool = Field(alias="copy")  # false: hard-link the source files (no bytes copied); true: copy them
-    fps: dict[str, float]     # per layout: frame folders carry no frame rate
-    label_maps: dict[str, dict[str, str]]   # per layout (and `folder` for label folders): code -> expression
+    fps: dict[str, float]  # per layout: frame folders carry no frame rate
+    label_maps: dict[str, dict[str, str]]  # per layout (and `folder` for label folders): code -> expression
     pattern: PatternImport
     licence: ImportLicence
 
     @model_validator(mode="after")
-    def _positive_fps(self) -> "ImportParams":
+    def _positive_fps(self) -> ImportParams:
         # Which layouts need which keys is the importers' business (pipeline/importers: run_import names a
         # missing `import.fps.<layout>` or `import.label_maps.<map>` in one line): no second list of layouts here.
         bad = [k for k, v in self.fps.items() if not v > 0]
@@ -287,7 +291,7 @@ class Params(_Strict):
     import_: ImportParams = Field(alias="import")
 
     @model_validator(mode="after")
-    def _within_rig(self) -> "Params":
+    def _within_rig(self) -> Params:
         for e in self.capture.expressions:
             if e not in self.rig.expressions:
                 raise ValueError(f"capture.expressions: {e!r} is not in rig.expressions")

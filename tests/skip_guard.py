@@ -14,8 +14,11 @@ import re
 import pytest
 
 # "needs CUDA", "no GPU", "requires a CUDA device", "CUDA not available"
-HARDWARE_REASON = re.compile(r"\b(needs?|requires?|no|without)\b.{0,20}\b(cuda|gpu)\b|\b(cuda|gpu)\b.{0,20}\b(not available|unavailable|missing)\b",
-                             re.IGNORECASE)
+HARDWARE_REASON = re.compile(
+    r"\b(needs?|requires?|no|without)\b.{0,20}\b(cuda|gpu)\b"
+    r"|\b(cuda|gpu)\b.{0,20}\b(not available|unavailable|missing)\b",
+    re.IGNORECASE,
+)
 
 
 def skip_is_allowed(reason: str) -> bool:

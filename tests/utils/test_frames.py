@@ -8,8 +8,14 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.utils.frames import (FrameReadError, frame_number, is_frame_folder, iter_frames, list_frame_files,
-                                   take_sha256)
+from pipeline.utils.frames import (
+    FrameReadError,
+    frame_number,
+    is_frame_folder,
+    iter_frames,
+    list_frame_files,
+    take_sha256,
+)
 
 
 def _frames(folder: Path, names: list[str], size: int = 16) -> None:
@@ -35,8 +41,8 @@ def test_frame_folder_reads_bgr_frames_in_order(tmp_path: Path) -> None:
     frames = list(iter_frames(tmp_path / "t"))
     assert [f.shape for f in frames] == [(16, 16, 3)] * 3
     assert frames[0].dtype == np.uint8
-    assert frames[0][0, 0, 0] == 10 and frames[1][0, 0, 0] == 0     # "1.png" (written second) comes first
-    assert frames[0][0, 0, 2] == 200                                 # BGR: red channel last
+    assert frames[0][0, 0, 0] == 10 and frames[1][0, 0, 0] == 0  # "1.png" (written second) comes first
+    assert frames[0][0, 0, 2] == 200  # BGR: red channel last
 
 
 def test_video_file_reads_frames(tmp_path: Path) -> None:
@@ -61,7 +67,7 @@ def test_folder_sha256_covers_names_order_and_bytes(tmp_path: Path) -> None:
     _frames(tmp_path / "t", ["1.png", "2.png"])
     first = take_sha256(tmp_path / "t")
     (tmp_path / "t" / "notes.txt").write_text("not a frame")
-    assert take_sha256(tmp_path / "t") == first                      # only frames count
+    assert take_sha256(tmp_path / "t") == first  # only frames count
     (tmp_path / "t" / "2.png").rename(tmp_path / "t" / "3.png")
     assert take_sha256(tmp_path / "t") != first
     f = tmp_path / "v.bin"

@@ -12,8 +12,12 @@ from pipeline.utils import io
 
 def _arrays() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    return {"key": np.array("k" * 32), "frames": rng.integers(0, 255, (4, 16, 16, 3), dtype=np.uint8),
-            "points": rng.normal(size=(4, 5, 2)).astype(np.float32), "valid": np.array([1, 0, 1, 1], bool)}
+    return {
+        "key": np.array("k" * 32),
+        "frames": rng.integers(0, 255, (4, 16, 16, 3), dtype=np.uint8),
+        "points": rng.normal(size=(4, 5, 2)).astype(np.float32),
+        "valid": np.array([1, 0, 1, 1], bool),
+    }
 
 
 def test_same_arrays_same_bytes_and_loadable(tmp_path: Path) -> None:
