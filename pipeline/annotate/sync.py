@@ -1,16 +1,17 @@
 """Push tasks to Label Studio and pull its exports, through `label-studio-sdk`.
 
-Push is idempotent: a take already in the project is never imported twice (tasks are matched by
+Every annotator labels in a workspace of their own (a Label Studio organisation holding only their
+project): push gives each take to `annotate.overlap` different annotators' projects, and is
+idempotent (a take already in a project is never imported twice; tasks are matched by
 `data.take_id`). Tasks point at the H.264 proxies of the `media` stage (data/media/<take_id>.mp4,
-served by a local-files storage over that folder), so every browser can play them. The project
-serves each task to `annotate.overlap` different annotators. Nothing is pre-ticked unless
-`annotate.prefill` asks for it, and the prompted expression is not shown unless
+served by a local-files storage over that folder), so every browser can play them. Nothing is
+pre-ticked unless `annotate.prefill` asks for it, and the prompted expression is not shown unless
 `annotate.show_prompt`: annotators judge what they see. The model's guesses (`--guesses`) are
-imported as predictions with their confidence and model version, and `order: uncertainty` imports
-the least confident takes first (the project serves tasks in import order). A fraction of tasks
-carries an expert's answer as a ground-truth annotation (gold), so QA can score annotators.
+imported as predictions with their confidence and model version, and `order: uncertainty` serves
+the least confident takes first. Gold (an expert's answers) is never stored in Label Studio: pull
+adds it to the snapshot with a fingerprint, so QA scores annotators and sees a changed gold answer.
 
-Pull writes a timestamped full-JSON export (atomically), checks it against the labeling config,
+Pull collects every workspace and writes a timestamped full-JSON export (atomically), checks it against the labeling config,
 and updates the snapshot the QA stage depends on, so `dvc repro` stays reproducible offline.
 """
 
