@@ -80,9 +80,13 @@ def _build_ext(args: argparse.Namespace) -> int:
 
 def _dvc_yaml(args: argparse.Namespace) -> int:
     from pipeline.dvcyaml import drift, render
+    from pipeline.stage import CODE_ROOT
     from pipeline.utils import io
 
     layout = Layout.discover()
+    if layout.root != CODE_ROOT:  # dvc.yaml lists code deps relative to the checkout that holds the code
+        log.error("dvc-yaml works in the checkout that holds the pipeline code (%s), not %s", CODE_ROOT, layout.root)
+        return 1
     if args.write:
         io.write_text(layout.root / "dvc.yaml", render(layout.root))
         sys.stdout.write(f"wrote {layout.root / 'dvc.yaml'} ({len(STAGES)} stages)\n")

@@ -66,8 +66,12 @@ def pmap(
     desc: str = "",
     unit: str = "item",
     initializer: Callable[[], None] | None = None,
+    stage: str | None = None,
 ) -> Iterator[R]:
     """`fn(item)` for every item, yielded in the items' order.
+
+    `stage` is the DVC stage a lost pool or cluster tells the user to rerun (default: `desc`);
+    `initializer` runs once in each local worker process (a Dask worker is set up by its cluster).
 
     Raises `EnvironmentFault` (one line) when a worker hits a fault of the machine or the pool or
     cluster is lost; other exceptions of `fn` propagate unchanged (they are bugs, not bad input).
@@ -77,10 +81,10 @@ def pmap(
     if not jobs:
         return iter(())
     if ex.kind == "dask":
-        return _dask(fn, jobs, ex, desc or "map", unit)
+        return _dask(fn, jobs, ex, desc or "map", unit, stage or desc or "<stage>")
     if ex.workers <= 1 or len(jobs) == 1:
         return _serial(fn, jobs, desc, unit, initializer)
-    return _local(fn, jobs, ex.workers, desc, unit, initializer)
+    return _local(fn, jobs, ex.workers, desc, unit, initializer, stage or desc or "<stage>")
 
 
 def _serial(
@@ -115,7 +119,13 @@ def _in_order(futures: list[Future], desc: str, unit: str) -> Iterator[tuple[int
 
 
 def _local(
-    fn: Callable[[T], R], jobs: list[T], workers: int, desc: str, unit: str, initializer: Callable[[], None] | None
+    fn: Callable[[T], R],
+    jobs: list[T],
+    workers: int,
+    desc: str,
+    unit: str,
+    initializer: Callable[[], None] | None,
+    stage: str,
 ) -> Iterator[R]:
     ctx = mp.get_context(START_METHOD)
     done = 0
@@ -126,7 +136,7 @@ def _local(
                 try:
                     result = fut.result()
                 except BrokenProcessPool as e:
-                    raise _lost(done, len(jobs), "a worker process died (out of memory?);", desc, e) from e
+                    raise _lost(done, len(jobs), "a worker process died (out of memory?);", stage, e) from e
                 except BaseException as e:
                     if is_environment_fault(e):
                         raise environment_fault(e, desc or "map") from e
@@ -138,7 +148,7 @@ def _local(
                 f.cancel()
 
 
-def _dask(fn: Callable[[T], R], jobs: list[T], ex: Executor, desc: str, unit: str) -> Iterator[R]:
+def _dask(fn: Callable[[T], R], jobs: list[T], ex: Executor, desc: str, unit: str, stage: str) -> Iterator[R]:
     from dask.distributed import Client, LocalCluster
 
     _quiet_dask()
@@ -165,7 +175,9 @@ def _dask(fn: Callable[[T], R], jobs: list[T], ex: Executor, desc: str, unit: st
                 if is_environment_fault(e):
                     raise environment_fault(e, desc) from e
                 if _is_dask_loss(e):
-                    raise _lost(done, len(jobs), f"the Dask scheduler {address or ''}".strip() + " was", desc, e) from e
+                    raise _lost(
+                        done, len(jobs), f"the Dask scheduler {address or ''}".strip() + " was", stage, e
+                    ) from e
                 raise
             done += 1
             log.debug("%s: %d/%d", desc, i + 1, len(jobs))
@@ -186,12 +198,10 @@ def _quiet_dask() -> None:
 
 
 def _is_dask_loss(exc: BaseException) -> bool:
-    """A cancelled future, a closed comm or a timeout: the cluster went away, not the item."""
-    name = type(exc).__name__
-    return name in {
-        "FutureCancelledError",
-        "CancelledError",
-        "CommClosedError",
-        "TimeoutError",
-        "KilledWorker",
-    } or isinstance(exc, (OSError, TimeoutError))
+    """A cancelled future, a closed comm, a timeout or a worker killed again and again: the cluster went away.
+
+    Judged by the exception's type name (distributed's own classes), never by "any OSError": a file the
+    mapped function could not read is that item's fault and propagates as on the local pool.
+    """
+    lost = {"FutureCancelledError", "CancelledError", "CommClosedError", "KilledWorker"}
+    return type(exc).__name__ in lost or isinstance(exc, TimeoutError)

@@ -265,7 +265,8 @@ class ImportParams(_Strict):
 
 
 class ExecutorParams(_Strict):
-    """Where every per-item stage (capture, verification, ingest's probe, align, media) maps its work:
+    """Where the per-item stages (capture, verification, align, media) map their work (ingest's probe keeps
+    its own supervised pool: a per-take timeout and crash isolation):
     local processes, or a Dask cluster (`dask_scheduler` address, $MVFER_DASK_SCHEDULER, or a LocalCluster
     when both are empty). Each stage keeps its own `workers`."""
 

@@ -63,16 +63,31 @@ def invoke(run: Shell, layout: Layout, params: Params, **options: Any) -> int:
         if is_environment_fault(e):
             log.error("environment: %s", environment_fault(e, "stage stopped"))
             return EXIT_ENVIRONMENT
-        raise
+        # any other file-system refusal (permission, a missing folder): one line naming the file, never a traceback
+        where = f" ({e.filename})" if isinstance(e, OSError) and e.filename else ""
+        log.error("%s%s", e.strerror if isinstance(e, OSError) and e.strerror else e, where)
+        return EXIT_INPUT
     finally:
         _current.reset(token)
 
 
-def main(run: Shell, argv: list[str] | None = None) -> int:
-    """Entry point of `python -m <shell module>`: the layout from the working folder, params.yaml, logging."""
+def main(run: Shell) -> int:
+    """Entry point of `python -m <shell module>` (what dvc.yaml runs): the layout from the working folder,
+    params.yaml, logging. It takes no arguments: a stage's options go through `mvfer <command>`, so that a
+    mistyped option never runs the stage on its default outputs."""
     from pipeline.utils.log import setup_logging
 
     setup_logging(bool(os.environ.get("MVFER_VERBOSE")))
+    module = _module_name(run)
+    if sys.argv[1:]:
+        wants_help = sys.argv[1] in ("-h", "--help")
+        (log.info if wants_help else log.error)(
+            "python -m %s runs the stage as dvc.yaml declares it and takes no arguments (got %s); "
+            "options: `mvfer --help`",
+            module,
+            " ".join(sys.argv[1:]),
+        )
+        return 0 if wants_help else EXIT_INPUT
     layout = Layout.discover()
     try:
         params = load_params(layout.params_file)

@@ -94,7 +94,7 @@ STAGES: tuple[Stage, ...] = (
         "Validate, probe by decoding, checksum and list every raw take; quarantine bad ones with a reason",
         cli=("ingest",),
         help="validate, probe and checksum raw recordings into the manifest (params: ingest)",
-        params=("rig", "ingest", "executor"),
+        params=("rig", "ingest"),
         deps=("${ingest.raw_dir}",),
         outs=(Out("data/interim/manifest.parquet"), Out("reports/ingest.json", "metric", cache=False)),
         options=(Option("--raw", "raw capture folder (default: ingest.raw_dir in params.yaml)"),),

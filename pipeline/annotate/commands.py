@@ -103,37 +103,49 @@ def _annotate_push(args: argparse.Namespace) -> int:
     manifest = pd.read_parquet(layout.manifest)
     config = layout.label_config.read_text()
     guide = layout.root / "docs" / "annotator-guide.md"
-    if args.queue:
-        from pipeline.annotate.export import load_export
-        from pipeline.annotate.sync import answered_by
+    import httpx
+    from label_studio_sdk.core.api_error import ApiError
 
-        snapshot = layout.annotation_snapshot
-        answered = answered_by(load_export(snapshot)) if snapshot.is_file() else {}
-        res = push_reannotation(
-            ls,
-            db,
-            args.project,
-            pd.read_csv(layout.reannotation_queue),
-            manifest,
-            layout.media,
-            layout.media.parent,
-            config,
-            opts,
-            guide=guide,
-            answered=answered,
-        )
-    else:
-        accepted = set(manifest.loc[manifest["status"] == vocab.ACCEPTED, "take_id"])
-        guesses = (
-            load_guesses(Path(args.guesses), accepted, set(LabelConfig.load(layout.label_config).expressions))
-            if args.guesses
-            else None
-        )
-        res = push(
-            ls, db, args.project, manifest, layout.media, layout.media.parent, config, opts, guesses, guide=guide
-        )
-        if guesses is not None:
-            res["guesses_skipped"] = dict(guesses.skipped)
+    from pipeline.annotate.sync import PushError
+
+    try:  # push is idempotent: what was imported before a failure stays, and a second push adds the rest
+        if args.queue:
+            from pipeline.annotate.export import load_export
+            from pipeline.annotate.sync import answered_by
+
+            snapshot = layout.annotation_snapshot
+            answered = answered_by(load_export(snapshot)) if snapshot.is_file() else {}
+            res = push_reannotation(
+                ls,
+                db,
+                args.project,
+                pd.read_csv(layout.reannotation_queue),
+                manifest,
+                layout.media,
+                layout.media.parent,
+                config,
+                opts,
+                guide=guide,
+                answered=answered,
+            )
+        else:
+            accepted = set(manifest.loc[manifest["status"] == vocab.ACCEPTED, "take_id"])
+            guesses = (
+                load_guesses(Path(args.guesses), accepted, set(LabelConfig.load(layout.label_config).expressions))
+                if args.guesses
+                else None
+            )
+            res = push(
+                ls, db, args.project, manifest, layout.media, layout.media.parent, config, opts, guesses, guide=guide
+            )
+            if guesses is not None:
+                res["guesses_skipped"] = dict(guesses.skipped)
+    except (httpx.HTTPError, ApiError) as e:
+        reason = (str(e).strip().splitlines() or [""])[0] or type(e).__name__
+        raise PushError(
+            f"push stopped: Label Studio refused or stopped answering ({type(e).__name__}: {reason[:160]}); what was "
+            "imported stays; check `mvfer labelstudio status`, start it again and push again (push is idempotent)"
+        ) from None
     sys.stdout.write(f"push: {json.dumps(res, sort_keys=True)}\n")
     return 0
 

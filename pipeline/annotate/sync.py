@@ -11,8 +11,8 @@ imported as predictions with their confidence and model version, and `order: unc
 the least confident takes first. Gold (an expert's answers) is never stored in Label Studio: pull
 adds it to the snapshot with a fingerprint, so QA scores annotators and sees a changed gold answer.
 
-Pull collects every workspace and writes a timestamped full-JSON export (atomically), checks it against the labeling config,
-and updates the snapshot the QA stage depends on, so `dvc repro` stays reproducible offline.
+Pull collects every workspace and writes a timestamped full-JSON export (atomically), checks it against the
+labeling config, and updates the snapshot the QA stage depends on, so `dvc repro` stays reproducible offline.
 """
 
 from __future__ import annotations

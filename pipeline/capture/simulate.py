@@ -264,7 +264,7 @@ def simulate(
         takes_dir.mkdir()
         truth_dir.mkdir()
         jobs = [(render, p, perf, takes_dir, truth_dir) for perf in perfs]
-        results = list(pmap(_render_job, jobs, ex, desc="render", unit="perf"))
+        results = list(pmap(_render_job, jobs, ex, desc="render", unit="perf", stage="capture"))
         log_rows = [r for res in results for r in res[0]]
         truth_rows = [r for res in results for r in res[1]]
         cpu = sum(res[2] for res in results)

@@ -115,7 +115,7 @@ def verify(raw: Path, p: CaptureVerifyParams, executor: Executor | int) -> dict:
         (raw / f, raw / TRUTH_SUBDIR / f"{t}.npz", p.every_nth_frame, p)
         for t, f in zip(capture_log["take_id"], capture_log["file"])
     ]
-    results = list(pmap(verify_take, jobs, executor, desc="mtcnn", unit="take"))
+    results = list(pmap(verify_take, jobs, executor, desc="mtcnn", unit="take", stage="capture_verify"))
     groups: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     skipped: dict[str, str] = {}
     tones = truth["skin_tone_index"].to_dict()

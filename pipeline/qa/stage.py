@@ -25,6 +25,7 @@ from pipeline.qa import checks
 from pipeline.qa.aggregate import dawid_skene, majority_vote, spammer_score, top_confusion, vote_counts
 from pipeline.qa.guard import refuse_simulated_labels_on_real_data
 from pipeline.qa.ratings import latest_per_annotator
+from pipeline.stage import with_provenance
 from pipeline.utils import io
 
 log = logging.getLogger(__name__)
@@ -392,7 +393,7 @@ def run(layout: Layout, params: Params, snapshot: str | Path | None = None) -> d
     io.write_csv(
         layout.reannotation_queue, result.labels[result.labels["status"] == vocab.REANNOTATE][["take_id", "reasons"]]
     )
-    io.write_json(layout.qa_report, result.report)
+    io.write_json(layout.qa_report, with_provenance(result.report, params, "qa"))
     io.write_text(layout.qa_markdown, render_markdown(result.report, result.annotators, result.classes))
     _plot_annotators(result.annotators, layout.plots / "qa_annotators.png")
     rep = result.report

@@ -138,3 +138,33 @@ def test_every_report_carries_the_same_provenance_block(layout: Layout, params: 
     assert block["stage_module"] == __name__ and len(block["code_sha256"]) == 64
     again = provenance(params, "executor")
     assert "code_sha256" not in again  # outside a stage run there is no stage code to name
+
+
+def test_a_permission_refusal_is_one_line_not_a_traceback(
+    layout: Layout, params: Params, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refused(layout: Layout, params: Params) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(layout.aligned / "x.npz"))
+
+    caplog.set_level(logging.ERROR)
+    assert invoke(refused, layout, params) == EXIT_INPUT
+    assert caplog.records[-1].getMessage() == f"Permission denied ({layout.aligned / 'x.npz'})"
+
+
+def test_a_stage_module_takes_no_arguments(tmp_path: Path) -> None:
+    """`python -m <stage>` runs the stage as dvc.yaml declares it: an option is refused before any work."""
+    import subprocess
+    import sys
+
+    (tmp_path / "params.yaml").write_text("{}")
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    env = {"MVFER_ROOT": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    res = subprocess.run(
+        [sys.executable, "-m", "pipeline.capture.stage", "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert res.returncode == EXIT_INPUT and "takes no arguments" in res.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "data").exists()

@@ -72,3 +72,9 @@ def test_no_scheduler_at_the_address_is_one_line() -> None:
     with pytest.raises(EnvironmentFault, match="cannot reach the Dask scheduler"):
         list(pmap(workers.square, range(2), Executor("dask", 1, f"tcp://127.0.0.1:{_free_port()}"), desc="t"))
     assert time.monotonic() - start < 60
+
+
+def test_a_file_an_item_cannot_read_is_not_a_lost_cluster() -> None:
+    """On Dask as on the local pool, an item's own OSError propagates: it is not the scheduler's fault."""
+    with pytest.raises(FileNotFoundError):
+        list(pmap(workers.missing_file, range(3), Executor("dask", 1), desc="t"))

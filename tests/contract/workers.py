@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import time
+from pathlib import Path
 
 
 def square(x: int) -> int:
@@ -33,4 +34,10 @@ def die(x: int) -> int:
 
 def slow(x: int) -> int:
     time.sleep(0.3)
+    return x
+
+
+def missing_file(x: int) -> int:
+    if x == 1:
+        Path(f"/nonexistent/mvfer/take-{x}.mp4").read_bytes()
     return x
