@@ -254,6 +254,11 @@ class Layout:
         return self.reports / "predictions.csv"
 
     @property
+    def qa_plot(self) -> Path:
+        """Per annotator: gold accuracy, agreement with the consensus, spammer score (stage qa)."""
+        return self.plots / "qa_annotators.png"
+
+    @property
     def learning_curves(self) -> Path:
         """Per epoch of every fit (stage train; a DVC plot)."""
         return self.plots / "learning_curves.csv"

@@ -75,3 +75,15 @@ def test_a_planted_import_enters_the_generated_deps(tmp_path: Path) -> None:
     assert any(line.startswith("+") and "planted_helper" in line for line in diff)
     (root / "dvc.yaml").write_text(render(root))
     assert drift(root) == []
+
+
+def test_every_registry_path_is_a_layout_path() -> None:
+    """The registry's outputs and data deps and the paths stage code writes through the Layout are one list:
+    a path spelled in pipeline/stages.py but nowhere in the Layout (or the other way round) fails here."""
+    lay = Layout(ROOT)
+    known = {lay.relative(getattr(lay, n)) for n in dir(Layout) if isinstance(getattr(lay, n, None), Path)}
+    known.add(lay.relative(Layout.truth(lay.raw)))
+    missing = [
+        (s.name, p) for s in STAGES for p in [o.path for o in s.outs] + list(s.deps) if "${" not in p and p not in known
+    ]
+    assert not missing, f"registry paths with no Layout property: {missing}"

@@ -395,7 +395,7 @@ def run(layout: Layout, params: Params, snapshot: str | Path | None = None) -> d
     )
     io.write_json(layout.qa_report, with_provenance(result.report, params, "qa"))
     io.write_text(layout.qa_markdown, render_markdown(result.report, result.annotators, result.classes))
-    _plot_annotators(result.annotators, layout.plots / "qa_annotators.png")
+    _plot_annotators(result.annotators, layout.qa_plot)
     rep = result.report
     log.info(
         "qa: alpha %.3f (%s), %d labels accepted, %d to re-annotate; flagged annotators: %s",
