@@ -46,3 +46,19 @@ SOURCE_SIMULATOR: Final = "simulator"
 SOURCE_RIG: Final = "rig"
 SOURCES: Final = (SOURCE_SIMULATOR, SOURCE_RIG)
 SIMULATOR_MARKER: Final = "SIMULATED"  # file the capture simulator writes in its raw folder
+
+# The columns of a capture log, in order: what a rig (or the simulator, or an importer) writes and what
+# ingest requires. Importers append their own columns after these.
+CAPTURE_LOG_COLUMNS: tuple[str, ...] = (
+    "take_id",
+    "subject_id",
+    "session",
+    "camera",
+    "yaw",
+    "pitch",
+    "illumination",
+    "prompted_expression",
+    "fps",
+    "recorded_at",
+    "file",
+)

@@ -35,19 +35,7 @@ from pipeline.utils import io
 
 log = logging.getLogger(__name__)
 
-LOG_COLUMNS = [
-    "take_id",
-    "subject_id",
-    "session",
-    "camera",
-    "yaw",
-    "pitch",
-    "illumination",
-    "prompted_expression",
-    "fps",
-    "recorded_at",
-    "file",
-]
+LOG_COLUMNS = list(vocab.CAPTURE_LOG_COLUMNS)
 SUBJECT_COLUMNS = [
     "subject_id",
     "consent_research",

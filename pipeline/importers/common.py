@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from tqdm import tqdm
 
+from pipeline import vocab
 from pipeline.errors import PipelineError, environment_fault, is_environment_fault
 from pipeline.layout import CAPTURE_LOG_NAME, SUBJECTS_NAME, TAKES_SUBDIR
 from pipeline.params import ImportParams
@@ -33,19 +34,7 @@ from pipeline.utils.frames import list_frame_files
 log = logging.getLogger(__name__)
 
 # Capture-log columns ingest requires, then the columns importers add (carried into the manifest).
-LOG_COLUMNS = [
-    "take_id",
-    "subject_id",
-    "session",
-    "camera",
-    "yaw",
-    "pitch",
-    "illumination",
-    "prompted_expression",
-    "fps",
-    "recorded_at",
-    "file",
-]
+LOG_COLUMNS = list(vocab.CAPTURE_LOG_COLUMNS)
 EXTRA_COLUMNS = ["dataset", "dataset_label", "official_fold", "source_path"]
 SUBJECT_COLUMNS = ["subject_id", "consent_research", "consent_public_release", "withdrawn", "consent_basis"]
 UNKNOWN_TIME = "1970-01-01T00:00:00"  # the public datasets do not say when a clip was recorded

@@ -15,22 +15,11 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pipeline import vocab
 from pipeline.consent import Consent, read_ledger
 from pipeline.csvfile import CaptureLogError, read_csv_rows
 
-LOG_REQUIRED = (
-    "take_id",
-    "subject_id",
-    "session",
-    "camera",
-    "yaw",
-    "pitch",
-    "illumination",
-    "prompted_expression",
-    "fps",
-    "recorded_at",
-    "file",
-)
+LOG_REQUIRED = vocab.CAPTURE_LOG_COLUMNS
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 PORTABLE_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")  # POSIX portable filename character set
