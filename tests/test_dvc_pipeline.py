@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from pipeline.layout import Layout
+from tests.checkout import copy_checkout
 
 ROOT = Layout.discover(Path(__file__).parent).root
 
@@ -46,22 +47,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's files (as git would clone them) in a fresh repository with tiny params."""
     dest = tmp_path_factory.mktemp("clone")
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for f in filter(None, files):
-        src = ROOT / f
-        if src.is_file():
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / f)
-    for stale in ("dvc.lock", "data/raw", "data/interim", "reports"):
-        shutil.rmtree(dest / stale, ignore_errors=True) if (dest / stale).is_dir() else (dest / stale).unlink(
-            missing_ok=True
-        )
+    copy_checkout(ROOT, dest)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["capture"].update(TINY)
     params["ingest"]["workers"] = 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import yaml
 
 from pipeline.capture.simulate import simulate
 from pipeline.params import Pose
+from tests.checkout import copy_checkout
 from tests.conftest import tiny_capture_params
 from tests.importers import trees
 
@@ -40,21 +40,7 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sim, src, dest = base / "sim", base / "Oulu-CASIA", base / "clone"
     simulate(tiny_capture_params(n_subjects=4, poses=[Pose(camera="cam_c", yaw=0, pitch=0)], n_frames=10), sim)
     assert trees.oulu_casia(src, trees.load_sim_takes(sim), defects=False) == 24
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for f in filter(None, files):
-        if (REPO / f).is_file():
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / f, dest / f)
-    for stale in ("dvc.lock", "data/raw", "data/interim", "reports"):
-        shutil.rmtree(dest / stale, ignore_errors=True) if (dest / stale).is_dir() else (dest / stale).unlink(
-            missing_ok=True
-        )
+    copy_checkout(REPO, dest)
     p = yaml.safe_load((dest / "params.yaml").read_text())
     p["capture"].update(
         {
