@@ -16,13 +16,17 @@ LS_STAMP := $(LS_VENV)/.installed
 S3_VENV  := .venv-s3
 S3_STAMP := $(S3_VENV)/.installed
 
-.PHONY: run test lint install labelstudio repro bench clean-venv system-packages
+.PHONY: run test test-fast lint install labelstudio repro study bench clean-venv system-packages
 
-run: $(STAMP)  ## install (once) and run the whole pipeline on the built-in data
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+run: $(STAMP)  ## install (once) and run the whole pipeline on the built-in data; its stage log goes to reports/run.json
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python scripts/timed_repro.py
 
-test: $(STAMP) $(LS_STAMP) $(S3_STAMP) system-packages lint  ## lint, type check, dvc.yaml drift, then the test suite
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+test: $(STAMP) $(LS_STAMP) $(S3_STAMP) system-packages lint  ## lint, type check, dvc.yaml drift, then every test tier
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q --durations=15
+
+# The unit tier alone (tests/tiers.py): under a minute, for development. `make test` runs all three tiers.
+test-fast: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m unit
 
 # What CI checks before the tests: lint and format (ruff), types (mypy), dvc.yaml generated from pipeline/stages.py.
 # The docs' strict build and figure drift are tests (tests/test_docs.py).
@@ -68,6 +72,9 @@ $(S3_STAMP): requirements-s3server.lock
 
 repro: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+study: $(STAMP)  ## queue and run the full study (params.study.yaml) as DVC experiments; JOBS=2 runs two at once
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python scripts/study.py --jobs $(or $(JOBS),1)
 
 bench: $(STAMP)  ## print render speed of the capture simulator
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python scripts/bench_capture.py

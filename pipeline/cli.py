@@ -22,6 +22,7 @@ from pipeline.stages import STAGES, Stage
 log = logging.getLogger("mvfer")
 
 Handler = Callable[[argparse.Namespace], int]
+MAX_LISTED = 20  # excluded files listed on the console (all of them in the import report)
 
 
 def _stage_handler(stage: Stage) -> Handler:
@@ -47,6 +48,21 @@ def _import(args: argparse.Namespace) -> int:
         f"{report['takes']} takes of {report['subjects']} subjects imported into {args.out}; "
         f"{report['excluded']} excluded (see {args.out}/import_report.json)\n"
     )
+    for item in report["excluded_items"][:MAX_LISTED]:
+        sys.stdout.write(f"  - {item['reason_code']}: {item['reason']}\n")
+    if report["excluded"] > MAX_LISTED:
+        sys.stdout.write(f"  ... and {report['excluded'] - MAX_LISTED} more in {args.out}/import_report.json\n")
+    return 0
+
+
+def _init_recordings(args: argparse.Namespace) -> int:
+    from pipeline.importers.project import init_recordings, summary
+
+    layout = Layout.discover()
+    result = init_recordings(
+        layout, Path(args.dir), raw_dir=args.out, name=args.name, licence=args.licence, creator=args.creator
+    )
+    sys.stdout.write(summary(result, layout.root))
     return 0
 
 
@@ -141,6 +157,21 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("src", help="the dataset's folder (read only: nothing is written under it)")
     imp.add_argument("--out", required=True, help="the raw folder to write (then set ingest.raw_dir to it)")
     imp.set_defaults(func=_import)
+
+    ini = sub.add_parser("init", help="set this project up for a data source")
+    rec = _subcommands(ini, "init_command").add_parser(
+        "recordings",
+        help="a lab's folder of videos as the data source: probe it, propose the template and labels, write params, "
+        "import (consent sheet skeleton), dvc.yaml without the simulator; prints what is left to fill in",
+    )
+    rec.add_argument("dir", help="the lab's folder of recordings (read only: nothing is written under it)")
+    rec.add_argument("--out", default="data/recordings", help="the imported folder ingest reads (ingest.raw_dir)")
+    rec.add_argument("--name", help="the release's name (release.name; default: the folder's name)")
+    rec.add_argument(
+        "--licence", default="CC-BY-NC-4.0", choices=["CC-BY-NC-4.0", "CC-BY-4.0"], help="the release's licence"
+    )
+    rec.add_argument("--creator", help="who made the recordings (release.creator)")
+    rec.set_defaults(func=_init_recordings)
 
     con = sub.add_parser("consent", help="the consent ledger (subjects.csv)")
     cw = _subcommands(con, "consent_command").add_parser(

@@ -277,6 +277,21 @@ class Layout:
         return self.plots / "confusion.png"
 
     @property
+    def effects(self) -> Path:
+        """Primary and secondary paired effects with their intervals (stage evaluate; a DVC plot)."""
+        return self.plots / "effects.csv"
+
+    @property
+    def effects_plot(self) -> Path:
+        """The same as a forest plot."""
+        return self.plots / "effects.png"
+
+    @property
+    def mode_accuracy_plot(self) -> Path:
+        """Accuracy per pose x illumination, per variant and test set (stage evaluate)."""
+        return self.plots / "mode_accuracy.png"
+
+    @property
     def release_report(self) -> Path:
         return self.report("release")
 

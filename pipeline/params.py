@@ -126,6 +126,31 @@ class SplitParams(_Strict):
     lomo_test_subjects: Annotated[int, Field(ge=1)]
     official_folds: bool  # the imported dataset's own folds (manifest official_fold) as protocol `official`
     official_val_fraction: Annotated[float, Field(ge=0, lt=1)]  # of each official training set, for early stopping
+    mode_parts: Annotated[list[str], Field(min_length=1)]  # names of the `/`-parts of a mode (pose, illumination)
+    leave_one_pose_out: bool  # protocol: train on the other poses under every light, test the held-out pose
+    leave_one_illumination_out: bool  # protocol: the same with illuminations
+    factor_subject_groups: Annotated[int, Field(ge=2)]  # test subject groups of the leave-one-factor-out protocols
+    factor_rotation: Literal["rotated", "crossed"]  # rotated: values and groups cycle together; crossed: every pair
+    drop_incomplete: Literal["none", "subjects", "classes"]  # a subject lacking a class: keep, drop it, drop the class
+
+
+class PrimaryTest(_Strict):
+    """The one pre-registered test, declared before any result is seen; every other comparison is secondary."""
+
+    protocol: str  # a split protocol (features.protocol must name it for evaluate to run the test)
+    backend: str  # a feature backend in features.backends
+    candidate: str  # a model variant
+    baseline: str  # the variant it is compared with, paired on run and take
+    endpoint: Literal["drop_interaction"]  # (candidate - baseline) on unseen modes minus the same on seen modes
+
+
+class ExperimentParams(_Strict):
+    """The experiment's inference: the primary test and how every comparison is tested (stage `evaluate`)."""
+
+    primary: PrimaryTest
+    alpha: Annotated[float, Field(gt=0, lt=1)]
+    n_boot: Annotated[int, Field(ge=100)]  # joint bootstrap draws (over test subjects and training runs)
+    boot_seed: int
 
 
 class FeaturesParams(_Strict):
@@ -141,6 +166,23 @@ class FeaturesParams(_Strict):
     ]  # names in pipeline/learn/backends BACKENDS, checked by the stage
     seeds: Annotated[list[int], Field(min_length=1)]  # feature extractors; sequence-model seeds cycle over them
     workers: Annotated[int, Field(ge=1)]  # extractors fitted in parallel, one thread each
+    # K >= 2: each training take is encoded by a CNN fitted on the other K-1 groups of training subjects
+    # (out of fold), each val/test subject by one of the K in turn; 0: one CNN on all training takes encodes all
+    crossfit_folds: Annotated[int, Field(ge=0)] = 0
+    # what a frame becomes: the CNN's penultimate layer (`embedding`) or its class scores (`logits`); cross-fitting
+    # needs logits (the embeddings of different CNNs are not in correspondence, their class scores are)
+    encoding: Literal["embedding", "logits"] = "embedding"
+
+    @model_validator(mode="after")
+    def _crossfit(self) -> FeaturesParams:
+        if self.crossfit_folds == 1:
+            raise ValueError("features.crossfit_folds: 1 is not a cross-fit (0: off, or at least 2 folds)")
+        if self.crossfit_folds and self.encoding != "logits":
+            raise ValueError(
+                "features.crossfit_folds needs features.encoding: logits (each training take is encoded by one of "
+                "several CNNs, whose embeddings are not in correspondence; their class scores are)"
+            )
+        return self
 
 
 class TrainParams(_Strict):
@@ -156,6 +198,12 @@ class TrainParams(_Strict):
     mode_loss_weight: Annotated[float, Field(ge=0)]
     adversarial_weight: Annotated[float, Field(ge=0)]
     workers: Annotated[int, Field(ge=1)]  # model fits in parallel, one thread each
+    # settings chosen on the validation subjects (lowest validation loss), the same grid for every variant:
+    # key (lr, weight_decay, dropout, patience, mode_loss_weight, adversarial_weight) -> values; {}: the values above
+    search: dict[
+        Literal["lr", "weight_decay", "dropout", "patience", "mode_loss_weight", "adversarial_weight"],
+        Annotated[list[float], Field(min_length=1)],
+    ] = {}
 
 
 class AnnotatorProfile(_Strict):
@@ -240,9 +288,13 @@ class ImportLicence(_Strict):
 
 
 class PatternImport(_Strict):
-    template: str  # e.g. "{imaging}/{light}/{subject}/{expression}/{frame}.jpeg"
-    maps: dict[str, dict[str, str]]  # field -> {value in the path: value written}; unmapped values are excluded
-    frontal: bool  # true: yaw and pitch 0 (lab recordings facing the camera); false: unknown
+    # e.g. "{subject}/{expression}/{subject}_{expression}_{pose}.mp4": a field may repeat (same value), `*` matches
+    # any text inside one path component, `**/` any number of folders
+    template: str
+    # field -> {value in the path: value written}; a label that is already an expression name needs no entry
+    maps: dict[str, dict[str, str]]
+    frontal: bool = False  # true: the lab states every take faces the camera (yaw and pitch 0); false: from the names
+    sidecar: str = ""  # CSV in the source (relative path): a `file` column, any of yaw, pitch, illumination, camera
 
 
 class ImportParams(_Strict):
@@ -262,6 +314,14 @@ class ImportParams(_Strict):
         if bad:
             raise ValueError(f"fps.{bad[0]} must be > 0")
         return self
+
+
+class SourceParams(_Strict):
+    """Where the takes come from: the built-in capture simulator (its stages are an optional branch of the
+    pipeline, planned only for this kind) or a lab's own recordings (`mvfer init recordings DIR`)."""
+
+    kind: Literal["simulator", "recordings"] = "simulator"
+    recordings: str = ""  # the lab's folder, read only; imported into ingest.raw_dir by `mvfer import recordings`
 
 
 class ExecutorParams(_Strict):
@@ -285,11 +345,13 @@ class Params(_Strict):
     split: SplitParams
     features: FeaturesParams
     train: TrainParams
+    experiment: ExperimentParams
     annotate_sim: QASimParams
     annotate: AnnotateParams
     qa: QAParams
     release: ReleaseParams
     import_: ImportParams = Field(alias="import")
+    source: SourceParams = SourceParams()
 
     @model_validator(mode="after")
     def _within_rig(self) -> Params:

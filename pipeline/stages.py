@@ -79,14 +79,14 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "capture_verify",
         "pipeline.capture.verify_stage",
-        "Check that a real face detector (MTCNN) finds the simulated faces, per pose and illumination",
+        "Check that a real face detector finds the simulated faces, per pose and illumination, from align's detections",
         cli=("capture", "verify"),
         branch="simulator",
-        help="MTCNN detection rate per pose and illumination (params: capture_verify)",
-        params=("capture_verify", "capture.workers", "executor"),
-        deps=("data/raw",),
+        help="detection rate of align's detector on the simulated faces, per pose and illumination",
+        params=("capture_verify.every_nth_frame", "align.detector", "align.min_face_px", "align.keyframe_every"),
+        deps=("data/aligned", "data/raw/capture_log.csv", "data/raw/_truth"),
         outs=(Out("reports/capture_verify.json", "metric", cache=False),),
-        options=(Option("--raw", "simulated raw folder (default data/raw)"),),
+        options=(Option("--raw", "simulated raw folder with capture_log.csv and _truth (default data/raw)"),),
     ),
     Stage(
         "ingest",
@@ -172,9 +172,9 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "split",
         "pipeline.split.stage",
-        "Subject-independent and unseen-mode split protocols; fails on any leak",
+        "Subject-independent, unseen-mode and leave-one-pose/illumination-out protocols; fails on any leak",
         cli=("split",),
-        help="subject-independent and unseen-mode split protocols with leakage checks (params: split)",
+        help="subject-independent, unseen-mode and leave-one-factor-out protocols, leakage checks (params: split)",
         params=("split",),
         deps=(
             "data/interim/manifest.parquet",
@@ -207,10 +207,10 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "evaluate",
         "pipeline.learn.evaluate",
-        "Accuracy and macro-F1 on seen and unseen modes, per mode, confusion matrices",
+        "The pre-registered primary test, Holm-corrected secondary comparisons, accuracy per mode and skin tone",
         cli=("evaluate",),
-        help="seen vs unseen accuracy and macro-F1, per mode, plots (params: train)",
-        params=("features.protocol", "features.backends", "features.seeds", "train"),
+        help="primary test, secondary comparisons, accuracy per mode and skin tone, plots (params: train, experiment)",
+        params=("features.protocol", "features.backends", "features.seeds", "train", "experiment", "qa.truth"),
         deps=(
             "reports/plots/learning_curves.csv",
             "models",
@@ -218,6 +218,7 @@ STAGES: tuple[Stage, ...] = (
             "data/processed/features",
             "data/processed/labels.parquet",
             "data/interim/manifest.parquet",
+            "${qa.truth}",
         ),
         outs=(
             Out("reports/predictions.csv", cache=False),
@@ -225,6 +226,14 @@ STAGES: tuple[Stage, ...] = (
             Out("reports/plots/confusion.csv", "plot", plot={"template": "confusion", "x": "predicted", "y": "actual"}),
             Out("reports/plots/confusion.png", "plot"),
             Out("reports/plots/learning_curves.png", "plot"),
+            Out(
+                "reports/plots/effects.csv",
+                "plot",
+                cache=False,
+                plot={"template": "simple", "x": "estimate", "y": "comparison"},
+            ),
+            Out("reports/plots/effects.png", "plot"),
+            Out("reports/plots/mode_accuracy.png", "plot"),
         ),
     ),
     Stage(

@@ -1,4 +1,11 @@
-"""Benchmark the align stage on the current manifest: frames/s, decode-only floor, peak memory.
+"""Benchmark the align stage on the current manifest: frames/s beside its floors, peak memory.
+
+Floors, measured in the same run on the same takes and the same number of worker processes:
+- decode: reading every frame of the takes (OpenCV), nothing else;
+- networks: MTCNN's three networks alone (P-Net over each keyframe's pyramid, R-Net and O-Net over the
+  boxes the cascade passes them), on the keyframes align detects on (every `align.keyframe_every`-th
+  frame, contrast-stretched where dark), replayed from recorded inputs: no decoding, resizing, box
+  handling, tracking, cropping or writing. The stage cannot beat decode + networks.
 
 Prints figures; asserts nothing. Needs `dvc repro ingest` first. Each measurement runs in a fresh
 child process (outputs to a temp folder), so peak RSS is that run's own.
@@ -52,6 +59,83 @@ def _decode_job(args: tuple[list[str], int, mp.Queue]) -> None:
     q.put((n, time.perf_counter() - t, _peak_mib()))
 
 
+def _keyframes(files: list[str], every: int, dark: float) -> list[list]:
+    """Per take, the detector's input on every `every`-th frame (stretched where dark, as the tracker does)."""
+    from pipeline.align.tracking import contrast_stretch
+
+    takes = []
+    for f in files:
+        out: list = []
+        takes.append(out)
+        cap = cv2.VideoCapture(f)
+        k = 0
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            if k % every == 0:
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+                out.append(contrast_stretch(rgb) if float(gray.mean()) < dark else rgb)
+            k += 1
+        cap.release()
+    return takes
+
+
+def _networks(files: list[str]) -> tuple[int, float, float, float]:
+    """(keyframes, CPU seconds of the three networks alone, of the whole cascade one keyframe at a time,
+    and of the cascade batched over each take's keyframes) on one core."""
+    import torch
+
+    from pipeline.align.detectors.mtcnn import MTCNN
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    _, p = _project()
+    det = MTCNN(min_face_px=p.align.min_face_px, precision=p.align.precision, device="cpu")
+    per_take = _keyframes(files, p.align.keyframe_every, p.align.dark_threshold)
+    images = [im for take in per_take for im in take]
+    inputs: list[tuple[torch.nn.Module, torch.Tensor]] = []
+    hooks = [
+        first.register_forward_pre_hook(lambda _m, args, net=net: inputs.append((net, args[0].clone())))
+        for net, first in ((det.pnet, det.pnet.conv1), (det.rnet, det.rnet.conv1), (det.onet, det.onet.conv1))
+    ]
+    t = time.process_time()
+    for im in images:
+        det.detect(im)
+    cascade = time.process_time() - t
+    for h in hooks:
+        h.remove()
+    t = time.process_time()
+    for take in per_take:
+        det.detect_batch(take)
+    batched = time.process_time() - t
+    with torch.inference_mode():
+        t = time.process_time()
+        for net, x in inputs:
+            net(x)
+        nets = time.process_time() - t
+    return len(images), nets, cascade, batched
+
+
+def _networks_job(args: tuple[list[str], int, mp.Queue]) -> None:
+    files, workers, q = args
+    t = time.perf_counter()
+    if workers == 1:
+        parts = [_networks(files)]
+    else:
+        with mp.Pool(workers) as pool:
+            parts = pool.map(_networks, [files[i::workers] for i in range(workers)])
+    wall = time.perf_counter() - t
+    q.put((*(sum(x[i] for x in parts) for i in range(4)), wall))
+
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of this process and of the workers it waited for."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _peak_mib() -> float:
     """Peak RSS of this process and of any worker it waited for (Linux reports KiB)."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -80,11 +164,11 @@ def _stage_job(args: tuple[Path, int, int, mp.Queue]) -> None:
             provenance(a.detector, a.insightface_pack),
         )
         secs = time.perf_counter() - t
-    q.put((rep["frames"], secs, _peak_mib()))
+    q.put((rep["frames"], secs, _peak_mib(), _cpu_s()))
 
 
-def _in_child(target, *args) -> tuple[int, float, float]:
-    """(frames, seconds, peak RSS MiB over the child and its workers)."""
+def _in_child(target, *args) -> tuple:
+    """What the child reports: (frames, seconds, peak RSS MiB over the child and its workers[, CPU seconds])."""
     q: mp.Queue = mp.get_context("spawn").Queue()
     proc = mp.get_context("spawn").Process(target=target, args=((*args, q),))
     proc.start()
@@ -128,11 +212,13 @@ def _long_video(files: list[str], n_frames: int, dest: Path) -> tuple[int, ...]:
                     break
                 if writer is None:
                     writer = cv2.VideoWriter(
-                        str(dest), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (bgr.shape[1], bgr.shape[0])
+                        str(dest), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (bgr.shape[1], bgr.shape[0])
                     )
                 writer.write(bgr)
                 written += 1
             cap.release()
+    if writer is None:
+        raise ValueError("no frames to write")
     writer.release()
     return bgr.shape
 
@@ -197,18 +283,41 @@ def main() -> None:
     acc = manifest[manifest["status"] == "accepted"]
     n = args.takes or len(acc)
     files = [str(raw / f) for f in acc["path"].head(n)]
-    print(f"{n} takes, detector {p.align.detector}, keyframe every {p.align.keyframe_every}")
+    print(
+        f"{n} takes, detector {p.align.detector} ({p.align.precision}), keyframe every {p.align.keyframe_every}\n"
+        "floors: decode = reading every frame, nothing else; networks = MTCNN's three networks alone on the\n"
+        "keyframes' recorded inputs (no decode, resizing, boxes, tracking, crops, writing). frames/s counts\n"
+        "every frame of the takes, as the stage does; 'per core' divides by CPU seconds (children included),\n"
+        "which a busy machine disturbs less than wall time"
+    )
+    frames_total = int(acc["n_frames"].head(n).sum())
     for w in (1, 2):
         frames, secs, peak = _in_child(_decode_job, files, w)
-        print(f"decode only, {w} worker(s): {frames / secs:7.1f} frames/s  (peak RSS {peak:.0f} MiB)")
-    small = max(1, n // 6)
-    frames, secs, peak = _in_child(_stage_job, layout.manifest, 2, small)
-    print(f"align stage, 2 workers, {small} takes: {frames / secs:7.1f} frames/s, peak RSS {peak:.0f} MiB")
-    for w in (1, 2):
-        frames, secs, peak = _in_child(_stage_job, layout.manifest, w, n)
+        print(f"floor, decode only, {w} worker(s): {frames / secs:7.1f} frames/s wall  (peak RSS {peak:.0f} MiB)")
+    nets_rate = None
+    if p.align.detector == "mtcnn":
+        q: mp.Queue = mp.get_context("spawn").Queue()
+        proc = mp.get_context("spawn").Process(target=_networks_job, args=((files, 1, q),))
+        proc.start()
+        keyframes, nets, cascade, batched, _ = q.get()
+        proc.join()
+        nets_rate = frames_total / nets
         print(
-            f"align stage, {w} worker(s), {n} takes: {frames / secs:7.1f} frames/s  "
-            f"({secs:.1f} s, peak RSS {peak:.0f} MiB)"
+            f"floor, MTCNN networks only: {nets_rate:7.1f} frames/s per core ({keyframes} keyframes, "
+            f"{1000 * nets / keyframes:.1f} ms CPU each)\n"
+            f"MTCNN cascade, one keyframe a call (as align runs it): {1000 * cascade / keyframes:.1f} ms each "
+            f"= {frames_total / cascade:.1f} frames/s per core; batched over each take's keyframes "
+            f"(detect_batch): {1000 * batched / keyframes:.1f} ms each"
+        )
+    small = max(1, n // 6)
+    frames, secs, peak, _ = _in_child(_stage_job, layout.manifest, 2, small)
+    print(f"align stage, 2 workers, {small} takes: {frames / secs:7.1f} frames/s wall, peak RSS {peak:.0f} MiB")
+    for w in (1, 2):
+        frames, secs, peak, cpu = _in_child(_stage_job, layout.manifest, w, n)
+        vs = f", {frames / cpu / nets_rate:.2f}x the networks floor" if nets_rate else ""
+        print(
+            f"align stage, {w} worker(s), {n} takes: {frames / secs:7.1f} frames/s wall, "
+            f"{frames / cpu:6.1f} per core{vs}  ({secs:.1f} s, peak RSS {peak:.0f} MiB)"
         )
     f, a, b = stretch_gain(manifest, raw, 200)
     print(f"dark first frames: MTCNN finds {a}/{f} plain, {b}/{f} after the contrast stretch")

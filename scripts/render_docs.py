@@ -156,36 +156,53 @@ def _best_backend(metrics: dict[str, Any]) -> str:
 
 
 def block_headline(r: Reports) -> str:
+    """The pre-registered primary test first, then every variant on its protocol and backend."""
     metrics, ingest, qa, release = r.load("metrics"), r.load("ingest"), r.load("qa"), r.load("release")
-    backend = _best_backend(metrics)
+    primary = metrics.get("primary") or {}
+    declared = primary.get("declared") or {}
+    backend = declared.get("backend") if declared.get("backend") in metrics["backends"] else _best_backend(metrics)
     models = metrics["backends"][backend]
+    two_sets = all("test_unseen_accuracy_mean" in m for m in models.values())
     rows = []
-    for variant in ("lstm", "mv_lstm"):
-        m = models.get(variant)
-        if m:
-            rows.append(
-                [
-                    f"`{variant}`",
-                    f"{m['test_seen_accuracy_mean']:.3f}",
-                    f"{m['test_unseen_accuracy_mean']:.3f}",
-                    f"{m['drop_accuracy_mean']:.3f}",
-                ]
-            )
-    seeds = max(m["seeds"] for m in models.values())
+    for variant, m in models.items():
+        if two_sets:
+            acc = [m["test_seen_accuracy_mean"], m["test_unseen_accuracy_mean"], m["drop_accuracy_mean"]]
+        else:
+            acc = [m.get("test_accuracy_mean", float("nan"))]
+        rows.append([f"`{variant}`", *(f"{x:.3f}" for x in acc)])
+    header = ["model", "seen accuracy", "unseen accuracy", "drop"] if two_sets else ["model", "test accuracy"]
+    runs = metrics.get("independent_runs") or max(m["seeds"] for m in models.values())
     data = "Built-in simulated data" if ingest.get("source") == "simulator" else f"Data from `{ingest['raw_dir']}`"
     lines = [
         f"{data}: {n(ingest['log_rows'])} takes, {n(ingest['accepted'])} accepted by ingest "
         f"({ingest['accepted_subjects']} subjects), {n(qa['labels']['accepted'])} with an accepted QA label; "
         f"the release holds {n(release['takes'])} takes of {release['subjects']} subjects.",
         "",
-        f"Unseen-mode protocol, features `{backend}`, mean over {seeds} seeds ({len(metrics['classes'])} classes):",
+    ]
+    if primary.get("status") == "run":
+        lines += [f"**{primary['sentence']}**", ""]
+    elif primary:
+        lines += [f"Primary (pre-registered) test not run: {primary.get('reason')}.", ""]
+    lines += [
+        f"Protocol `{metrics.get('protocol', 'unseen_mode')}`, features `{backend}`, mean over {runs} independent "
+        f"runs ({len(metrics['classes'])} classes):",
         "",
-        *table(["model", "seen accuracy", "unseen accuracy", "drop"], rows),
+        *table(header, rows),
         "",
     ]
-    verdict = metrics.get("verdicts", {}).get(backend, {}).get("mv_lstm_vs_lstm")
-    if verdict:
-        lines += [verdict["sentence"], ""]
+    secondary = metrics.get("secondary") or {}
+    if secondary.get("comparisons"):
+        hits = [k for k, c in secondary["comparisons"].items() if c.get("significant")]
+        lines += [
+            f"Secondary comparisons, Holm-corrected over {secondary['family']}: "
+            + (f"{len(hits)} below {secondary['alpha']} ({', '.join(f'`{h}`' for h in hits)})" if hits else "none")
+            + " (exploratory; every one is listed on the experiment page).",
+            "",
+        ]
+    elif not primary:
+        verdict = metrics.get("verdicts", {}).get(backend, {}).get("mv_lstm_vs_lstm")
+        if verdict:
+            lines += [verdict["sentence"], ""]
     lines.append(source(metrics, "metrics", "ingest", "qa", "release"))
     return "\n".join(lines)
 
@@ -430,6 +447,88 @@ def block_timings(r: Reports) -> str:
     return "\n".join(lines)
 
 
+def block_run_log(r: Reports) -> str:
+    """The last `make run` as its own log recorded it (`scripts/timed_repro.py`): every stage, ran or skipped."""
+    run = r.load("run")
+    rows = [
+        [f"`{row['stage']}`", row["status"], f"{row['wall_s']:.1f} s" if row["status"] == "ran" else "-"]
+        for row in run["stages"]
+    ]
+    ran = [row for row in run["stages"] if row["status"] == "ran"]
+    m = run.get("machine") or {}
+    lines = [
+        *table(["stage", "status", "wall time"], rows),
+        "",
+        f"**{run['total_s'] / 60:.1f} min** for `{run['command']}` ({len(ran)} of {len(rows)} stages ran; exit "
+        f"status {run['exit_status']}), started {run['started_utc']} on {m.get('cpu', '?')}, {m.get('cores', '?')} "
+        f"cores; load average at the end {', '.join(str(x) for x in run.get('load_average_at_end', []))}; commit "
+        f"`{str(run.get('commit', '?'))[:12]}`.",
+        "",
+        source(run, "run", detail="written by `scripts/timed_repro.py`, which `make run` calls"),
+    ]
+    return "\n".join(lines)
+
+
+def block_recordings_walkthrough(r: Reports) -> str:
+    """docs/recordings.md's four commands on issue 21's pilot, timed as typed (`scripts/bench_recordings.py`)."""
+    sys.path.insert(0, str(ROOT))
+    from pipeline.stages import STAGES
+
+    b = r.load("bench/recordings")
+    steps = b["steps"]
+    rows = []
+    for i, s in enumerate(steps, 1):
+        note = f" ({s['note']})" if s.get("note") else ""
+        rows.append([str(i), f"`{s['command']}`", f"{s['wall_s']:.1f} s{note}"])
+    stages = [row for s in steps for row in s.get("stages", [])]
+    ran = [row for row in stages if row["status"] == "ran"]
+    simulator = {s.name for s in STAGES if s.branch == "simulator"} & {row["stage"] for row in stages}
+    by_stage = ", ".join(
+        f"{row['stage']} {row['wall_s']:.1f} s" if row["status"] == "ran" else f"{row['stage']} skipped"
+        for row in stages
+    )
+    pilot, tr = b["pilot"], b["training"]
+    f, t = tr["features"], tr["train"]
+    how = "as `mvfer init` writes params.yaml" if tr["mode"] == "params" else "reduced as in the integration test"
+    prov = b["provenance"]
+    m = prov["machine"]
+    load = prov["load_average_start"]
+    lines = [
+        *table(["", "command", "wall time"], rows),
+        "",
+        f"`dvc repro` ran {len(ran)} of {len(stages)} stages"
+        + (f", simulator stages among them: {', '.join(sorted(simulator))}" if simulator else ", no simulator stage")
+        + f": {by_stage}. The pilot ({pilot['clips']} clips of {pilot['subjects']} subjects at {pilot['fps']} fps, "
+        f"rendered beforehand in {pilot['build_s']:.1f} s) gave {pilot['accepted_by_ingest']} takes accepted by "
+        f"ingest and {pilot['released_takes']} released. Training {how}: features `{'`, `'.join(f['backends'])}` x "
+        f"{len(f['seeds'])} seeds, {f['epochs']} epochs; models `{'`, `'.join(t['variants'])}` x {len(t['seeds'])} "
+        f"seeds, {t['epochs']} epochs. **{b['total_s']:.0f} s** for the four commands on {m['cpu']}, {m['cores']} "
+        f"cores, load average {', '.join(str(x) for x in load)} at the start "
+        f"({', '.join(str(x) for x in prov['load_average_end'])} at the end).",
+        "",
+        source(
+            b,
+            "bench/recordings",
+            detail=f"{prov['date']}; {m['cpu']}, {m['cores']} cores; commit `{str(prov['commit'])[:12]}`"
+            f"{'+dirty' if str(prov['commit']).endswith('+dirty') else ''}; written by `scripts/bench_recordings.py`",
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def block_run_total(r: Reports) -> str:
+    """One line for the README: how long the last `make run` took, where, on which commit."""
+    run = r.load("run")
+    m = run.get("machine") or {}
+    ran = sum(row["status"] == "ran" for row in run["stages"])
+    return (
+        f"The last `make run` (after the install, {ran} of {len(run['stages'])} stages run) took "
+        f"**{run['total_s'] / 60:.1f} min** on {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {run['started_utc']}, "
+        f"commit `{str(run.get('commit', '?'))[:12]}`: stage by stage in [benchmarks](docs/benchmarks.md).\n\n"
+        + source(run, "run", detail="written by `scripts/timed_repro.py`, which `make run` calls")
+    )
+
+
 BLOCKS: dict[str, Callable[[Reports], str]] = {
     "stages": block_stages,
     "stage_io": block_stage_io,
@@ -446,6 +545,9 @@ BLOCKS: dict[str, Callable[[Reports], str]] = {
     "features": block_features,
     "release": block_release,
     "timings": block_timings,
+    "run_log": block_run_log,
+    "run_total": block_run_total,
+    "recordings_walkthrough": block_recordings_walkthrough,
 }
 
 

@@ -18,11 +18,39 @@ NAMES = {
 
 
 def _pm(m: dict, key: str) -> str:
-    return f"{m[key + '_mean']:.3f} +- {m[key + '_std']:.3f}" if key + "_mean" in m else "n/a"
+    if key + "_mean" not in m:
+        return "n/a"
+    sd = m.get(key + "_std")
+    return f"{m[key + '_mean']:.3f} +- {sd:.3f}" if sd is not None else f"{m[key + '_mean']:.3f}"
+
+
+def inference(report: dict) -> list[str]:
+    """The primary test's sentence, then the secondary comparisons (Holm-corrected) as a table."""
+    pr = report["primary"]
+    lines = ["**Primary test** (declared in params.yaml `experiment.primary` before any result was seen):", ""]
+    if pr.get("status") == "run":
+        lines.append(f"- {pr['sentence']}")
+    else:
+        lines.append(f"- not run in this evaluation: {pr.get('reason')}")
+    sec = report["secondary"]
+    lines += [
+        "",
+        f"**Secondary comparisons** ({sec['family']}, Holm-corrected; exploratory, joint bootstrap over test subjects "
+        "and independent runs):",
+        "",
+        "| comparison | endpoint | effect | 95 % CI | p | p (Holm) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in sec["comparisons"].values():
+        lines.append(
+            f"| {c['backend']}: {c['candidate']} vs {c['baseline']} | {c['endpoint']} | {c['estimate']:+.3f} | "
+            f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] | {c['p_value']:.3g} | {c['p_holm']:.3g} |"
+        )
+    return lines + [""]
 
 
 def tables(report: dict) -> str:
-    lines = []
+    lines = inference(report) if "primary" in report else []
     for backend, models in report["backends"].items():
         seeds = max(m["seeds"] for m in models.values())
         lines += [
@@ -37,6 +65,9 @@ def tables(report: dict) -> str:
                 f"{_pm(m, 'test_unseen_accuracy')} | "
                 f"{_pm(m, 'test_seen_macro_f1')} | {_pm(m, 'test_unseen_macro_f1')} | {_pm(m, 'drop_accuracy')} |"
             )
+        if "primary" in report:  # the per-seed t-tests are superseded by the primary and secondary tests above
+            lines.append("")
+            continue
         lines += [
             "",
             "| test (unseen modes, paired by seed) | gain | 95 % CI (t) | p (t) "
@@ -45,9 +76,11 @@ def tables(report: dict) -> str:
         ]
         for name, v in report["verdicts"].get(backend, {}).items():
             p = "n/a" if v.get("p_value") is None else f"{v['p_value']:.3g}"
+            ci = "n/a" if v.get("ci95") is None else f"[{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}]"
+            mdd = "n/a" if v.get("mdd") is None else f"{v['mdd']:.3f}"
             lines.append(
-                f"| {name} | {v['gain']:+.3f} | [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}] | {p} | "
-                f"[{v['boot_ci95'][0]:+.3f}, {v['boot_ci95'][1]:+.3f}] | {v['mdd']:.3f} |"
+                f"| {name} | {v['gain']:+.3f} | {ci} | {p} | "
+                f"[{v['boot_ci95'][0]:+.3f}, {v['boot_ci95'][1]:+.3f}] | {mdd} |"
             )
         lines += [""] + [f"- {v['sentence']}" for v in report["verdicts"].get(backend, {}).values()] + [""]
     losses = report.get("qa_label_losses")

@@ -1,32 +1,8 @@
-"""A fresh copy of this checkout (what `git clone` would give, plus files not yet committed) for the
-integration tests that run `dvc repro` in a temporary project."""
+"""A fresh copy of this checkout for the integration tests that run `dvc repro` in a temporary project
+(the helper lives in `pipeline.utils.checkout`, shared with scripts/bench_recordings.py)."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
+from pipeline.utils.checkout import STALE, copy_checkout
 
-STALE = ("dvc.lock", "data/raw", "data/interim", "reports")  # outputs of the checkout's own run
-
-
-def copy_checkout(repo: Path, dest: Path) -> Path:
-    """Copy the tracked and untracked-but-not-ignored files of `repo` into `dest`, without its outputs."""
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for f in filter(None, files):
-        if (repo / f).is_file():
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(repo / f, dest / f)
-    for stale in STALE:
-        path = dest / stale
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
-    return dest
+__all__ = ["STALE", "copy_checkout"]

@@ -12,10 +12,11 @@ from pipeline.params import CaptureParams, Params, Pose, load_params
 
 TEST_PARAMS = Path(__file__).parent / "params.test.yaml"
 
-# Under CI=true a skipped test fails the run (tests/skip_guard.py).
+# Under CI=true a skipped test fails the run (tests/skip_guard.py); every test has one tier (tests/tiers.py).
 pytest_plugins = [
     "tests.skip_guard",
     "tests.labelstudio_fixtures",
+    "tests.tiers",
 ]  # the latter: Label Studio home in a temp folder, server fixtures
 
 

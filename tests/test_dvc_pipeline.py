@@ -33,9 +33,11 @@ TINY = {
 }
 
 
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def _run(args: list[str], cwd: Path, first_on_path: Path | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "MVFER_ROOT"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    if first_on_path is not None:
+        env["PATH"] = f"{first_on_path}{os.pathsep}{env['PATH']}"
     env["DVC_NO_ANALYTICS"] = "1"
     res = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     if res.returncode != 0:
@@ -59,17 +61,52 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "subject_kfold_k": 3,
             "unseen_mode_folds": 3,
             "lomo_test_subjects": 2,
+            "leave_one_pose_out": False,  # two poses, two lights: nothing varies once one is held out
+            "leave_one_illumination_out": False,
             "seen_modes": ["yaw+0_pitch+0/frontal", "yaw+0_pitch+0/dim"],
         }
     )
     params["features"].update(
-        {"epochs": 2, "frames_per_take": 4, "backends": ["cnn_delta"], "seeds": [0], "workers": 1}
+        {
+            "protocol": "unseen_mode",  # two poses: no leave-one-pose-out here (the primary test reports "not run")
+            "epochs": 2,
+            "frames_per_take": 4,
+            "backends": ["cnn_delta"],
+            "seeds": [0],
+            "workers": 1,
+        }
     )
     params["train"].update({"variants": ["lstm", "mv_lstm"], "seeds": [0], "epochs": 3, "patience": 2, "workers": 1})
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], dest)
-    _run(["dvc", "repro"], dest)
+    _run(["dvc", "repro"], dest, first_on_path=_traced_python(_traces(dest)))
+    for name in ("dvc.yaml", "params.yaml"):  # the deps as they were when the traced run read its files
+        shutil.copy2(dest / name, _traces(dest) / name)
     return dest
+
+
+def _traces(clone: Path) -> Path:
+    return clone.with_name(f"{clone.name}_traces")
+
+
+def _traced_python(traces: Path) -> Path:
+    """A `python` first on PATH that runs the real one under strace, one log per stage module.
+
+    Why: the one `dvc repro` that builds the clone is also the run whose file reads
+    `test_every_stage_reads_only_what_it_declares` checks, instead of a second build of every stage.
+    Only stage commands (`python -m pipeline...`) go through it: DVC itself runs on its own interpreter.
+    """
+    strace = shutil.which("strace")
+    assert strace, "strace not installed: `make test` installs it (Debian package strace)"
+    traces.mkdir(parents=True, exist_ok=True)
+    shim = traces.with_name(f"{traces.name}_bin")
+    shim.mkdir(exist_ok=True)
+    (shim / "python").write_text(
+        "#!/bin/sh\n"
+        f'exec {strace} -f -qq -y --seccomp-bpf -e trace=open,openat -o "{traces}/$2.strace" {sys.executable} "$@"\n'
+    )
+    (shim / "python").chmod(0o755)
+    return shim
 
 
 def test_repro_builds_the_manifest_and_quarantines_the_withdrawn_subject(clone: Path) -> None:
@@ -359,17 +396,18 @@ def test_publish_to_s3_on_a_local_moto_server(clone: Path, tmp_path: Path) -> No
         proc.wait(timeout=10)
 
 
-def test_every_stage_reads_only_what_it_declares(clone: Path, tmp_path: Path) -> None:
-    """Each stage's command, run for real under strace, opens no repository file outside its deps and outs
-    (the C libraries' reads included: parquet, video and npz files are opened by C code)."""
+def test_every_stage_reads_only_what_it_declares(clone: Path) -> None:
+    """Each stage's command, as the fixture's `dvc repro` ran it under strace, opens no repository file outside
+    its deps and outs (the C libraries' reads included: parquet, video and npz files are opened by C code)."""
     from tests.dvc_deps import load_stages, parse_strace_opens, undeclared_reads
 
-    strace = shutil.which("strace")
-    assert strace, "strace not installed: `make test` installs it (Debian package strace)"
+    traces = _traces(clone)  # written by the fixture's one `dvc repro` (_traced_python)
     problems = {}
-    for stage in load_stages(clone):
-        log = tmp_path / f"{stage.name}.strace"
-        _run([strace, "-f", "-qq", "-y", "-e", "trace=open,openat", "-o", str(log), *stage.cmd.split()], clone)
+    for stage in load_stages(traces):  # later tests change params (ingest.raw_dir): the deps of the traced run
+        words = stage.cmd.split()
+        assert words[:2] == ["python", "-m"], f"stage {stage.name}: {stage.cmd} is not `python -m <module>`"
+        log = traces / f"{words[2]}.strace"
+        assert log.is_file(), f"stage {stage.name} did not run in the fixture's dvc repro (no {log.name})"
         bad = undeclared_reads(clone, stage, parse_strace_opens(log.read_text(), clone))
         if bad:
             problems[stage.name] = bad

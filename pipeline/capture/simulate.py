@@ -26,11 +26,11 @@ import pandas as pd
 
 from pipeline import vocab
 from pipeline.capture.expressions import ACTION_UNITS, au_vector, intensity_curve
-from pipeline.capture.face_model import features_from_aus, five_points, sample_identity, with_gain
-from pipeline.capture.render import ILLUMINATIONS, HeadRenderer
+from pipeline.capture.face_model import Features, features_from_aus, five_points, sample_identity, with_gain
+from pipeline.capture.render import ILLUMINATIONS, HeadRenderer, Surface
 from pipeline.layout import CAPTURE_LOG_NAME, SUBJECTS_NAME, TAKES_SUBDIR, TRUTH_SUBDIR
 from pipeline.parallel import Executor, pmap
-from pipeline.params import CaptureParams
+from pipeline.params import CaptureParams, Pose
 from pipeline.utils import io
 
 log = logging.getLogger(__name__)
@@ -123,11 +123,20 @@ def _head_motion(rng: np.random.Generator, n: int, frame_size: int) -> np.ndarra
     return walk + rng.normal(0, 1, 4) * np.array([1.0, 1.0, 0.02 * frame_size, 0.02 * frame_size])
 
 
-def render_performance(
-    p: CaptureParams, perf: Performance, takes_dir: Path, truth_dir: Path
-) -> tuple[list[dict], list[dict], float, int]:
-    """Render and encode every camera's take of one performance; returns log rows, truth rows, CPU s, frames."""
-    t_cpu = time.process_time()
+@dataclass(frozen=True)
+class RenderedPerformance:
+    """One performance in memory: each camera's frames and truth, and the expression's time course."""
+
+    onset: int
+    apex: int
+    peak: float
+    curve: np.ndarray  # per-frame intensity
+    aus: np.ndarray  # frames x action units
+    takes: list[tuple[Pose, np.ndarray, np.ndarray, np.ndarray]]  # (camera, RGB frames, landmarks68, visible68)
+
+
+def render_takes(p: CaptureParams, perf: Performance) -> RenderedPerformance:
+    """Render every camera's take of one performance (no files): the pure part of `render_performance`."""
     ident = sample_identity(np.random.default_rng([p.seed, 2, perf.subject_index]), tone_index=perf.subject_index)
     rng = np.random.default_rng([p.seed, 3, perf.index])
     ident = with_gain(ident, float(rng.uniform(0.85, 1.1)))
@@ -144,33 +153,59 @@ def render_performance(
     feats = [features_from_aus(au_vector(perf.expression, float(c)), ident.au_gain) for c in curve]
     aus = np.array([[au_vector(perf.expression, float(c))[a] for a in ACTION_UNITS] for c in curve], dtype=np.float32)
 
-    surfaces = [renderer.surface(f) for f in feats]  # pose-independent: once per frame, shared by the cameras
-    log_rows, truth_rows = [], []
+    # pose-independent, so shared by the cameras; and once per distinct expression: the frames
+    # before the onset and from the apex on repeat one
+    distinct: dict[Features, Surface] = {}
+    for f in feats:
+        if f not in distinct:
+            distinct[f] = renderer.surface(f)
+    surfaces = [distinct[f] for f in feats]
+    takes = []
     for pose in p.poses:
-        take_id = f"{perf.perf_id}-{pose.camera}"
         cam_rng = np.random.default_rng([p.seed, 4, perf.index, _stable_int(pose.camera)])
         backdrop = renderer.backdrop(pose.yaw, light, cam_rng)
-        video = takes_dir / f"{take_id}.mp4"
-        writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*FOURCC), p.fps, (p.frame_size, p.frame_size))
-        if not writer.isOpened():
-            raise RuntimeError(f"{video}: OpenCV cannot open a {FOURCC} video writer")
-        lms, vis = np.zeros((n, 68, 2), np.float32), np.zeros((n, 68), bool)
-        for t in range(n):
-            yaw, pitch, dx, dy = motion[t]
-            frame, lm, v = renderer.render(
-                surfaces[t], pose.yaw + yaw, pose.pitch + pitch, light, (dx, dy), cam_rng, backdrop
-            )
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-            lms[t], vis[t] = lm, v
-        writer.release()
+        frames, lm2, vis = renderer.render_take(
+            surfaces,
+            [pose.yaw + m[0] for m in motion],
+            [pose.pitch + m[1] for m in motion],
+            [(m[2], m[3]) for m in motion],
+            light,
+            cam_rng,
+            backdrop,
+        )
+        takes.append((pose, frames, lm2, vis))
+    return RenderedPerformance(-1 if neutral else onset, -1 if neutral else apex, peak, curve, aus, takes)
+
+
+def write_take(p: CaptureParams, frames: np.ndarray, video: Path) -> None:
+    """Encode one take's RGB frames as the rig's video file."""
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*FOURCC), p.fps, (p.frame_size, p.frame_size))
+    if not writer.isOpened():
+        raise RuntimeError(f"{video}: OpenCV cannot open a {FOURCC} video writer")
+    for frame in frames[..., ::-1]:  # RGB -> BGR
+        writer.write(np.ascontiguousarray(frame))
+    writer.release()
+
+
+def render_performance(
+    p: CaptureParams, perf: Performance, takes_dir: Path, truth_dir: Path
+) -> tuple[list[dict], list[dict], float, int]:
+    """Render and encode every camera's take of one performance; returns log rows, truth rows, CPU s, frames."""
+    t_cpu = time.process_time()
+    r = render_takes(p, perf)
+    log_rows, truth_rows = [], []
+    for pose, frames, lm2, vis in r.takes:
+        take_id = f"{perf.perf_id}-{pose.camera}"
+        write_take(p, frames, takes_dir / f"{take_id}.mp4")
+        lms: np.ndarray = lm2.astype(np.float32)
         five = np.stack([five_points(lm) for lm in lms]).astype(np.float32)
         np.savez_compressed(
             truth_dir / f"{take_id}.npz",
             landmarks68=lms,
             visible68=vis,
             landmarks5=five,
-            intensity=curve.astype(np.float32),
-            aus=aus,
+            intensity=r.curve.astype(np.float32),
+            aus=r.aus,
             action_units=np.array(ACTION_UNITS),
         )
         log_rows.append(
@@ -193,13 +228,13 @@ def render_performance(
                 "take_id": take_id,
                 "performance": perf.perf_id,
                 "expression": perf.expression,
-                "onset_frame": -1 if neutral else onset,
-                "apex_frame": -1 if neutral else apex,
-                "peak_intensity": peak,
+                "onset_frame": r.onset,
+                "apex_frame": r.apex,
+                "peak_intensity": r.peak,
                 "skin_tone_index": perf.subject_index % 8,
             }
         )
-    return log_rows, truth_rows, time.process_time() - t_cpu, n * len(p.poses)
+    return log_rows, truth_rows, time.process_time() - t_cpu, p.n_frames * len(p.poses)
 
 
 def _stable_int(text: str) -> int:

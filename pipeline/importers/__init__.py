@@ -12,7 +12,9 @@ from pathlib import Path
 
 from pipeline.importers import afew, ckplus, dfew, ferv39k, mafw, oulu_casia, pattern  # noqa: F401  (registration)
 from pipeline.importers.common import (
+    IMPORT_REPORT,
     IMPORTERS,
+    OWN_RECORDINGS,
     DatasetImportError,
     Importer,
     Link,
@@ -22,8 +24,9 @@ from pipeline.importers.common import (
 )
 from pipeline.params import ImportParams
 
-__all__ = ["IMPORTERS", "DatasetImportError", "get", "run_import"]
+__all__ = ["IMPORTERS", "DatasetImportError", "NothingImportedError", "get", "run_import"]
 
+FPS_FROM_FILES = frozenset({"pattern", "recordings"})  # videos carry their rate; import.fps only for frame folders
 LAYOUT_KEY = "layout"  # what an unknown name is reported against: the command's argument
 
 
@@ -38,7 +41,7 @@ def run_import(
     """Scan the source tree with the layout's importer and write the rig layout into `out`."""
     src, out = Path(src), Path(out)
     importer = get(layout)
-    if layout not in cfg.fps:
+    if layout not in cfg.fps and layout not in FPS_FROM_FILES:
         raise DatasetImportError(f"params.yaml: import.fps.{layout} is missing (frame folders carry no frame rate)")
     check_source(src, out)
     try:
@@ -51,13 +54,33 @@ def run_import(
             ) from e
         raise
     lic = cfg.licence
-    return write_rig(
+    own = layout in OWN_RECORDINGS  # the lab's own recordings: consent from the lab's table, never a licence
+    report = write_rig(
         result,
         src,
         out,
         copy=cfg.copy_files,
-        licence_terms=lic.terms,
-        research_use=lic.research_use,
-        redistribution=lic.redistribution,
+        licence_terms="" if own else lic.terms,
+        research_use=False if own else lic.research_use,
+        redistribution=False if own else lic.redistribution,
         link=link,
+    )
+    if not report["takes"]:
+        raise NothingImportedError(nothing_imported(layout, src, out, report))
+    return report
+
+
+class NothingImportedError(DatasetImportError):
+    """The source yielded no take: the template or the maps do not describe it (exit 1, one line)."""
+
+
+def nothing_imported(layout: str, src: Path, out: Path, report: dict) -> str:
+    """One line: what was found instead of takes, with the first reason, and where the full list is."""
+    items = report.get("excluded_items") or []
+    first = f"; e.g. {items[0]['reason']}" if items else ""
+    reasons = ", ".join(f"{k}: {v}" for k, v in report.get("excluded_by_reason", {}).items()) or "no file at all"
+    key = "import.pattern.template" if layout in FPS_FROM_FILES else "the layout"
+    return (
+        f"{src}: nothing imported by the {layout} layout ({report.get('excluded', 0)} excluded: {reasons}{first}); "
+        f"check {key}; every file and its reason: {out / IMPORT_REPORT}"
     )

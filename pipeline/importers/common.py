@@ -40,6 +40,7 @@ SUBJECT_COLUMNS = ["subject_id", "consent_research", "consent_public_release", "
 UNKNOWN_TIME = "1970-01-01T00:00:00"  # the public datasets do not say when a clip was recorded
 IMPORT_INFO = "import.json"
 IMPORT_REPORT = "import_report.json"
+OWN_RECORDINGS = frozenset({"recordings"})  # layouts of a lab's own recordings: consent from its table only
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -61,6 +62,7 @@ class Take:
     illumination: str = "unknown"
     official_fold: str = ""  # DFEW/MAFW: the test set (1-5) the clip is in; FERV39k/AFEW: train/test
     fields: dict[str, str] = field(default_factory=dict)  # mode fields from the path (imaging, light, scene)
+    n_frames: int | None = None  # a video's frame count as its stream says (None: frame folder or not known)
 
 
 @dataclass(frozen=True)
@@ -111,17 +113,26 @@ def frame_take(folder: Path) -> list[Path]:
         return []
 
 
-def check_label(result: ImportResult, where: str, label: str | None, raw: str, allowed: list[str]) -> str | None:
-    """The mapped label if usable; otherwise a counted exclusion saying why."""
+def check_label(
+    result: ImportResult,
+    where: str,
+    label: str | None,
+    raw: str,
+    allowed: list[str],
+    key: str = "import.label_maps",
+) -> str | None:
+    """The mapped label if usable; otherwise a listed exclusion naming the params key to edit (`key`)."""
     if label is None:
         result.exclude(
             where,
             "unknown_label",
-            f"{where}: label {raw!r} is not in the layout's label map (params import.label_maps)",
+            f"{where}: label {raw!r} is neither an expression in rig.expressions nor in params.yaml {key}",
         )
         return None
     if label not in allowed:
-        result.exclude(where, "label_not_in_rig", f"{where}: label {label!r} is not in rig.expressions")
+        result.exclude(
+            where, "label_not_in_rig", f"{where}: label {label!r} is not in rig.expressions (params.yaml: {key})"
+        )
         return None
     return label
 
@@ -211,7 +222,7 @@ def log_rows(takes: list[Take], files: dict[str, str], src: Path, layout: str, f
                 "take_id": t.take_id,
                 "subject_id": t.subject_id,
                 "session": "s1",
-                "camera": "cam0",
+                "camera": t.fields.get("camera") or "unknown",  # never a camera nobody named
                 "yaw": _num(t.yaw),
                 "pitch": _num(t.pitch),
                 "illumination": t.illumination,
@@ -219,7 +230,7 @@ def log_rows(takes: list[Take], files: dict[str, str], src: Path, layout: str, f
                 "fps": f"{t.fps:g}",
                 "recorded_at": UNKNOWN_TIME,
                 "file": files[t.take_id],
-                "dataset": layout,
+                "dataset": "" if layout in OWN_RECORDINGS else layout,  # the lab's own: no third-party licence
                 "dataset_label": t.label,
                 "official_fold": t.official_fold,
                 "source_path": rel(t.source, src),
@@ -341,7 +352,9 @@ def write_rig(
         "source": str(src),
         "out": str(out),
         "takes": len(kept),
-        "frames": sum(len(frame_take(t.source)) if t.source.is_dir() else 0 for t in kept),
+        "frames": sum(len(frame_take(t.source)) if t.source.is_dir() else (t.n_frames or 0) for t in kept),
+        "by_subject": dict(sorted(Counter(t.subject_id for t in kept).items())),
+        "fps": dict(sorted(Counter(f"{t.fps:g}" for t in kept).items())),
         "subjects": len({t.subject_id for t in kept}),
         "by_label": dict(sorted(Counter(t.label for t in kept).items())),
         "by_official_fold": dict(sorted(Counter(t.official_fold for t in kept if t.official_fold).items())),

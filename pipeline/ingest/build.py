@@ -45,6 +45,7 @@ MANIFEST_COLUMNS = [
 # column is compared with the file's, not copied (the manifest's sha256 is the file's).
 _BASE_COLUMNS = MANIFEST_COLUMNS + ["file_fps", "reason_codes", "mode"]
 LOG_ONLY_COLUMNS = ("file",)
+SOURCE_PATH = "source_path"  # written by the importers: the take's path in the source tree
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,17 @@ def _report(df: pd.DataFrame, inp: Inputs) -> dict:
         },
         "quarantined_items": [
             {"take_id": t, "path": p, "log_line": None if pd.isna(ln) else int(ln), "reason_code": c, "reason": r}
-            for t, p, ln, c, r in zip(q["take_id"], q["path"], q["log_line"], q["reason_code"], q["reason"])
+            | _source_of(q, i)
+            for i, (t, p, ln, c, r) in enumerate(
+                zip(q["take_id"], q["path"], q["log_line"], q["reason_code"], q["reason"])
+            )
         ],
     }
+
+
+def _source_of(q: pd.DataFrame, i: int) -> dict[str, str]:
+    """An imported take's file as the lab named it (`source_path` of the capture log), so the lab finds it."""
+    if SOURCE_PATH not in q.columns:
+        return {}
+    value = q[SOURCE_PATH].iloc[i]
+    return {SOURCE_PATH: str(value)} if isinstance(value, str) and value else {}

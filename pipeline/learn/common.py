@@ -7,6 +7,7 @@ and let a fault of the machine (memory, an unreadable disk) through as one (see 
 from __future__ import annotations
 
 import json
+import os
 import random
 import zipfile
 from collections.abc import Callable, Iterator
@@ -27,8 +28,25 @@ class LearnInputError(PipelineError, ValueError):
     """A split, feature or checkpoint file that is missing or damaged: rerun the stage that writes it."""
 
 
+class LearnConfigError(PipelineError, ValueError):
+    """A setting of the learning stages that cannot run here (one line, naming it)."""
+
+
+DEVICE_ENV = "MVFER_DEVICE"
+
+
 def device() -> torch.device:
-    """CUDA when present, else CPU (tests and CI run on CPU)."""
+    """Where the frame CNNs and the sequence models run: CUDA when present, else CPU (tests and CI run on CPU).
+
+    The one place that chooses; `$MVFER_DEVICE=cpu` keeps a GPU machine on the CPU (e.g. to compare results),
+    `cuda` refuses in one line where there is none, `auto` (or unset) chooses."""
+    want = os.environ.get(DEVICE_ENV, "auto").strip().lower() or "auto"
+    if want not in ("auto", "cpu", "cuda"):
+        raise LearnConfigError(f"${DEVICE_ENV}={want!r}: expected auto, cpu or cuda")
+    if want == "cuda" and not torch.cuda.is_available():
+        raise LearnConfigError(f"${DEVICE_ENV}=cuda but torch sees no CUDA device (torch {torch.__version__})")
+    if want == "cpu":
+        return torch.device("cpu")
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

@@ -1,16 +1,22 @@
-"""The evaluate stage: seen vs unseen modes, per feature backend and model, with a paired test.
+"""The evaluate stage: per protocol, feature backend and model, the pre-registered primary test and the rest.
 
-For each backend, variant and seed the predictions of the folds are pooled (each test subject is
-predicted exactly once), giving one accuracy and one macro-F1 per seed on `test_seen` and on
-`test_unseen`; the report gives their mean and std over seeds, the drop from seen to unseen, and
-per-mode accuracy. The claim under test (MV-LSTM is more robust to unseen modes than an LSTM) is a
-paired comparison at equal features and seed: `pipeline.learn.verdict.paired_verdict` gives the
-gain with its interval, p-value and the design's minimum detectable difference. The report also
-says how many takes the QA labels cost, and from which (prompted) classes.
+For each backend, variant and seed the predictions of the folds are pooled, giving one accuracy and
+one macro-F1 per seed on each test set the protocol has (`test_seen` and `test_unseen`, or `test`);
+the report gives their mean and sample SD (ddof 1) over seeds, the drop from seen to unseen, and
+per-mode accuracy; per skin tone and against the simulator's truth where those exist.
+
+Inference (`pipeline.learn.stats`): one primary test, declared in params.yaml `experiment.primary`
+before any result is seen (protocol, backend, candidate vs baseline, endpoint: the drop interaction,
+i.e. the candidate's gain on unseen modes minus its gain on seen modes). Its interval and p come from
+a joint bootstrap over test subjects and independent training runs (a run is one feature-extractor
+seed: seeds sharing an extractor are averaged into one run). Every other comparison is secondary,
+Holm-corrected over its family and worded as such. The older per-seed `verdicts` stay for reference.
+Variant names come from the predictions, never from a fixed list.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,16 +29,22 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 from pipeline import vocab
 from pipeline.layout import Layout
 from pipeline.learn.common import LearnInputError, feature_seed, load_features, load_split, read, reading
+from pipeline.learn.stats import holm, joint_bootstrap, mean_sd
 from pipeline.learn.train import checkpoint_path, predict, take_tensors
 from pipeline.learn.verdict import paired_verdict
 from pipeline.models.registry import PARAMS_KEY, VARIANTS, make_model, modes_needed
-from pipeline.params import FeaturesParams, Params, TrainParams
+from pipeline.params import ExperimentParams, FeaturesParams, Params, TrainParams
 from pipeline.stage import main, with_provenance
 from pipeline.utils import io
 
 log = logging.getLogger(__name__)
-TESTS = vocab.MODE_TEST_SPLITS
+TESTS = vocab.TEST_SPLITS  # test (subject folds, official sets), test_seen and test_unseen (mode protocols)
 BASELINE = "lstm"
+ENDPOINTS: dict[str, dict[str, float]] = {
+    "drop_interaction": {vocab.TEST_UNSEEN: 1.0, vocab.TEST_SEEN: -1.0},  # gain on unseen minus gain on seen
+    "unseen_gain": {vocab.TEST_UNSEEN: 1.0},
+    "test_gain": {vocab.TEST: 1.0},
+}
 
 
 def load_model(path: Path, p: TrainParams) -> torch.nn.Module:
@@ -79,6 +91,7 @@ def predictions(
                                 "backend": backend,
                                 "variant": variant,
                                 "seed": seed,
+                                "run": p.seeds.index(seed),
                                 "feature_seed": fs,
                                 "fold": fold["fold"],
                                 "test": test,
@@ -95,11 +108,12 @@ def predictions(
 
 
 def summarise(pred: pd.DataFrame, classes: list[str]) -> dict:
-    """Metrics per variant: mean/std over seeds of pooled-fold accuracy and macro-F1, drops, per mode."""
+    """Metrics per variant: mean/SD (ddof 1) over seeds of pooled-fold accuracy and macro-F1, drops, per mode."""
     out = {}
     labels = list(range(len(classes)))
+    tests = [t for t in TESTS if t in set(pred["test"])]
     for variant, g in pred.groupby("variant", sort=False):
-        per_seed: dict[str, dict[str, list[float]]] = {test: {"accuracy": [], "macro_f1": []} for test in TESTS}
+        per_seed: dict[str, dict[str, list[float]]] = {test: {"accuracy": [], "macro_f1": []} for test in tests}
         for (_seed, test), h in g.groupby(["seed", "test"]):
             test = str(test)
             per_seed[test]["accuracy"].append(accuracy_score(h["y"], h["pred"]))
@@ -107,19 +121,234 @@ def summarise(pred: pd.DataFrame, classes: list[str]) -> dict:
                 f1_score(h["y"], h["pred"], labels=labels, average="macro", zero_division=0)
             )
         m: dict[str, Any] = {}
-        for test in TESTS:
+        for test in tests:
             for metric, vals in per_seed[test].items():
-                if vals:
-                    m[f"{test}_{metric}_mean"] = round(float(np.mean(vals)), 4)
-                    m[f"{test}_{metric}_std"] = round(float(np.std(vals)), 4)
+                mean, sd = mean_sd(vals)
+                if mean is not None:
+                    m[f"{test}_{metric}_mean"] = round(mean, 4)
+                    m[f"{test}_{metric}_std"] = None if sd is None else round(sd, 4)
         if "test_seen_accuracy_mean" in m and "test_unseen_accuracy_mean" in m:
             drops = np.array(per_seed["test_seen"]["accuracy"]) - np.array(per_seed["test_unseen"]["accuracy"])
-            m["drop_accuracy_mean"] = round(float(drops.mean()), 4)
-            m["drop_accuracy_std"] = round(float(drops.std()), 4)
+            mean, sd = mean_sd(list(drops))
+            m["drop_accuracy_mean"] = None if mean is None else round(mean, 4)
+            m["drop_accuracy_std"] = None if sd is None else round(sd, 4)
         m["per_mode_accuracy"] = {mode: round(float((h["y"] == h["pred"]).mean()), 4) for mode, h in g.groupby("mode")}
         m["seeds"] = int(g["seed"].nunique())
-        out[variant] = m
+        m["independent_runs"] = int(g["feature_seed"].nunique())  # seeds sharing an extractor are one run
+        out[str(variant)] = m
     return out
+
+
+def paired_differences(pred: pd.DataFrame, backend: str, baseline: str, candidate: str) -> pd.DataFrame:
+    """Candidate minus baseline correctness per (independent run, fold, test set, take), seeds of a run averaged.
+
+    A run is one feature-extractor seed: sequence-model seeds that share it are not independent replicates,
+    so they are averaged into one. A prediction of one model without its pair is a one-line input error.
+    """
+    keys = ["feature_seed", "seed", "fold", "test", "take_id"]
+    sel = pred[pred["backend"] == backend]
+    base, cand = (sel[sel["variant"] == v] for v in (baseline, candidate))
+    for v, g in ((baseline, base), (candidate, cand)):
+        if g.empty:
+            known = ", ".join(sorted(set(sel["variant"]))) or "none"
+            raise LearnInputError(f"no predictions of {v} on features {backend} (predicted: {known})")
+    m = base.merge(cand, on=keys, suffixes=("_b", "_c"), how="outer", indicator=True)
+    unpaired = m[m["_merge"] != "both"]
+    if len(unpaired):
+        r = unpaired.iloc[0]
+        who = baseline if r["_merge"] == "left_only" else candidate
+        raise LearnInputError(
+            f"{len(unpaired)} prediction(s) of {who} on features {backend} have no pair in the other model "
+            f"(first: take {r['take_id']}, seed {r['seed']}, fold {r['fold']}): rerun train and evaluate"
+        )
+    m["diff"] = (m["y_c"] == m["pred_c"]).astype(float) - (m["y_b"] == m["pred_b"]).astype(float)
+    m = m.rename(columns={"subject_id_b": "subject_id"})
+    return m.groupby(["feature_seed", "fold", "test", "take_id", "subject_id"], as_index=False).agg(
+        diff=("diff", "mean")
+    )
+
+
+def _sentence(c: dict, primary: bool, family: int = 1) -> str:
+    """One plain sentence: what was compared, the number, the interval, and what it means (worded by rank)."""
+    pts = lambda x: f"{100 * x:+.1f}"  # noqa: E731 - percentage points with sign
+    b = c["baseline"]
+    what = {
+        "drop_interaction": f"gain over {b} on unseen modes minus its gain on seen modes",
+        "unseen_gain": f"gain over {b} in accuracy on unseen modes",
+        "test_gain": f"gain over {b} in accuracy on the test subjects",
+    }[c["endpoint"]]
+    lo, hi = c["ci95"]
+    head = (
+        f"{'Primary (pre-registered)' if primary else 'Secondary'} test on {c['protocol']}, features "
+        f"{c['backend']}: {c['candidate']}'s {what} is {pts(c['estimate'])} points "
+        f"(95 % interval {pts(lo)} to {pts(hi)}; joint bootstrap over {c['n_subjects']} test subjects and "
+        f"{c['n_runs']} independent run(s), p = {c['p_value']:.3g}"
+    )
+    head += "" if primary else f", Holm-corrected over {family} secondary comparisons p = {c['p_holm']:.3g}"
+    head += ")"
+    if c["n_runs"] < 2:
+        head += "; with one independent run the interval omits training noise"
+    if not c["significant"]:
+        return head + ": no difference was detected."
+    better = c["estimate"] > 0
+    if c["endpoint"] == "drop_interaction":
+        verdict = (
+            f"{c['candidate']} loses less than {c['baseline']} on unseen modes"
+            if better
+            else f"{c['candidate']} loses more than {c['baseline']} on unseen modes"
+        )
+    else:
+        verdict = f"{c['candidate']} is {'more' if better else 'less'} accurate than {c['baseline']}"
+    return head + f": {verdict}" + ("." if primary else " (secondary: read as exploratory).")
+
+
+def comparisons(pred: pd.DataFrame, e: ExperimentParams, protocol: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The primary test (or why it did not run here) and every secondary comparison, Holm-corrected.
+
+    Secondary: each backend x each variant other than the primary baseline x each endpoint the protocol
+    has (drop interaction and unseen gain with seen/unseen test sets; test gain with one test set).
+    """
+    pr = e.primary
+    tests = set(pred["test"])
+    endpoints = [k for k, c in ENDPOINTS.items() if set(c) <= tests]
+    variants = list(dict.fromkeys(pred["variant"]))
+    baseline = pr.baseline if pr.baseline in variants else variants[0]
+    results: dict[str, dict[str, Any]] = {}
+    for backend in dict.fromkeys(pred["backend"]):
+        for cand in variants:
+            if cand == baseline:
+                continue
+            diffs = paired_differences(pred, str(backend), baseline, cand)
+            for endpoint in endpoints:
+                r = joint_bootstrap(
+                    diffs["diff"].to_numpy(),
+                    diffs["feature_seed"].to_numpy(),
+                    diffs["subject_id"].to_numpy(),
+                    diffs["test"].to_numpy(),
+                    ENDPOINTS[endpoint],
+                    n_boot=e.n_boot,
+                    seed=e.boot_seed,
+                    alpha=e.alpha,
+                )
+                results[f"{backend}/{cand}_vs_{baseline}/{endpoint}"] = {
+                    "protocol": protocol,
+                    "backend": str(backend),
+                    "candidate": cand,
+                    "baseline": baseline,
+                    "endpoint": endpoint,
+                    **_rounded(r),
+                }
+    key = f"{pr.backend}/{pr.candidate}_vs_{pr.baseline}/{pr.endpoint}"
+    declared = pr.model_dump()
+    if protocol != pr.protocol:
+        primary: dict[str, Any] = {
+            "declared": declared,
+            "status": "not run",
+            "reason": f"declared on protocol {pr.protocol}; this evaluation is of {protocol} (features.protocol)",
+        }
+    elif key not in results:
+        raise LearnInputError(
+            f"experiment.primary: no {pr.candidate} vs {pr.baseline} {pr.endpoint} on features {pr.backend} in "
+            f"these predictions (backends: {', '.join(dict.fromkeys(pred['backend']))}; variants: "
+            f"{', '.join(variants)}; test sets: {', '.join(sorted(tests))}): train the declared pair"
+        )
+    else:
+        c = results.pop(key)
+        c["significant"] = bool(c["p_value"] < e.alpha)
+        primary = {"declared": declared, "status": "run", **c, "sentence": _sentence(c, True)}
+    adjusted = holm({k: v["p_value"] for k, v in results.items()})
+    for k, c in results.items():
+        p_holm = adjusted[k]
+        c["p_holm"] = _p3(p_holm)
+        c["significant"] = bool(p_holm is not None and p_holm < e.alpha)
+        c["sentence"] = _sentence(c, False, len(results))
+    secondary = {"family": len(results), "correction": "holm", "alpha": e.alpha, "comparisons": results}
+    return primary, secondary
+
+
+def _p3(x: float | None) -> float | None:
+    return None if x is None else float(f"{x:.3g}")
+
+
+def _rounded(r: dict[str, Any]) -> dict[str, Any]:
+    """JSON-ready: effects and spreads to 4 decimals, p to 3 significant digits."""
+    r4 = lambda x: round(float(x), 4)  # noqa: E731
+    return {
+        "estimate": r4(r["estimate"]),
+        "ci95": [r4(x) for x in r["ci"]],
+        "ci95_percentile": [r4(x) for x in r["ci_percentile"]],
+        "se": r4(r["se"]),
+        "se_runs": r4(r["se_runs"]),
+        "se_subjects": r4(r["se_subjects"]),
+        "df": round(float(r["df"]), 1) if np.isfinite(r["df"]) else None,
+        "p_value": _p3(r["p_value"]),
+        "n_runs": r["n_runs"],
+        "n_subjects": r["n_subjects"],
+        "n_takes": r["n_takes"],
+        "n_boot": r["n_boot"],
+    }
+
+
+def truth_scores(pred: pd.DataFrame, truth: pd.DataFrame | None, classes: list[str]) -> dict | None:
+    """Accuracy against the simulator's truth beside the labels the models were scored on (QA), per variant and
+    test set; and how often those labels agree with the truth on the test takes. None without a truth table."""
+    if truth is None or "expression" not in truth:
+        return None
+    index = {c: i for i, c in enumerate(classes)}
+    t = truth.drop_duplicates("take_id").set_index("take_id")["expression"].map(index)
+    rows = pred.assign(truth_y=pred["take_id"].map(t))
+    scored = rows[rows["truth_y"].notna()]
+    out: dict[str, Any] = {
+        "takes_with_truth": int(scored["take_id"].nunique()),
+        "takes_without_truth_in_classes": int(rows.loc[rows["truth_y"].isna(), "take_id"].nunique()),
+        "labels_agree_with_truth": round(float((scored["y"] == scored["truth_y"]).mean()), 4) if len(scored) else None,
+        "backends": {},
+    }
+    for (b, v, test), h in scored.groupby(["backend", "variant", "test"], sort=False):
+        hit_truth = (h["pred"] == h["truth_y"]).astype(float).groupby(h["seed"]).mean()
+        hit_labels = (h["pred"] == h["y"]).astype(float).groupby(h["seed"]).mean()
+        mean, sd = mean_sd(list(hit_truth))
+        out["backends"].setdefault(str(b), {}).setdefault(str(v), {})[str(test)] = {
+            "accuracy_vs_truth_mean": None if mean is None else round(mean, 4),
+            "accuracy_vs_truth_std": None if sd is None else round(sd, 4),
+            "accuracy_vs_labels_mean": round(float(hit_labels.mean()), 4),
+        }
+    return out
+
+
+def skin_tone_accuracy(pred: pd.DataFrame, tones: pd.Series | None) -> dict | None:
+    """Accuracy per skin tone (backend -> variant -> test set -> tone), pooled over seeds; None without tones."""
+    if tones is None or tones.empty:
+        return None
+    rows = pred.assign(tone=pred["take_id"].map(tones))
+    rows = rows[rows["tone"].notna()]
+    if rows.empty:
+        return None
+    out: dict[str, Any] = {}
+    for (b, v, test), h in rows.groupby(["backend", "variant", "test"], sort=False):
+        per = {str(tone): round(float((g["y"] == g["pred"]).mean()), 4) for tone, g in h.groupby("tone")}
+        out.setdefault(str(b), {}).setdefault(str(v), {})[str(test)] = per
+    return out
+
+
+def _tones(truth: pd.DataFrame | None, manifest: pd.DataFrame | None) -> pd.Series | None:
+    """Skin tone per take: the manifest's `skin_tone` when a dataset records it, else the simulator's truth."""
+    if manifest is not None and "skin_tone" in manifest:
+        return manifest.set_index("take_id")["skin_tone"].dropna().astype(str)
+    if truth is not None and "skin_tone_index" in truth:
+        return truth.drop_duplicates("take_id").set_index("take_id")["skin_tone_index"].map(lambda i: f"tone{int(i)}")
+    return None
+
+
+def dataset_identity(split: dict[str, Any]) -> dict[str, Any]:
+    """Which data these metrics are of: the tested takes' count and a digest of their ids."""
+    ids = sorted({t for fold in split["folds"] for k in TESTS for t in fold.get(k, [])})
+    return {
+        "test_takes": len(ids),
+        "test_take_ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16],
+        "classes": list(split["classes"]),
+        "labels": split.get("labels"),
+    }
 
 
 def verdicts(pred: pd.DataFrame, baseline: str = BASELINE) -> dict:
@@ -150,7 +379,14 @@ def guesses(pred: pd.DataFrame, metrics: dict, classes: list[str], variant: str 
     """reports/predictions.csv for `annotate push --guesses`: one row per test take, from the baseline model
     on the backend with the best seen accuracy, majority vote over seeds, confidence = share of seeds agreeing
     times their mean probability."""
-    best = max(metrics, key=lambda b: metrics[b].get(variant, {}).get("test_seen_accuracy_mean", -1.0))
+    if variant not in set(pred["variant"]):
+        variant = str(pred["variant"].iloc[0])  # no LSTM in this study: the first variant predicted
+
+    def seen_accuracy(b: str) -> float:
+        m = metrics[b].get(variant, {})
+        return float(m.get("test_seen_accuracy_mean", m.get("test_accuracy_mean", -1.0)))
+
+    best = max(metrics, key=seen_accuracy)
     g = pred[(pred["backend"] == best) & (pred["variant"] == variant)]
     rows = []
     for take, h in g.groupby("take_id", sort=True):
@@ -191,24 +427,122 @@ def qa_losses(labels: pd.DataFrame | None, manifest: pd.DataFrame | None) -> dic
     }
 
 
-def _plot_confusions(pred: pd.DataFrame, classes: list[str], out: Path) -> None:
+def _plot_confusions(pred: pd.DataFrame, classes: list[str], out: Path, backend: str) -> None:
+    """One backend's confusion matrices (variants x test sets): readable at a normal size, unlike every backend."""
     from pipeline.utils.plots import plt, save
 
-    keys = list(dict.fromkeys(zip(pred["backend"], pred["variant"])))
-    fig, axes = plt.subplots(len(TESTS), len(keys), figsize=(3.2 * len(keys), 7), squeeze=False)
-    for j, (b, v) in enumerate(keys):
-        for i, test in enumerate(TESTS):
-            h = pred[(pred["backend"] == b) & (pred["variant"] == v) & (pred["test"] == test)]
+    pred = pred[pred["backend"] == backend]
+    variants = list(dict.fromkeys(pred["variant"]))
+    tests = [t for t in TESTS if t in set(pred["test"])]
+    fig, axes = plt.subplots(len(tests), len(variants), figsize=(2.8 * len(variants), 2.9 * len(tests)), squeeze=False)
+    for j, v in enumerate(variants):
+        for i, test in enumerate(tests):
+            h = pred[(pred["variant"] == v) & (pred["test"] == test)]
             cm = confusion_matrix(h["y"], h["pred"], labels=range(len(classes)), normalize="true")
             ax = axes[i][j]
             ax.imshow(cm, vmin=0, vmax=1, cmap="Blues")
-            ax.set_title(f"{b}/{v}: {test}", fontsize=8)
+            ax.set_title(f"{backend}/{v}: {test}", fontsize=8)
             ax.set_xticks(range(len(classes)), [c[:4] for c in classes], fontsize=7, rotation=90)
             ax.set_yticks(range(len(classes)), [c[:4] for c in classes], fontsize=7)
             for (a, c), val in np.ndenumerate(cm):
                 ax.text(
                     c, a, f"{val:.2f}", ha="center", va="center", fontsize=5, color="white" if val > 0.5 else "black"
                 )
+    save(fig, out)
+
+
+def effects_table(primary: dict[str, Any], secondary: dict[str, Any]) -> pd.DataFrame:
+    """One row per tested effect (primary first): estimate and interval in accuracy points, p, Holm p."""
+    cols = ["rank", "comparison", "endpoint", "estimate", "ci_low", "ci_high", "p_value", "p_holm", "significant"]
+    rows = []
+    items = ([("primary", primary)] if primary.get("status") == "run" else []) + [
+        ("secondary", c) for c in secondary["comparisons"].values()
+    ]
+    for rank, c in items:
+        rows.append(
+            {
+                "rank": rank,
+                "comparison": f"{c['backend']}: {c['candidate']} vs {c['baseline']}",
+                "endpoint": c["endpoint"],
+                "estimate": c["estimate"],
+                "ci_low": c["ci95"][0],
+                "ci_high": c["ci95"][1],
+                "p_value": c["p_value"],
+                "p_holm": c.get("p_holm"),
+                "significant": c["significant"],
+            }
+        )
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _plot_effects(effects: pd.DataFrame, out: Path) -> None:
+    """Forest plot: each paired effect with its 95 % interval; the primary on top, bold; zero marked."""
+    from pipeline.utils.plots import plt, save
+
+    n = max(len(effects), 1)
+    fig, ax = plt.subplots(figsize=(8, 0.9 + 0.32 * n))
+    rows = effects.to_dict("records")
+    for i, r in enumerate(rows):
+        primary = r["rank"] == "primary"
+        est, lo, hi = (100 * float(r[k]) for k in ("estimate", "ci_low", "ci_high"))
+        ax.errorbar(
+            est,
+            n - 1 - i,
+            xerr=[[est - lo], [hi - est]],
+            fmt="D" if primary else "o",
+            color="black" if primary else ("tab:blue" if r["significant"] else "tab:gray"),
+            capsize=3,
+            ms=6 if primary else 4,
+        )
+    labels = [f"{'PRIMARY ' if r['rank'] == 'primary' else ''}{r['comparison']} [{r['endpoint']}]" for r in rows]
+    ax.set_yticks(range(n - 1, n - 1 - len(labels), -1), labels, fontsize=7)
+    ax.axvline(0, color="red", lw=0.8, ls="--")
+    ax.set_xlabel("paired effect, accuracy points (95 % interval, unadjusted)")
+    ax.set_title("Primary (black, pre-registered) and secondary comparisons (blue: Holm-significant)", fontsize=9)
+    if effects.empty:
+        ax.text(0.5, 0.5, "no comparison: one variant only", transform=ax.transAxes, ha="center")
+    save(fig, out)
+
+
+def _plot_mode_grid(pred: pd.DataFrame, out: Path, backend: str) -> None:
+    """Accuracy per mode as a grid (first mode part x the rest: pose x illumination), per variant and test set,
+    pooled over seeds and folds; an empty cell is a mode that test set does not have."""
+    from pipeline.utils.plots import plt, save
+
+    pred = pred[pred["backend"] == backend]
+    parts = pred["mode"].astype(str).str.split("/", n=1)
+    pred = pred.assign(_row=parts.str[0], _col=parts.str[1].fillna("-"), _hit=(pred["y"] == pred["pred"]).astype(float))
+    rows, cols = sorted(set(pred["_row"])), sorted(set(pred["_col"]))
+    variants = list(dict.fromkeys(pred["variant"]))
+    tests = [t for t in TESTS if t in set(pred["test"])]
+    fig, axes = plt.subplots(
+        len(variants),
+        len(tests),
+        figsize=(1.2 + 1.1 * len(cols) * len(tests), 0.8 + 0.45 * len(rows) * len(variants)),
+        squeeze=False,
+    )
+    for i, v in enumerate(variants):
+        for j, test in enumerate(tests):
+            h = pred[(pred["variant"] == v) & (pred["test"] == test)]
+            grid = h.pivot_table(index="_row", columns="_col", values="_hit", aggfunc="mean").reindex(
+                index=rows, columns=cols
+            )
+            ax = axes[i][j]
+            ax.imshow(grid.to_numpy(dtype=float), vmin=0, vmax=1, cmap="viridis")
+            for (a, c), val in np.ndenumerate(grid.to_numpy(dtype=float)):
+                if np.isfinite(val):
+                    ax.text(
+                        c,
+                        a,
+                        f"{val:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="white" if val < 0.5 else "black",
+                    )
+            ax.set_title(f"{v}: {test}", fontsize=7)
+            ax.set_xticks(range(len(cols)), cols, fontsize=6, rotation=45)
+            ax.set_yticks(range(len(rows)), rows, fontsize=6)
     save(fig, out)
 
 
@@ -235,68 +569,129 @@ def _optional_table(path: Path) -> pd.DataFrame | None:
 def evaluate(
     p: TrainParams,
     fp: FeaturesParams,
+    e: ExperimentParams,
     split: dict[str, Any],
     pred: pd.DataFrame,
     labels: pd.DataFrame | None,
     manifest: pd.DataFrame | None,
-) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
-    """The report, the guesses for `annotate push --guesses` and the named confusion rows, from the predictions."""
+    truth: pd.DataFrame | None = None,
+) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The report, the guesses for `annotate push --guesses`, the named confusion rows and the effects table."""
     classes = split["classes"]
     backends = list(dict.fromkeys(pred["backend"]))
     metrics = {b: summarise(pred[pred["backend"] == b], classes) for b in backends}
+    primary, secondary = comparisons(pred, e, fp.protocol)
     report = {
         "protocol": fp.protocol,
+        "dataset": dataset_identity(split),
         "labels": split.get("labels"),
         "classes": classes,
+        "test_sets": [t for t in TESTS if t in set(pred["test"])],
+        "variants": list(dict.fromkeys(pred["variant"])),
         "seeds": list(p.seeds),
         "feature_seeds": list(fp.seeds),
+        "independent_runs": int(pred["feature_seed"].nunique()),
+        "primary": primary,
+        "secondary": secondary,
         "backends": metrics,
+        "per_skin_tone_accuracy": skin_tone_accuracy(pred, _tones(truth, manifest)),
+        "against_truth": truth_scores(pred, truth, classes),
+        # per-seed paired t-tests, uncorrected and pseudo-replicated where seeds share an extractor: superseded by
+        # `primary` and `secondary`, kept so earlier reports can be compared
         "verdicts": {b: verdicts(pred[pred["backend"] == b]) for b in backends},
         "qa_label_losses": qa_losses(labels, manifest),
     }
     named = pred.assign(actual=[classes[i] for i in pred["y"]], predicted=[classes[i] for i in pred["pred"]])
     confusion = named[["backend", "variant", "seed", "test", "mode", "take_id", "actual", "predicted"]]
-    return report, guesses(pred, metrics, classes), confusion
+    return report, guesses(pred, metrics, classes), confusion, effects_table(primary, secondary)
+
+
+def _truth_table(layout: Layout, params: Params) -> pd.DataFrame | None:
+    """The simulator's truth (qa.truth) when the data has one: a file, or a folder holding takes.csv; else None."""
+    if not params.qa.truth:
+        return None
+    path = layout.resolve(params.qa.truth)
+    if path.is_dir():
+        path = path / "takes.csv"
+    return read(path, "truth table", pd.read_csv) if path.is_file() else None
+
+
+def stale_outputs(layout: Layout) -> list[Path]:
+    """Every output of the stage: removed before it runs, so a failure never leaves another run's metrics."""
+    return [
+        layout.metrics,
+        layout.predictions,
+        layout.confusion,
+        layout.confusion_plot,
+        layout.learning_curves_plot,
+        layout.effects,
+        layout.effects_plot,
+        layout.mode_accuracy_plot,
+    ]
 
 
 def run(layout: Layout, params: Params) -> None:
-    """Stage `evaluate`: models, features, splits (labels and manifest when present) in; metrics, guesses, plots out."""
+    """Stage `evaluate`: models, features, splits (labels, manifest, truth when present) in; metrics, guesses, plots.
+
+    Every output of a previous evaluation is removed first: the metrics on disk are this run's or none.
+    """
     p, fp = params.train, params.features
+    for old in stale_outputs(layout):
+        if old.is_file():  # (a folder that cannot hold outputs is the writers' one-line error, below)
+            old.unlink()
     VARIANTS.check(p.variants, PARAMS_KEY)
     split = load_split(fp.protocol, layout.splits)
     classes = split["classes"]
     pred = predictions(p, fp, split, layout.features, layout.models)
     if pred.empty:
         raise LearnInputError(
-            f"{layout.splits / (fp.protocol + '.json')}: no fold has a test_seen or test_unseen take to evaluate"
+            f"{layout.splits / (fp.protocol + '.json')}: no fold has a test, test_seen or test_unseen take to evaluate"
         )
-    report, guessed, confusion = evaluate(
-        p, fp, split, pred, _optional_table(layout.labels), _optional_table(layout.manifest)
+    report, guessed, confusion, effects = evaluate(
+        p,
+        fp,
+        params.experiment,
+        split,
+        pred,
+        _optional_table(layout.labels),
+        _optional_table(layout.manifest),
+        _truth_table(layout, params),
     )
     io.write_csv(layout.predictions, guessed)
     io.write_csv(layout.confusion, confusion)
-    _plot_confusions(pred, classes, layout.confusion_plot)
+    io.write_csv(layout.effects, effects)
+    backend = params.experiment.primary.backend
+    _plot_confusions(pred, classes, layout.confusion_plot, backend if backend in report["backends"] else fp.backends[0])
+    _plot_effects(effects, layout.effects_plot)
+    _plot_mode_grid(pred, layout.mode_accuracy_plot, backend if backend in report["backends"] else fp.backends[0])
     if layout.learning_curves.exists():
         _plot_curves(read(layout.learning_curves, "learning curves", pd.read_csv), layout.learning_curves_plot)
     # the metric report last: when it exists, every other output of the stage does
     io.write_json(
         layout.metrics,
-        with_provenance(report, params, "features.protocol", "features.backends", "features.seeds", "train"),
+        with_provenance(
+            report,
+            params,
+            "features.protocol",
+            "features.backends",
+            "features.seeds",
+            "train",
+            "experiment",
+            "qa.truth",
+        ),
     )
     for b, ms in report["backends"].items():
         for v, m in ms.items():
-            log.info(
-                "%-9s %-12s seen %.3f +- %.3f   unseen %.3f +- %.3f   drop %.3f",
-                b,
-                v,
-                m["test_seen_accuracy_mean"],
-                m["test_seen_accuracy_std"],
-                m["test_unseen_accuracy_mean"],
-                m["test_unseen_accuracy_std"],
-                m.get("drop_accuracy_mean", float("nan")),
+            figures = "   ".join(
+                f"{t} {m[f'{t}_accuracy_mean']:.3f} +- {m[f'{t}_accuracy_std'] or 0.0:.3f}"
+                for t in report["test_sets"]
+                if f"{t}_accuracy_mean" in m
             )
-        for name, v in report["verdicts"][b].items():
-            log.info("%s %s: %s", b, name, v.get("sentence", ""))
+            log.info("%-9s %-12s %s", b, v, figures)
+    pr = report["primary"]
+    log.info("%s", pr.get("sentence") or f"primary test not run: {pr.get('reason')}")
+    for name, c in report["secondary"]["comparisons"].items():
+        log.info("%s: %s", name, c["sentence"])
 
 
 if __name__ == "__main__":

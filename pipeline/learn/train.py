@@ -1,14 +1,21 @@
 """The train stage: every feature backend x variant x seed x fold, early-stopped on validation.
 
-Every variant gets the same features, hidden size, optimiser, epochs and patience: the only
-difference is the recurrent cell (and, for `mv_lstm_sup`, the mode heads). Sequence-model seed s
-uses feature-extractor seed `features.seeds[i % n]` (i: the position of s in `train.seeds`), so the
-paired comparison of two variants at one seed shares its features. Fits run in `train.workers`
-processes with one thread each; a fit's result does not depend on how many run beside it.
+Every variant gets the same features, hidden size, optimiser, epochs, patience and settings search:
+the only difference is the sequence model (and, for `mv_lstm_sup`, the mode heads). Sequence-model
+seed s is run i (its position in `train.seeds`) and uses feature-extractor seed
+`features.seeds[i % n]`, so the paired comparison of two variants in one run shares its features;
+with as many extractor seeds as runs every run is an independent replicate (its own extractor).
+
+Selection on validation only: `train.search` is a grid of settings (learning rate, patience, loss
+weights, ...); each fit tries every setting, early-stops each on the validation subjects and keeps the
+one with the lowest validation loss. The grid is the same for every variant, so each gets the same
+budget; the test takes are never read here. Fits run in `train.workers` processes with one thread
+each (one process on a GPU); a fit's result does not depend on how many run beside it.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -131,10 +138,42 @@ def fit(
             "input_size": int(x.shape[-1]),
             "best_epoch": best_epoch,
             "val_acc": best_acc,
+            "val_loss": best_loss,
         },
         history,
         best_epoch,
     )
+
+
+SEARCHABLE = ("lr", "weight_decay", "dropout", "patience", "mode_loss_weight", "adversarial_weight")
+
+
+def settings(p: TrainParams) -> list[dict[str, float]]:
+    """The grid of `train.search` (every combination, keys in a fixed order); one empty setting without a search."""
+    keys = [k for k in SEARCHABLE if k in p.search]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(p.search[k] for k in keys))]
+
+
+def with_setting(p: TrainParams, setting: dict[str, float]) -> TrainParams:
+    """`p` with one setting of the search applied (patience is a whole number of epochs)."""
+    return p.model_copy(update={k: int(v) if k == "patience" else float(v) for k, v in setting.items()})
+
+
+def select(
+    variant: str, data: dict[str, np.ndarray], fold: dict, p: TrainParams, seed: int, n_classes: int
+) -> tuple[dict, list[dict]]:
+    """Fit every setting of the search with the same seed; keep the lowest validation loss (ties: the first).
+
+    Returns the kept checkpoint (with its setting) and every setting's learning curve rows, marked `selected`."""
+    grid = settings(p)
+    fits = [fit(variant, data, fold, with_setting(p, setting), seed, n_classes) for setting in grid]
+    chosen = min(range(len(grid)), key=lambda i: (fits[i][0]["val_loss"], i))
+    rows = [
+        {"setting": i, "selected": i == chosen, **{f"search_{k}": v for k, v in grid[i].items()}, **h}
+        for i, (_, history, _) in enumerate(fits)
+        for h in history
+    ]
+    return {**fits[chosen][0], "setting": grid[chosen]}, rows
 
 
 Saver = Callable[[dict[str, Any], Path], None]
@@ -156,6 +195,7 @@ class Job:
     variant: str
     fold: dict[str, Any]
     seed: int
+    run: int  # the seed's position in train.seeds: one training run (one extractor seed)
     n_classes: int
     features_root: Path
     checkpoint: Path
@@ -170,14 +210,23 @@ def _worker_init() -> None:
 
 
 def run_job(job: Job) -> tuple[list[dict[str, Any]], frozenset[str]]:
-    """Fit, save the checkpoint; the learning curve rows and the MV-LSTM scans this process ran (runs in a worker)."""
+    """Fit (every setting of the search), save the kept checkpoint; the learning curve rows and the MV-LSTM scans
+    this process ran (runs in a worker)."""
     torch.set_num_threads(1)
     data = load_features(job.protocol, job.backend, job.feature_seed, job.fold["fold"], job.features_root)
-    ckpt, history, _ = fit(job.variant, data, job.fold, job.params, job.seed, job.n_classes)
-    ckpt.update(backend=job.backend, feature_seed=job.feature_seed)
+    ckpt, history = select(job.variant, data, job.fold, job.params, job.seed, job.n_classes)
+    ckpt.update(backend=job.backend, feature_seed=job.feature_seed, run=job.run)
     job.save(ckpt, job.checkpoint)
     rows = [
-        {"backend": job.backend, "variant": job.variant, "fold": job.fold["fold"], "seed": job.seed, **h}
+        {
+            "backend": job.backend,
+            "variant": job.variant,
+            "fold": job.fold["fold"],
+            "seed": job.seed,
+            "run": job.run,
+            "feature_seed": job.feature_seed,
+            **h,
+        }
         for h in history
     ]
     return rows, mv_scan_native.used()
@@ -201,6 +250,7 @@ def jobs_for(
             v,
             fold,
             s,
+            p.seeds.index(s),
             n_classes,
             features_root,
             checkpoint_path(fp.protocol, b, v, fold["fold"], s, models_root),
@@ -236,10 +286,11 @@ def run(layout: Layout, params: Params, *, save: Saver = save_checkpoint) -> Non
     p, fp = params.train, params.features
     VARIANTS.check(p.variants, PARAMS_KEY)
     split = load_split(fp.protocol, layout.splits)
+    workers = 1 if device().type == "cuda" else p.workers  # one process drives the GPU
     t0 = time.perf_counter()
     with io.atomic_dir(layout.models) as tmp_root:
         jobs = jobs_for(p, fp, split, layout.features, tmp_root, save)
-        curves, scans = train_all(jobs, p.workers)
+        curves, scans = train_all(jobs, workers)
         # train writes no report: what trained the models goes with them (a plot CSV must stay a plain table)
         io.write_json(
             tmp_root / layout.models_provenance.relative_to(layout.models),
@@ -251,12 +302,20 @@ def run(layout: Layout, params: Params, *, save: Saver = save_checkpoint) -> Non
                 "features.seeds",
                 "train",
                 threads=1,
-                workers=p.workers,
+                workers=workers,
+                device=str(device()),
+                settings=len(settings(p)),
                 mv_scan=mv_scan_native.describe(scans),
             ),
         )
     io.write_csv(layout.learning_curves, curves)
-    log.info("trained %d models in %.1f s with %d worker(s)", len(jobs), time.perf_counter() - t0, p.workers)
+    log.info(
+        "trained %d models (%d setting(s) each) in %.1f s with %d worker(s)",
+        len(jobs),
+        len(settings(p)),
+        time.perf_counter() - t0,
+        workers,
+    )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
-from av.video.reformatter import ColorRange, Colorspace
+from av.video.reformatter import ColorRange, Colorspace, VideoReformatter
 
 from pipeline.errors import PipelineError
 
@@ -111,6 +111,8 @@ def encode_proxy(frames: Iterable[np.ndarray], dest: Path, fps: float, cfg: Medi
         str(dest), "w", format="mp4", options={"movflags": "+faststart"}, container_options={"fflags": "+bitexact"}
     )
     n, size, stream = 0, (0, 0), None
+    # One converter for the take: its scaler context is built once, not per frame (same pixels).
+    to_yuv = VideoReformatter()
     try:
         for bgr in frames:
             if stream is None:
@@ -122,7 +124,9 @@ def encode_proxy(frames: Iterable[np.ndarray], dest: Path, fps: float, cfg: Medi
                     f"frame {n} is {bgr.shape[1]}x{bgr.shape[0]}, frame 0 was {first_shape[1]}x{first_shape[0]}"
                 )
             frame = av.VideoFrame.from_ndarray(fit_frame(bgr, size), format="rgb24")
-            frame = frame.reformat(format=PIX_FMT, dst_colorspace=Colorspace.ITU601, dst_color_range=ColorRange.MPEG)
+            frame = to_yuv.reformat(
+                frame, format=PIX_FMT, dst_colorspace=Colorspace.ITU601, dst_color_range=ColorRange.MPEG
+            )
             frame.pts = n
             for packet in stream.encode(frame):
                 container.mux(packet)

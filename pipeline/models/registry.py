@@ -1,4 +1,6 @@
-"""Sequence classifiers by name (`train.variants`): `lstm` (torch.nn.LSTM), `mv_lstm`, `mv_lstm_sup`, `mv_lstm_att`.
+"""Sequence classifiers by name (`train.variants`): `lstm` (torch.nn.LSTM), `mv_lstm`, `mv_lstm_sup`, `mv_lstm_att`,
+`mv_lstm_slow` (a tied, slow mode cell), `lstm_wide` (an LSTM with the MV-LSTM's parameter count), and the
+non-recurrent baselines `mean_pool` and `last_frame` (pipeline/models/readings.py).
 
 `VARIANTS` is the one list of names: params validation and the stages ask it. A variant is a factory
 of `SequenceClassifier` registered below with its recurrent layer.
@@ -22,6 +24,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from pipeline.errors import PipelineError
 from pipeline.models.mv_lstm import MVLSTM
 from pipeline.models.mv_lstm_att import AttentiveMVLSTM
+from pipeline.models.readings import CapacityLSTM, LastFrame, MeanPool, SlowModeLSTM
 from pipeline.registry import Registry
 
 PARAMS_KEY = "train.variants"
@@ -68,6 +71,7 @@ class SequenceClassifier(nn.Module):
         self.variant = variant
         self.drop = nn.Dropout(dropout)
         self.rnn: nn.Module = layer(input_size, hidden)
+        hidden = int(getattr(self.rnn, "hidden_size", hidden))  # a capacity-matched layer has its own width
         self.head = nn.Linear(hidden, n_classes)
         self.supervised = variant == SUPERVISED
         self.adversarial_weight = adversarial_weight
@@ -119,6 +123,11 @@ _variant("lstm", _lstm)
 _variant("mv_lstm", MVLSTM)
 _variant(SUPERVISED, MVLSTM)
 _variant("mv_lstm_att", AttentiveMVLSTM)
+# our further readings and the non-recurrent baselines (pipeline/models/readings.py); Python path, no compiled scan
+_variant("mv_lstm_slow", SlowModeLSTM)
+_variant("lstm_wide", CapacityLSTM)
+_variant("mean_pool", MeanPool)
+_variant("last_frame", LastFrame)
 
 
 def make_model(name: str, **kwargs: Any) -> SequenceClassifier:

@@ -38,7 +38,8 @@ def dawid_skene(
     T = votes / np.maximum(votes.sum(axis=1, keepdims=True), 1e-12)
     prev = None
     for it in range(max_iter):  # noqa: B007 - `it` is reported after the loop
-        prior = T.mean(axis=0) + 1e-12
+        # no item yet (nobody has annotated): a flat prior, not the mean of nothing
+        prior = (T.mean(axis=0) if len(T) else np.full(T.shape[1], 1.0 / max(T.shape[1], 1))) + 1e-12
         conf = np.einsum("ik,jil->jkl", T, counts) + smoothing
         conf /= conf.sum(axis=2, keepdims=True)
         log_post = np.log(prior)[None, :] + np.einsum("jil,jkl->ik", counts, np.log(conf))

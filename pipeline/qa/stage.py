@@ -18,6 +18,7 @@ import pandas as pd
 
 from pipeline import vocab
 from pipeline.annotate.export import UNSURE, LabelConfig, Parsed, load_export, parse_export
+from pipeline.errors import PipelineError
 from pipeline.layout import Layout
 from pipeline.params import Params
 from pipeline.qa import agreement as ag
@@ -371,6 +372,32 @@ def merge_rounds(first: Parsed, second: Parsed) -> Parsed:
     return merged
 
 
+class TruthError(PipelineError, ValueError):
+    """qa.truth names something that is not a truth table."""
+
+
+def read_truth(layout: Layout, key_value: str) -> pd.DataFrame | None:
+    """The simulator's truth table (`qa.truth`), optional: empty means none (a lab's recordings have none).
+
+    A path that is a folder, lacks the columns or is missing is one line naming qa.truth, never a traceback.
+    """
+    if not key_value.strip():
+        return None
+    path = layout.resolve(key_value)
+    if path.is_dir():
+        raise TruthError(f'params.yaml: qa.truth {key_value!r} is a folder, not a CSV; set it to "" for no truth')
+    if not path.is_file():
+        return None  # declared by DVC when set: absent only outside `dvc repro` (e.g. a test project)
+    try:
+        table = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise TruthError(f"{path}: qa.truth is not a readable CSV ({(str(e).splitlines() or ['?'])[0]})") from e
+    missing = [c for c in ("take_id", "expression") if c not in table.columns]
+    if missing:
+        raise TruthError(f"{path}: qa.truth has no column {missing[0]!r}")
+    return table
+
+
 def run(layout: Layout, params: Params, snapshot: str | Path | None = None) -> dict:
     """The qa stage's shell: reads the snapshot (and the re-annotation round) named in params through the
     layout, writes labels, queue and reports. `snapshot` replaces qa.snapshot (no re-annotation round then)."""
@@ -385,8 +412,7 @@ def run(layout: Layout, params: Params, snapshot: str | Path | None = None) -> d
     # an imported dataset labelled by `split.labels: dataset` that no one has annotated yet.
     tasks = load_export(snapshot, allow_empty=snapshot.resolve() == layout.empty_export.resolve())
     rounds = [load_round(reannotation)] if reannotation is not None and reannotation.is_file() else []
-    truth_path = layout.resolve(params.qa.truth) if params.qa.truth else None
-    truth = pd.read_csv(truth_path) if truth_path is not None and truth_path.is_file() else None
+    truth = read_truth(layout, params.qa.truth)
     result = assess(tasks, rounds, manifest, config, params.qa.thresholds, truth)
     result.report["snapshot"] = layout.relative(snapshot)
     io.write_parquet(layout.labels, result.labels)

@@ -135,6 +135,43 @@ def label_table(labels: pd.DataFrame, takes: set[str]) -> pd.DataFrame:
     return labels[labels["take_id"].isin(takes)][cols].sort_values("take_id").reset_index(drop=True)
 
 
+DATASET_LABEL = "dataset_label"  # manifest column: the label the recordings' names (or the dataset) give
+
+
+def with_dataset_labels(labels: pd.DataFrame, manifest: pd.DataFrame, takes: set[str]) -> pd.DataFrame:
+    """The released labels: QA's accepted labels, and the names' own label (`dataset_label`) for every other take.
+
+    Why: a lab's recordings labelled by their file names (split.labels: dataset) were split, trained and
+    evaluated on those labels; a release without them would hold takes without the labels its splits used.
+    The rows say where each label came from (`source`). Without a dataset label nothing changes.
+    """
+    if DATASET_LABEL not in manifest:
+        return labels
+    has = manifest[DATASET_LABEL].notna() & (manifest[DATASET_LABEL] != "")
+    named = manifest[manifest["take_id"].isin(takes) & has]
+    if named.empty:
+        return labels
+    qa = (labels[labels["status"] == vocab.ACCEPTED] if "status" in labels else labels.iloc[0:0]).assign(source="qa")
+    rest = named[~named["take_id"].isin(set(qa["take_id"]))]
+    extra = pd.DataFrame(
+        {
+            "take_id": rest["take_id"].astype(str),
+            "label": rest[DATASET_LABEL].astype(str),
+            "confidence": pd.NA,
+            "agreement": pd.NA,
+            "n_annotations": 0,
+            "onset_frame": pd.NA,
+            "apex_frame": pd.NA,
+            "flags": None,
+            "status": vocab.ACCEPTED,
+            "source": DATASET_LABEL,
+        }
+    )
+    parts = [df for df in (qa, extra) if len(df)]
+    out = pd.concat(parts, ignore_index=True) if parts else qa
+    return out.sort_values("take_id").reset_index(drop=True)
+
+
 def filter_split(split: dict, takes: set[str]) -> dict:
     """A protocol restricted to released takes (a withdrawn subject disappears from every fold)."""
     out = {k: v for k, v in split.items() if k != "folds"}

@@ -106,7 +106,7 @@ def croissant(meta: dict, files: dict[str, tuple[str, str, pd.DataFrame]], rai: 
         "url": meta["url"],
         "citeAs": meta["cite_as"],
         "creator": {"@type": "sc:Organization", "name": meta["creator"]},
-        "keywords": ["facial expression recognition", "dynamic FER", "head pose", "illumination", "modes of variation"],
+        "keywords": meta["keywords"],
         "isLiveDataset": False,
         "distribution": distribution,
         "recordSet": record_sets,

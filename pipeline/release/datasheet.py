@@ -91,7 +91,9 @@ def datasheet(name: str, r, reports: dict[str, dict], fig: dict, source: str) ->
             if simulated
             else "- Alignment accuracy: no ground truth for these recordings."
         ),
-        f"- Annotation: Label Studio; {qa.get('annotations_used', 'n/a')} usable annotations on "
+        "- Annotation: none yet (no annotator has labelled these takes; QA ran on an empty export)."
+        if qa and not qa.get("tasks") and not simulated
+        else f"- Annotation: Label Studio; {qa.get('annotations_used', 'n/a')} usable annotations on "
         f"{qa.get('tasks', 'n/a')} tasks, "
         f"{qa.get('gold_annotations', 'n/a')} gold; Krippendorff's alpha {agr.get('krippendorff_alpha', 'n/a')} "
         f"({agr.get('verdict', 'n/a')}), {agr.get('krippendorff_alpha_without_flagged_annotators', 'n/a')} without "
@@ -105,6 +107,14 @@ def datasheet(name: str, r, reports: dict[str, dict], fig: dict, source: str) ->
             else ""
         )
         + f". {fig['labels_accepted']} labels accepted; the others are marked `reannotate` in `metadata/labels.csv`.",
+    ]
+    if fig.get("labels_from_names"):
+        L.append(
+            f"- Labels from the recordings' names: {fig['labels_from_names']} takes carry the expression their file "
+            "name gives (the prompted expression; `source: dataset_label` in `metadata/labels.csv`), not yet checked "
+            "by annotators."
+        )
+    L += [
         "",
     ]
     L += [

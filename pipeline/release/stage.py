@@ -27,7 +27,7 @@ from pipeline.params import Params, ReleaseParams
 from pipeline.release import build
 from pipeline.release.croissant import croissant
 from pipeline.release.datasheet import datasheet
-from pipeline.release.documents import LICENSES, license_text, rai_fields, readme, release_figures
+from pipeline.release.documents import croissant_meta, license_text, rai_fields, readme, release_figures
 from pipeline.stage import main, with_provenance
 from pipeline.stages import RELEASE_REPORTS
 from pipeline.utils import io
@@ -146,6 +146,7 @@ def build_release(
         if inputs.labels is not None
         else pd.DataFrame(columns=["take_id", "label"])
     )
+    labels = build.with_dataset_labels(labels, inputs.manifest, ids)
     splits = {p: build.filter_split(s, ids) for p, s in sorted(inputs.splits.items())}
     split_rows = build.split_table(splits)
     prev = check_previous(previous, name)
@@ -228,26 +229,8 @@ def _write_release(
         "labels": ("metadata/labels.csv", io.sha256_file(d / "metadata" / "labels.csv"), labels),
         "splits": ("metadata/splits.csv", io.sha256_file(d / "metadata" / "splits.csv"), split_rows),
     }
-    meta = {
-        "name": name,
-        "version": version,
-        "date": r.date,
-        "license_url": LICENSES[r.license][1],
-        "url": r.url,
-        "creator": r.creator,
-        "cite_as": f"{r.creator}. {name}. {r.date}.",
-        "description": "Short videos of faces making the six basic expressions from neutral to apex under a "
-        "controlled grid of head poses and illuminations, aligned per frame, labelled by "
-        "annotators with agreement figures, with subject-independent and unseen-mode split "
-        "protocols.",
-        "file_descriptions": {
-            "takes": "one row per take: pseudonymous subject, mode, alignment quality",
-            "labels": "aggregated expression label per take with confidence and agreement",
-            "splits": "protocol x fold x split membership of every take",
-        },
-        "record_descriptions": {"takes": "takes", "labels": "labels", "splits": "split membership"},
-    }
-    doc = croissant(meta, files, rai_fields(reports, figures, simulated))
+    meta = croissant_meta(name, version, r, figures, reports, simulated)
+    doc = croissant(meta, files, rai_fields(reports, figures, simulated, r.creator))
     (d / "croissant.json").write_text(json.dumps(doc, indent=1) + "\n")
     build.write_sums(d)
 

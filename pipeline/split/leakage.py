@@ -16,6 +16,10 @@ class SplitLeakageError(PipelineError, ValueError):
     """A split would leak test information into training; the message lists every leak found."""
 
 
+class SplitIncompleteError(PipelineError, ValueError):
+    """A split lacks a class (data too small or a subject missing takes): incomplete, not a leak."""
+
+
 def _present(fold: dict) -> list[str]:
     return [s for s in SPLITS if s in fold]
 
@@ -82,16 +86,23 @@ def near_duplicates(fold: dict, hashes: dict[str, np.ndarray], max_bits: int, li
 def check_protocol(
     split: dict, takes: pd.DataFrame, classes: list[str], hashes: dict[str, np.ndarray], max_bits: int
 ) -> list[str]:
-    """Every leak in every fold, each prefixed with protocol and fold."""
+    """Every leak in every fold, each prefixed with protocol and fold (a missing class is not a leak: `incomplete`)."""
     t = takes.set_index("take_id")
     problems = []
     for fold in split["folds"]:
         where = f"{split['protocol']} fold {fold['fold']}"
         for msg in (
-            subject_leaks(fold, t["subject_id"])
-            + mode_leaks(fold, t["mode"])
-            + class_gaps(fold, t["label"], classes)
-            + near_duplicates(fold, hashes, max_bits)
+            subject_leaks(fold, t["subject_id"]) + mode_leaks(fold, t["mode"]) + near_duplicates(fold, hashes, max_bits)
         ):
             problems.append(f"{where}: {msg}")
     return problems
+
+
+def incomplete(split: dict, takes: pd.DataFrame, classes: list[str]) -> list[str]:
+    """Every split of every fold that lacks a class or is empty, prefixed with protocol and fold."""
+    label_of = takes.set_index("take_id")["label"]
+    return [
+        f"{split['protocol']} fold {fold['fold']}: {msg}"
+        for fold in split["folds"]
+        for msg in class_gaps(fold, label_of, classes)
+    ]

@@ -24,7 +24,7 @@ from pipeline.layout import Layout
 from pipeline.modes import manifest_modes
 from pipeline.params import Params, SplitParams
 from pipeline.split import protocols
-from pipeline.split.leakage import SPLITS, SplitLeakageError, check_protocol
+from pipeline.split.leakage import SPLITS, SplitIncompleteError, SplitLeakageError, check_protocol, incomplete
 from pipeline.stage import main, with_provenance
 from pipeline.utils import io
 
@@ -116,6 +116,11 @@ def build(s: SplitParams, takes: pd.DataFrame) -> dict[str, dict]:
         out["official"] = protocols.official(takes, s.official_val_fraction, s.seed)
     if s.leave_one_mode_out:
         out["leave_one_mode_out"] = protocols.leave_one_mode_out(takes, s.lomo_test_subjects, s.val_subjects, s.seed)
+    for factor, wanted in (("pose", s.leave_one_pose_out), ("illumination", s.leave_one_illumination_out)):
+        if wanted:
+            out[f"leave_one_{factor}_out"] = protocols.leave_one_factor_out(
+                takes, factor, s.mode_parts, s.factor_subject_groups, s.val_subjects, s.seed, s.factor_rotation
+            )
     return out
 
 
@@ -168,7 +173,14 @@ def check_eligible(takes: pd.DataFrame, excluded: dict[str, Any], s: SplitParams
 
 
 def compute(takes: pd.DataFrame, excluded: dict[str, Any], hashes: dict[str, np.ndarray], s: SplitParams) -> Splits:
-    """The protocols over the eligible takes, checked for every leak (one error listing them all)."""
+    """The protocols over the eligible takes, checked for every leak (one error listing them all), then for
+    splits that lack a class (incomplete data, not a leak: `split.drop_incomplete` says what to leave out)."""
+    takes, completeness = protocols.drop_incomplete(takes, s.drop_incomplete)
+    if takes.empty:
+        raise protocols.SplitError(
+            f"split.drop_incomplete is {s.drop_incomplete!r} and every take was dropped: no subject has a take of "
+            "every class (set it to none, or to the other of subjects/classes)"
+        )
     classes = sorted(takes["label"].unique())
     splits = build(s, takes)
     problems = [
@@ -176,12 +188,21 @@ def compute(takes: pd.DataFrame, excluded: dict[str, Any], hashes: dict[str, np.
     ]
     if problems:
         raise SplitLeakageError(f"{len(problems)} leak(s) in the splits:\n  " + "\n  ".join(problems))
+    gaps = [p for split in splits.values() for p in incomplete(split, takes, classes)]
+    if gaps:
+        who = completeness["incomplete_subjects"]
+        lacking = "; ".join(f"{sid} lacks {', '.join(c)}" for sid, c in sorted(who.items())[:5]) or "none"
+        raise SplitIncompleteError(
+            f"{len(gaps)} split(s) lack a class (incomplete data, not a leak; subjects lacking a class: {lacking}); "
+            f"set split.drop_incomplete: subjects or classes, or turn the protocol off:\n  " + "\n  ".join(gaps)
+        )
     label_source = LABEL_SOURCES[s.labels]
     report = {
         "labels": label_source,
         "classes": classes,
         "eligible_takes": len(takes),
         "excluded": excluded,
+        "completeness": completeness | {"setting": s.drop_incomplete},
         "subjects": int(takes["subject_id"].nunique()),
         "modes": sorted(takes["mode"].unique()),
         "protocols": {name: counts(split, takes) for name, split in splits.items()},

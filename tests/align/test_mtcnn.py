@@ -16,7 +16,7 @@ from pipeline.registry import UnknownNameError
 
 @pytest.fixture(scope="module")
 def mtcnn() -> MTCNN:
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # as in align's workers; several threads only spin on a busy machine
     return MTCNN(device="cpu")
 
 
@@ -104,3 +104,83 @@ def test_registry_names_known_detectors() -> None:
         UnknownNameError, match=r"align\.detector: unknown detector 'yolo' \(known: insightface, mtcnn\)"
     ):
         make_detector("yolo")
+
+
+def _reference_nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, mode: str = "union") -> list[int]:
+    """The torch loop `nms` replaced (the original cascade's greedy suppression), to compare with."""
+    x1, y1, x2, y2 = boxes.unbind(1)
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = torch.argsort(scores, descending=True)
+    keep: list[int] = []
+    while order.numel() > 0:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        w = (torch.minimum(x2[i], x2[rest]) - torch.maximum(x1[i], x1[rest]) + 1).clamp(min=0)
+        h = (torch.minimum(y2[i], y2[rest]) - torch.maximum(y1[i], y1[rest]) + 1).clamp(min=0)
+        inter = w * h
+        den = torch.minimum(area[i], area[rest]) if mode == "min" else area[i] + area[rest] - inter
+        order = rest[inter / den <= threshold]
+    return keep
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mode", ["union", "min"])
+def test_nms_keeps_what_the_torch_loop_keeps(dtype: torch.dtype, mode: str) -> None:
+    """Integer boxes (P-Net's, exact overlap ties) and fractional ones, with tied scores."""
+    g = torch.Generator().manual_seed(3)
+    for integer in (True, False):
+        xy = torch.rand(300, 2, generator=g, dtype=torch.float64) * 100
+        wh = torch.rand(300, 2, generator=g, dtype=torch.float64) * 30 + 2
+        boxes = torch.cat([xy, xy + wh], dim=1)
+        boxes = (boxes.floor() if integer else boxes).to(dtype)
+        scores = (torch.rand(300, generator=g) * 8).round().to(dtype) / 8  # many ties
+        for t in (0.3, 0.5, 0.7):
+            assert nms(boxes, scores, t, mode=mode).tolist() == _reference_nms(boxes, scores, t, mode)
+
+
+def test_channels_last_max_pooling_is_the_planar_one() -> None:
+    from pipeline.align.detectors.mtcnn import _MaxPool
+
+    g = torch.Generator().manual_seed(0)
+    for shape, k in (((3, 28, 22, 22), 3), ((2, 10, 45, 47), 2), ((1, 64, 8, 7), 2)):
+        x = torch.randn(*shape, generator=g, dtype=torch.float64)
+        got = _MaxPool(k, 2, ceil_mode=True)(x)
+        assert got.is_contiguous() and torch.equal(got, torch.nn.functional.max_pool2d(x, k, 2, ceil_mode=True))
+
+
+def _batch_images() -> list[np.ndarray]:
+    """Faces of two image sizes, small and large, a dim one, and one without a face."""
+    astro = cv2.resize(skimage_data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
+    images = [astro, astro[::-1, ::-1].copy(), (astro // 3).astype(np.uint8), np.full_like(astro, 127)]
+    for f in skimage_data.lfw_subset()[:5]:
+        img = (cv2.resize(f, (100, 100), interpolation=cv2.INTER_CUBIC) * 255).clip(0, 255).astype(np.uint8)
+        images.append(cv2.copyMakeBorder(np.stack([img] * 3, -1), 30, 30, 30, 30, cv2.BORDER_CONSTANT, value=128))
+    return images
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_batched_detection_is_one_image_at_a_time(mtcnn: MTCNN, precision: str) -> None:
+    """P-Net over a stack of images, R-Net and O-Net over all their boxes: the same boxes, scores, points.
+
+    Bit for bit in float64 (align's default); float32 convolutions (oneDNN) round with the batch size.
+    """
+    det = MTCNN(device="cpu", precision=precision)
+    images = _batch_images()
+    one_by_one = [det.detect(im) for im in images]
+    assert sum(map(len, one_by_one)) >= 6 and one_by_one[3] == []
+    for batch in (det.detect_batch(images), det.detect_batch(images[::-1])[::-1]):
+        assert [len(d) for d in batch] == [len(d) for d in one_by_one]
+        for got, want in zip(batch, one_by_one):
+            for g_, w_ in zip(got, want):
+                if precision == "float64":
+                    assert g_.box.tobytes() == w_.box.tobytes()
+                    assert g_.score == w_.score
+                    assert g_.landmarks.tobytes() == w_.landmarks.tobytes()
+                else:
+                    np.testing.assert_allclose(g_.box, w_.box, atol=1e-2)
+                    assert g_.score == pytest.approx(w_.score, abs=1e-5)
+                    np.testing.assert_allclose(g_.landmarks, w_.landmarks, atol=1e-2)
+    assert det.detect_batch([]) == []
+    with pytest.raises(ValueError, match="H x W x 3 uint8"):
+        det.detect_batch([images[0], np.zeros((10, 10), np.uint8)])

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline.capture.simulate import Performance, render_performance, simulate
@@ -17,6 +18,7 @@ from pipeline.layout import Layout
 from pipeline.parallel import Executor
 from pipeline.params import CaptureParams, Params
 from pipeline.stage import invoke
+from tests.align.project import Project
 from tests.conftest import tiny_capture_params
 
 
@@ -45,16 +47,39 @@ def test_the_capture_shell_writes_raw_and_report_through_the_layout(
     assert report["n_takes"] == 16 and report["provenance"]["params"]["capture"]["seed"] == 7
 
 
-def test_verification_skips_a_take_it_cannot_verify_and_goes_on(layout: Layout, params: Params, raw_copy: Path) -> None:
-    (raw_copy / "_truth" / "pf00000-cam_c.npz").unlink()
-    every = params.capture_verify.model_copy(update={"every_nth_frame": 8})
-    p = params.model_copy(update={"capture_verify": every, "capture": tiny_capture_params(workers=2)})
-    assert invoke(verify_stage, layout, p, raw=str(raw_copy)) == 0
+def test_verification_scores_aligns_detections_and_skips_a_take_it_cannot_verify(aligned_project: Project) -> None:
+    raw, layout = aligned_project.raw, aligned_project.layout
+    (raw / "_truth" / "pf00000-cam_c.npz").unlink()
+    (layout.aligned / "pf00001-cam_r30.npz").unlink()  # as for a take ingest quarantined
+    every = aligned_project.params.capture_verify.model_copy(update={"every_nth_frame": 8})
+    p = aligned_project.params.model_copy(update={"capture_verify": every})
+    assert invoke(verify_stage, layout, p) == 0
     report = json.loads(layout.capture_verify_report.read_text())
-    assert list(report["skipped"]) == ["pf00000-cam_c"] and "No such file" in report["skipped"]["pf00000-cam_c"]
-    assert report["overall"]["all"]["frames"] == 15  # one sampled frame in each of the other 15 takes
+    assert list(report["skipped"]) == ["pf00000-cam_c", "pf00001-cam_r30"]
+    assert "No such file" in report["skipped"]["pf00000-cam_c"]
+    assert "not aligned" in report["skipped"]["pf00001-cam_r30"]
+    assert report["overall"]["all"]["frames"] == 14  # frame 0 (always a detector frame) of the other 14 takes
     assert report["overall"]["all"]["detection_rate"] > 0.5
-    assert report["provenance"]["params"]["capture_verify"]["every_nth_frame"] == 8
+    assert report["detector"]["detections_from"] == "align" and report["detector"]["name"] == "mtcnn"
+    assert report["provenance"]["params"]["capture_verify.every_nth_frame"] == 8
+
+
+def test_verification_counts_the_frames_align_ran_the_detector_on(aligned_project: Project) -> None:
+    """Every 4th frame of 8 is frames 0 and 4; a frame align only tracked is not a verified frame."""
+    layout = aligned_project.layout
+    assert invoke(verify_stage, layout, aligned_project.params) == 0
+    report = json.loads(layout.capture_verify_report.read_text())
+    detector_frames = 0
+    for f in sorted(layout.aligned.glob("*.npz")):
+        with np.load(f) as a:
+            detector_frames += int((a["n_faces"][::4] >= 0).sum())
+    assert report["overall"]["all"]["frames"] == detector_frames >= 16
+    assert detector_frames + report["detector"]["sampled_frames_align_only_tracked"] == 16 * 2
+    assert report["skipped"] == {}
+
+
+def test_verification_without_aligned_takes_is_one_line_exit_1(layout: Layout, params: Params, tiny_raw: Path) -> None:
+    assert invoke(verify_stage, layout, params, raw=str(tiny_raw)) == 1
 
 
 def test_a_missing_raw_folder_is_one_line_exit_1(layout: Layout, params: Params, tmp_path: Path) -> None:
@@ -63,13 +88,13 @@ def test_a_missing_raw_folder_is_one_line_exit_1(layout: Layout, params: Params,
 
 
 class _OutOfMemory:
-    """A truth file whose read fails for lack of memory (np.load reads file-like objects too)."""
+    """A file whose read fails for lack of memory (np.load reads file-like objects too)."""
 
     def read(self, *args: object) -> bytes:
         raise OSError(12, "Cannot allocate memory")
 
 
-def test_verification_stops_on_a_fault_of_the_machine(params: Params, tiny_raw: Path) -> None:
-    job = (tiny_raw / "takes" / "pf00000-cam_c.mp4", _OutOfMemory(), 8, params.capture_verify)
+def test_verification_stops_on_a_fault_of_the_machine(tiny_raw: Path) -> None:
+    job = (_OutOfMemory(), tiny_raw / "_truth" / "pf00000-cam_c.npz", 4)
     with pytest.raises(EnvironmentFault, match="Cannot allocate memory"):
         verify_take(job)  # type: ignore[arg-type]

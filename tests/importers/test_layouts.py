@@ -234,7 +234,7 @@ def test_a_full_disk_stops_the_import_and_writes_no_log(
 
 
 def test_the_layouts_come_from_one_registry(tmp_path: Path, params: Params) -> None:
-    assert IMPORTERS.names() == ["afew", "ckplus", "dfew", "ferv39k", "mafw", "oulu-casia", "pattern"]
+    assert IMPORTERS.names() == ["afew", "ckplus", "dfew", "ferv39k", "mafw", "oulu-casia", "pattern", "recordings"]
     tmp_path.joinpath("src").mkdir()
     with pytest.raises(UnknownNameError, match="layout: unknown import layout 'oulu' \\(known: afew, ckplus"):
         run_import("oulu", tmp_path / "src", tmp_path / "raw", params.import_, params.rig.expressions)

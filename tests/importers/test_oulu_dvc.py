@@ -1,5 +1,6 @@
 """`mvfer import oulu-casia` then `dvc repro` in a temporary clone: the unseen-light protocol ("train
-on Strong, test on Weak and Dark") trains and evaluates; a public release of the import is refused."""
+on Strong, test on Weak and Dark") trains and evaluates; a public release of the import is refused. The
+clone's data source is not the simulator (`source.kind`), so its stages are neither planned nor run."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tests.importers import trees
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]  # the checkout whose tracked files the clone copies
+SIMULATOR_STAGES = {"capture", "capture_verify", "annotate_sim", "align_accuracy"}
 
 
 def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -42,19 +44,7 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert trees.oulu_casia(src, trees.load_sim_takes(sim), defects=False) == 24
     copy_checkout(REPO, dest)
     p = yaml.safe_load((dest / "params.yaml").read_text())
-    p["capture"].update(
-        {
-            "n_subjects": 2,
-            "n_withdrawn": 0,
-            "n_no_public_release": 0,
-            "expressions": ["happiness", "surprise"],
-            "poses": [{"camera": "cam_c", "yaw": 0.0, "pitch": 0.0}],
-            "illuminations": ["frontal"],
-            "frame_size": 96,
-            "n_frames": 8,
-            "workers": 1,
-        }
-    )
+    p["source"] = {"kind": "recordings", "recordings": ""}  # not the simulator: its branch is not planned
     p["import"]["licence"] = {
         "terms": "Oulu-CASIA licence agreement (test)",
         "research_use": True,
@@ -71,22 +61,34 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "subject_kfold_k": 2,
             "unseen_mode_folds": 2,
             "leave_one_mode_out": False,
+            "leave_one_pose_out": False,
+            "leave_one_illumination_out": False,
             "seen_modes": ["VL/Strong"],
         }
     )
     # no one has annotated the import yet: an empty export for both rounds (simulated annotations are refused)
     p["qa"].update(
-        {"snapshot": "annotations/no_reannotation.json", "reannotation_snapshot": "annotations/no_reannotation.json"}
+        {
+            "snapshot": "annotations/no_reannotation.json",
+            "reannotation_snapshot": "annotations/no_reannotation.json",
+            "truth": "",  # no simulated truth: nothing upstream of qa renders the simulator
+        }
     )
-    p["features"].update({"epochs": 2, "frames_per_take": 4})
+    p["annotate"]["gold_truth"] = ""
+    # the unseen-light protocol; a fold trains on 1 subject (4 subjects: 2 tested, 1 for validation), so the
+    # training takes are encoded in-sample (features.crossfit_folds 0: out-of-fold encoding needs 2 subjects)
+    p["features"].update({"protocol": "unseen_mode", "epochs": 2, "frames_per_take": 4, "crossfit_folds": 0})
     p["train"].update({"variants": ["lstm", "mv_lstm"], "seeds": [0], "epochs": 3, "patience": 2})
     (dest / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     _run(["git", "init", "-q"], dest)
+    _run([sys.executable, "-m", "pipeline", "dvc-yaml", "--write"], dest)  # dvc.yaml for this data source
+    assert not set(yaml.safe_load((dest / "dvc.yaml").read_text())["stages"]) & SIMULATOR_STAGES
     out = _run(
         [sys.executable, "-m", "pipeline", "import", "oulu-casia", str(src), "--out", "data/imported"], dest
     ).stdout
     assert out.startswith("24 takes of 4 subjects imported")
     _run(["dvc", "repro", "evaluate"], dest)
+    assert not set(yaml.safe_load((dest / "dvc.lock").read_text())["stages"]) & SIMULATOR_STAGES  # never run
     return dest
 
 

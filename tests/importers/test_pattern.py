@@ -63,7 +63,7 @@ def test_a_template_without_frame_imports_one_video_per_take_and_without_subject
     [
         ("{subject}/{frame}.png", "needs an {expression} field"),
         ("{expression}/{frame}/{subject}.png", "{frame} must begin the last path component"),
-        ("{expression}/{expression}/{frame}.png", "a field appears twice"),
+        ("{expression}/{frame}/{frame}.png", "{frame} may appear only once"),
     ],
 )
 def test_bad_templates_say_what_is_wrong(template: str, message: str) -> None:

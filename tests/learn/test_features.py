@@ -200,3 +200,87 @@ def test_hog_backend_and_unknown_names() -> None:
         match=r"features.backends: unknown feature backend 'sift' \(known: cnn, cnn_delta, cnn_pair, hog\)",
     ):
         make_backend("sift")
+
+
+@pytest.fixture(scope="module")
+def crossfit(experiment: Layout, params: Params, tmp_path_factory: pytest.TempPathFactory) -> Layout:
+    lay = project(experiment, tmp_path_factory.mktemp("crossfit"))
+    features.run(
+        lay, learn_params(params, {"backends": ["cnn"], "seeds": [0], "crossfit_folds": 2, "encoding": "logits"})
+    )
+    return lay
+
+
+def test_cross_fitted_training_takes_are_encoded_by_a_cnn_that_never_saw_their_subject(crossfit: Layout) -> None:
+    """Each inner CNN is fitted on the other group of training subjects and encodes only its own group."""
+    rep = json.loads(crossfit.features_report.read_text())
+    (ex,) = rep["extractors"]
+    fold = load_split("unseen_mode", crossfit.splits)["folds"][0]
+    train_subjects = {t.split("_")[0] for t in fold["train"]}
+    held = [set(i["subjects_held_out"]) for i in ex["inner"]]
+    assert ex["crossfit_folds"] == 2 and len(held) == 2
+    assert not held[0] & held[1] and held[0] | held[1] == {f"sub-{s[1:]}" for s in train_subjects}
+    assert [i["fit_takes"] for i in ex["inner"]] == [
+        sum(f"sub-{t.split('_')[0][1:]}" not in h for t in fold["train"]) for h in held
+    ]
+    assert 0.0 <= ex["oof_frame_acc"] <= 1.0 and rep["encoding"] == "logits"
+
+
+def test_cross_fitted_features_are_class_scores_standardised_on_training_takes(crossfit: Layout) -> None:
+    d = load_features("unseen_mode", "cnn", 0, 0, crossfit.features)
+    assert d["features"].shape[1] == 2  # two classes: the CNNs' class scores, not their 8-number embeddings
+    assert not d["features"][~d["valid"]].any()
+
+
+def test_a_training_take_changed_moves_only_the_takes_its_cnn_did_not_learn_from(
+    experiment: Layout, params: Params, tmp_path: Path
+) -> None:
+    """Out of fold: altering one training subject's frames leaves the encoding of the other takes of its group as it
+    was (their CNN never saw that subject), while the CNN that learnt from it encodes the other group differently."""
+    fold = load_split("unseen_mode", experiment.splits)["folds"][0]
+    a_lay = _copy_inputs(experiment, tmp_path / "a")
+    b_lay = _copy_inputs(experiment, tmp_path / "b")
+    p = learn_params(params, {"backends": ["cnn"], "seeds": [0], "crossfit_folds": 2, "encoding": "logits"})
+    features.run(a_lay, p)
+    groups = [i["subjects_held_out"] for i in json.loads(a_lay.features_report.read_text())["extractors"][0]["inner"]]
+    victim = groups[0][0]  # encoded by CNN 0, which was fitted on group 1 only
+    victim_takes = [t for t in fold["train"] if f"sub-{t.split('_')[0][1:]}" == victim]
+    for t in victim_takes:
+        z = dict(np.load(b_lay.aligned / f"{t}.npz"))
+        np.savez(b_lay.aligned / f"{t}.npz", frames=255 - z["frames"], valid=z["valid"])
+    features.run(b_lay, p)
+    a, b = (load_features("unseen_mode", "cnn", 0, 0, lay.features) for lay in (a_lay, b_lay))
+    pos = {t: i for i, t in enumerate(a["take_ids"])}
+
+    def raw(d: dict, takes: list[str]) -> np.ndarray:  # found frames, standardisation undone (its statistics moved)
+        rows = np.concatenate([np.arange(d["offsets"][pos[t]], d["offsets"][pos[t] + 1]) for t in takes])
+        rows = rows[d["valid"][rows]]
+        return d["features"][rows] * d["train_std"] + d["train_mean"]
+
+    group0 = [t for t in fold["train"] if f"sub-{t.split('_')[0][1:]}" in groups[0] and t not in victim_takes]
+    group1 = [t for t in fold["train"] if f"sub-{t.split('_')[0][1:]}" in groups[1]]
+    np.testing.assert_allclose(raw(a, group0), raw(b, group0), atol=1e-4)  # CNN 0 never saw the victim
+    assert np.abs(raw(a, group1) - raw(b, group1)).max() > 1e-3  # CNN 1 learnt from the victim's frames
+
+
+def test_cross_fitting_needs_class_scores_and_a_trained_backend(params: Params, tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="crossfit_folds needs features.encoding: logits"):
+        learn_params(params, {"crossfit_folds": 2})
+    with pytest.raises(ValidationError, match="1 is not a cross-fit"):
+        learn_params(params, {"crossfit_folds": 1, "encoding": "logits"})
+    with pytest.raises(features.FeaturesConfigError, match="hog has no class scores"):
+        features.run(Layout(tmp_path), learn_params(params, {"backends": ["hog"], "encoding": "logits"}))
+
+
+def test_more_cross_fitting_groups_than_training_subjects_is_one_line(
+    experiment: Layout, params: Params, tmp_path: Path
+) -> None:
+    lay = project(experiment, tmp_path)  # the fold trains on 5 subjects
+    p = learn_params(params, {"backends": ["cnn"], "seeds": [0], "crossfit_folds": 6, "encoding": "logits"})
+    with pytest.raises(
+        features.FeaturesConfigError, match=r"6 groups of training subjects, but fold 0 .* on 5 subject"
+    ):
+        features.run(lay, p)
+    assert not lay.features.exists()

@@ -116,7 +116,8 @@ def test_train_on_a_damaged_feature_file_is_one_line_naming_it(
 def test_an_unknown_variant_fails_first_naming_the_key(params: Params, tmp_path: Path) -> None:
     for stage in (train, evaluate):
         with pytest.raises(
-            UnknownNameError, match=r"^train.variants: unknown model variant 'gru' \(known: lstm, mv_lstm"
+            UnknownNameError,
+            match=r"^train.variants: unknown model variant 'gru' \(known: last_frame, lstm, lstm_wide, ",
         ):
             stage.run(Layout(tmp_path), learn_params(params, train={"variants": ["lstm", "gru"]}))
 

@@ -21,6 +21,7 @@ from pipeline.media.encode import (
     probe_video,
     target_size,
 )
+from pipeline.params import Params
 from pipeline.utils.frames import iter_frames
 
 CFG = MediaConfig(crf=18, preset="medium", keyframe_every=10, min_height=320, passthrough_playable=False)
@@ -141,3 +142,45 @@ def test_undecodable_video_is_a_proxy_error_naming_the_file(tmp_path: Path) -> N
     bad.write_bytes(b"\0\0\0\x18ftypisom" + b"garbage" * 50)
     with pytest.raises(ProxyError, match="bad.mp4"):
         probe_video(bad)
+
+
+def test_default_preset_proxy_keeps_the_contract(tmp_path: Path, params: Params) -> None:
+    """The in-process encoder at the parameters' preset: H.264 yuv420p, faststart, CFR from 0, min height,
+    a keyframe at least every `keyframe_every` frames, the take's frame count, and every frame decodable
+    by seeking to its own timestamp (frame-exact stepping in the annotation player)."""
+    m = params.media
+    cfg = MediaConfig(m.crf, m.preset, m.keyframe_every, m.min_height, m.passthrough_playable)
+    take = write_mp4v(tmp_path / "take.mp4", distinct_frames(23, w=97, h=71))
+    src = list(iter_frames(take))
+    proxy = tmp_path / "p.mp4"
+    assert encode_proxy(iter(src), proxy, 10.0, cfg)[0] == 23
+    info = probe_video(proxy)
+    assert playable_problems(info, 23, m.min_height) == []
+    assert (info.codec, info.pix_fmt, info.n_frames) == ("h264", "yuv420p", 23) and info.height >= m.min_height
+    with av.open(str(proxy)) as c:
+        keys = [p.is_keyframe for p in c.demux(c.streams.video[0]) if p.size]
+    at = [i for i, k in enumerate(keys) if k]
+    assert len(keys) == 23 and at[0] == 0 and max(np.diff([*at, 23])) <= m.keyframe_every
+    frames = decode_frames(proxy)
+    back = [cv2.resize(f, src[0].shape[1::-1], interpolation=cv2.INTER_AREA) for f in frames]
+    assert max(mad(p, s) for p, s in zip(back, src)) < 3.0
+    with av.open(str(proxy)) as c:
+        s = c.streams.video[0]
+        step = Fraction(1, 10) / s.time_base  # one frame in the stream's time base
+        assert step.denominator == 1
+        for k in (22, 0, 13, 9, 10, 1):  # out of order: each a fresh seek
+            c.seek(int(k * step), stream=s, backward=True, any_frame=False)
+            frame = next(f for f in c.decode(s) if f.pts is not None and f.pts >= k * step)
+            assert frame.pts == k * step
+            assert np.array_equal(frame.to_ndarray(format="bgr24"), frames[k])
+
+
+def test_one_converter_per_take_gives_the_pixels_of_one_per_frame() -> None:
+    """The encoder keeps one scaler for a take's frames: the same YUV as a fresh conversion per frame."""
+    from av.video.reformatter import ColorRange, Colorspace, VideoReformatter
+
+    one = VideoReformatter()
+    opts = {"format": "yuv420p", "dst_colorspace": Colorspace.ITU601, "dst_color_range": ColorRange.MPEG}
+    for bgr in distinct_frames(5, w=320, h=320):
+        frame = av.VideoFrame.from_ndarray(fit_frame(bgr, (320, 320)), format="rgb24")
+        assert np.array_equal(one.reformat(frame, **opts).to_ndarray(), frame.reformat(**opts).to_ndarray())

@@ -84,10 +84,11 @@ def test_mv_lstm_outputs_are_zero_after_each_sequence_ends() -> None:
 def test_unknown_variant_lists_the_known_ones() -> None:
     from pipeline.errors import PipelineError
 
-    assert VARIANTS.names() == ["lstm", "mv_lstm", "mv_lstm_att", "mv_lstm_sup"]
+    known = ["last_frame", "lstm", "lstm_wide", "mean_pool", "mv_lstm", "mv_lstm_att", "mv_lstm_slow", "mv_lstm_sup"]
+    assert VARIANTS.names() == known
     with pytest.raises(
         PipelineError,
-        match=r"^train.variants: unknown model variant 'gru' \(known: lstm, mv_lstm, mv_lstm_att, mv_lstm_sup\)$",
+        match=rf"^train.variants: unknown model variant 'gru' \(known: {', '.join(known)}\)$",
     ):
         make_model("gru", input_size=D, hidden=H, n_classes=2)
 

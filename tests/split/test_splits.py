@@ -13,13 +13,25 @@ import pytest
 from pipeline.layout import Layout
 from pipeline.params import Params
 from pipeline.split import stage as split
-from pipeline.split.leakage import SplitLeakageError, check_protocol
-from pipeline.split.protocols import leave_one_mode_out, subject_groups, subject_kfold, unseen_mode
+from pipeline.split.leakage import SplitIncompleteError, SplitLeakageError, check_protocol, incomplete
+from pipeline.split.protocols import (
+    SplitError,
+    drop_incomplete,
+    incomplete_subjects,
+    leave_one_factor_out,
+    leave_one_mode_out,
+    subject_groups,
+    subject_kfold,
+    unseen_mode,
+)
 from pipeline.stage import EXIT_ENVIRONMENT, EXIT_INPUT, invoke
 
 CLASSES = ["anger", "fear", "happiness"]
 MODES = ["yaw+0_pitch+0/frontal", "yaw+0_pitch+0/dim", "yaw+30_pitch+0/frontal", "yaw+30_pitch+0/dim"]
 SEEN = MODES[:2]
+POSES = ["yaw-30_pitch+0", "yaw+0_pitch+0", "yaw+30_pitch+0"]
+LIGHTS = ["frontal", "left", "dim"]
+PARTS = ["pose", "illumination"]
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +89,8 @@ def test_unseen_mode_rejects_unknown_or_all_modes(takes: pd.DataFrame) -> None:
         unseen_mode(takes, ["yaw+90_pitch+0/frontal"], 3, 1, 0)
     with pytest.raises(ValueError, match="nothing is left"):
         unseen_mode(takes, MODES, 3, 1, 0)
+    with pytest.raises(SplitError, match=r"\(split.unseen_mode_folds is 12; set it between 2 and 9\)$"):
+        unseen_mode(takes, SEEN, 12, 1, 0)
 
 
 def test_leave_one_mode_out_has_a_fold_per_mode(takes: pd.DataFrame) -> None:
@@ -121,13 +135,13 @@ def test_planted_near_duplicate_across_splits_is_caught(clean: dict, takes: pd.D
     assert check_protocol(clean, takes, CLASSES, hashes, 4) == []
 
 
-def test_planted_empty_class_is_caught(clean: dict, takes: pd.DataFrame) -> None:
+def test_planted_empty_class_is_incomplete_not_a_leak(clean: dict, takes: pd.DataFrame) -> None:
     split = copy.deepcopy(clean)
     fold = split["folds"][0]
     t = takes.set_index("take_id")
     fold["val"] = [x for x in fold["val"] if t.loc[x, "label"] != "fear"]
-    problems = check_protocol(split, takes, CLASSES, {}, 4)
-    assert problems == ["unseen_mode fold 0: split 'val' has no take of class(es) fear"]
+    assert check_protocol(split, takes, CLASSES, {}, 4) == []
+    assert incomplete(split, takes, CLASSES) == ["unseen_mode fold 0: split 'val' has no take of class(es) fear"]
 
 
 def _stage_params(params: Params) -> Params:
@@ -143,6 +157,8 @@ def _stage_params(params: Params) -> Params:
                     "seen_modes": SEEN,
                     "unseen_mode_folds": 3,
                     "leave_one_mode_out": False,
+                    "leave_one_pose_out": False,
+                    "leave_one_illumination_out": False,
                     "near_duplicate_max_bits": 4,
                 }
             )
@@ -319,3 +335,119 @@ def test_protocol_errors_are_pipeline_errors(takes: pd.DataFrame) -> None:
 
     with pytest.raises(PipelineError, match="cannot make 20 subject folds from 9 subjects"):
         subject_groups(takes, 20, 0)
+
+
+@pytest.fixture(scope="module")
+def rig_takes() -> pd.DataFrame:
+    """9 subjects x 3 poses x 3 lights x 3 classes, one take each: the simulator's rig in small."""
+    rows = [
+        {"take_id": f"{s}-{p}-{li}-{c}", "subject_id": s, "mode": f"{p}/{li}", "label": c}
+        for s in [f"sub-{i:02d}" for i in range(9)]
+        for p in POSES
+        for li in LIGHTS
+        for c in CLASSES
+    ]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(("factor", "values", "part"), [("pose", POSES, 0), ("illumination", LIGHTS, 1)])
+def test_leave_one_factor_out_trains_on_the_other_values_which_vary(
+    rig_takes: pd.DataFrame, factor: str, values: list[str], part: int
+) -> None:
+    split = leave_one_factor_out(rig_takes, factor, PARTS, 3, val_subjects=2, seed=0)
+    t = rig_takes.set_index("take_id")
+    value = t["mode"].str.split("/").str[part]
+    other = t["mode"].str.split("/").str[1 - part]
+    assert split["protocol"] == f"leave_one_{factor}_out" and len(split["folds"]) == 3
+    assert sorted(f["held_out"] for f in split["folds"]) == sorted(values)  # every value held out once
+    tested = sorted(s for f in split["folds"] for s in f["subjects"]["test"])
+    assert tested == sorted(rig_takes["subject_id"].unique())  # every subject tested once
+    for f in split["folds"]:
+        trained = set(value.loc[f["train"]])
+        assert f["held_out"] not in trained and len(trained) == 2  # the held-out factor varies in training
+        assert set(other.loc[f["train"]]) == set(LIGHTS if factor == "pose" else POSES)  # under every other value
+        assert set(value.loc[f["test_unseen"]]) == {f["held_out"]} and set(value.loc[f["test_seen"]]) == trained
+        assert set(value.loc[f["val"]]) == trained and len(f["subjects"]["val"]) == 2
+        assert (
+            _subjects(rig_takes, f["test_seen"]) == _subjects(rig_takes, f["test_unseen"]) == set(f["subjects"]["test"])
+        )
+        assert set(f["unseen_modes"]) == set(t.loc[f["test_unseen"], "mode"])
+        assert set(f["seen_modes"]).isdisjoint(f["unseen_modes"])
+    assert check_protocol(split, rig_takes, CLASSES, {}, 4) == [] and incomplete(split, rig_takes, CLASSES) == []
+
+
+def test_crossed_rotation_pairs_every_value_with_every_subject_group(rig_takes: pd.DataFrame) -> None:
+    split = leave_one_factor_out(rig_takes, "pose", PARTS, 3, 1, 0, rotation="crossed")
+    pairs = {(f["held_out"], tuple(f["subjects"]["test"])) for f in split["folds"]}
+    assert len(split["folds"]) == 9 and len(pairs) == 9
+
+
+def test_a_factor_protocol_the_data_cannot_fill_refuses_in_one_line(rig_takes: pd.DataFrame) -> None:
+    two_poses = rig_takes[~rig_takes["mode"].str.startswith("yaw-30")]
+    with pytest.raises(SplitError, match=r"^split.leave_one_pose_out: the data has 2 pose value\(s\).*at least 3") as e:
+        leave_one_factor_out(two_poses, "pose", PARTS, 3, 1, 0)
+    assert "\n" not in str(e.value)
+    with pytest.raises(SplitError, match=r"factor_subject_groups is 12; set it between 2 and 9\)$"):
+        leave_one_factor_out(rig_takes, "pose", PARTS, 12, 1, 0)
+    with pytest.raises(SplitError, match=r"split.mode_parts \(camera\) names no part 'pose'"):
+        leave_one_factor_out(rig_takes, "pose", ["camera"], 3, 1, 0)
+    with pytest.raises(SplitError, match=r"puts 'illumination' at part 3 but mode .* has 2 part"):
+        leave_one_factor_out(rig_takes, "illumination", ["pose", "camera", "illumination"], 3, 1, 0)
+
+
+def test_too_many_lomo_test_subjects_is_one_line_naming_the_value_that_works(takes: pd.DataFrame) -> None:
+    with pytest.raises(
+        SplitError, match=r"^split.lomo_test_subjects is 20 but the data has 9 subjects: set it to at most 7"
+    ):
+        leave_one_mode_out(takes, test_subjects=20, val_subjects=1, seed=0)
+    three = takes[takes["subject_id"].isin(["sub-00", "sub-01"])]
+    with pytest.raises(SplitError, match=r"the data has 2 subject\(s\).*needs at least 3"):
+        leave_one_mode_out(three, test_subjects=1, val_subjects=1, seed=0)
+
+
+def _pilot(takes: pd.DataFrame) -> pd.DataFrame:
+    """sub-03 lost every 'fear' take (a truncated clip): incomplete data."""
+    return takes[~((takes["subject_id"] == "sub-03") & (takes["label"] == "fear"))].reset_index(drop=True)
+
+
+def test_a_subject_missing_a_class_is_incomplete_and_can_be_dropped(takes: pd.DataFrame) -> None:
+    pilot = _pilot(takes)
+    assert incomplete_subjects(pilot, CLASSES) == {"sub-03": ["fear"]}
+    kept, rep = drop_incomplete(pilot, "subjects")
+    assert "sub-03" not in set(kept["subject_id"]) and rep["dropped_subjects"] == ["sub-03"]
+    assert rep["dropped_takes"] == len(pilot) - len(kept) == 8
+    kept, rep = drop_incomplete(pilot, "classes")
+    assert set(kept["label"]) == {"anger", "happiness"} and rep["dropped_classes"] == ["fear"]
+    kept, rep = drop_incomplete(pilot, "none")
+    assert len(kept) == len(pilot) and rep["incomplete_subjects"] == {"sub-03": ["fear"]} and rep["dropped_takes"] == 0
+
+
+def test_the_stage_core_reports_a_missing_class_as_incomplete_with_the_setting(
+    takes: pd.DataFrame, params: Params
+) -> None:
+    """Two subjects, each alone in a split, lack a class: the one-line head names the setting, not a leak."""
+    tiny = takes[takes["subject_id"].isin(["sub-00", "sub-01", "sub-02"])]
+    tiny = tiny[~((tiny["subject_id"] != "sub-00") & (tiny["label"] == "fear"))]
+    s = _stage_params(params).split.model_copy(update={"unseen_mode_folds": 3, "subject_kfold_k": 3})
+    with pytest.raises(SplitIncompleteError) as e:
+        split.compute(tiny, {}, {}, s)
+    head = str(e.value).splitlines()[0]
+    assert "lack a class (incomplete data, not a leak" in head and "split.drop_incomplete" in head
+    assert "sub-01 lacks fear" in head
+    out = split.compute(tiny, {}, {}, s.model_copy(update={"drop_incomplete": "classes"}))
+    assert out.report["classes"] == ["anger", "happiness"]
+    assert out.report["completeness"]["dropped_classes"] == ["fear"]
+
+
+def test_the_stage_writes_the_factor_protocols_in_the_unseen_mode_shape(
+    rig_takes: pd.DataFrame, params: Params
+) -> None:
+    s = _stage_params(params).split.model_copy(
+        update={"seen_modes": [], "leave_one_pose_out": True, "leave_one_illumination_out": True, "val_subjects": 2}
+    )
+    out = split.compute(rig_takes, {}, {}, s)
+    assert set(out.protocols) == {"subject_kfold", "leave_one_pose_out", "leave_one_illumination_out"}
+    keys = {"fold", "subjects", "seen_modes", "unseen_modes", "train", "val", "test_seen", "test_unseen"}
+    for name in ("leave_one_pose_out", "leave_one_illumination_out"):
+        assert all(keys <= set(f) for f in out.protocols[name]["folds"])
+        assert out.protocols[name]["classes"] == CLASSES

@@ -6,6 +6,20 @@ package cannot be imported here (it pins an old torch and imports torchvision), 
 
 Box coordinates follow the original cascade's 1-based inclusive convention internally and are
 converted to 0-based pixels on output.
+
+`detect_batch` runs the cascade over many images at once: P-Net over every image of one size at each
+pyramid scale in one call, the convolutions of R-Net and O-Net over the candidate boxes of all images
+in one call each. It gives bit for bit what one image at a time gives (tests/align/test_mtcnn.py, in
+float64): convolutions, area resizing and soft-max compute each sample on its own, non-maximum
+suppression stays per image, and so do the dense layers, because MKL's matrix product rounds a row
+differently with the number of rows. Max pooling runs on a channels-last copy: a maximum has no
+rounding, and torch's channels-last float64 kernel is several times faster than its planar one.
+
+Align still detects one keyframe at a time (the tracker decides the next keyframe from this one's
+result): measured on 160-pixel takes (scripts/bench_align.py), a batch of a take's 4 keyframes costs
+as much CPU per image as single calls, and larger batches cost more, since float64 convolutions run
+as im2col + a matrix product per sample through a buffer sized for the whole batch: batching saves
+Python calls, not arithmetic, and the arithmetic dominates.
 """
 
 from __future__ import annotations
@@ -57,13 +71,20 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
     return (x - 127.5) * 0.0078125
 
 
+class _MaxPool(nn.MaxPool2d):
+    """Max pooling through channels-last memory: the same maxima, several times faster in float64."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+
 class PNet(nn.Module):
     """Proposal net: fully convolutional, 12x12 receptive field, stride 2."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conv1, self.prelu1 = nn.Conv2d(3, 10, 3), nn.PReLU(10)
-        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.pool1 = _MaxPool(2, 2, ceil_mode=True)
         self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), nn.PReLU(16)
         self.conv3, self.prelu3 = nn.Conv2d(16, 32, 3), nn.PReLU(32)
         self.conv4_1 = nn.Conv2d(32, 2, 1)
@@ -81,21 +102,27 @@ class RNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv1, self.prelu1 = nn.Conv2d(3, 28, 3), nn.PReLU(28)
-        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.pool1 = _MaxPool(3, 2, ceil_mode=True)
         self.conv2, self.prelu2 = nn.Conv2d(28, 48, 3), nn.PReLU(48)
-        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.pool2 = _MaxPool(3, 2, ceil_mode=True)
         self.conv3, self.prelu3 = nn.Conv2d(48, 64, 2), nn.PReLU(64)
         self.dense4, self.prelu4 = nn.Linear(576, 128), nn.PReLU(128)
         self.dense5_1 = nn.Linear(128, 2)
         self.dense5_2 = nn.Linear(128, 4)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolutions, per crop; flattened in the (W, H, C) order the weights were converted from."""
         x = self.pool1(self.prelu1(self.conv1(x)))
         x = self.pool2(self.prelu2(self.conv2(x)))
         x = self.prelu3(self.conv3(x))
-        # The weights were converted from a (W, H, C)-ordered framework: flatten in that order.
-        x = self.prelu4(self.dense4(x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)))
+        return x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
+
+    def head(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.prelu4(self.dense4(x))
         return self.dense5_2(x), F.softmax(self.dense5_1(x), dim=1)[:, 1]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(self.trunk(x))
 
 
 class ONet(nn.Module):
@@ -104,24 +131,31 @@ class ONet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
-        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.pool1 = _MaxPool(3, 2, ceil_mode=True)
         self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)
-        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.pool2 = _MaxPool(3, 2, ceil_mode=True)
         self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), nn.PReLU(64)
-        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.pool3 = _MaxPool(2, 2, ceil_mode=True)
         self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
         self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
         self.dense6_1 = nn.Linear(256, 2)
         self.dense6_2 = nn.Linear(256, 4)
         self.dense6_3 = nn.Linear(256, 10)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolutions, per crop; flattened in the (W, H, C) order the weights were converted from."""
         x = self.pool1(self.prelu1(self.conv1(x)))
         x = self.pool2(self.prelu2(self.conv2(x)))
         x = self.pool3(self.prelu3(self.conv3(x)))
         x = self.prelu4(self.conv4(x))
-        x = self.prelu5(self.dense5(x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)))
+        return x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
+
+    def head(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.prelu5(self.dense5(x))
         return self.dense6_2(x), self.dense6_3(x), F.softmax(self.dense6_1(x), dim=1)[:, 1]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.head(self.trunk(x))
 
 
 def _pyramid_scales(h: int, w: int, min_face: int, factor: float) -> list[float]:
@@ -165,19 +199,40 @@ def _regress(b: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
 
 
 def _crops(img: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """Square crops resized to `size`; parts outside the image are zero (black), as in the original."""
+    """Square crops resized to `size`; parts outside the image are zero (black), as in the original.
+
+    The crops are cut from one zero-padded copy of the image, and crops of the same pixel size are
+    resized in one call (area resizing works per sample): the pixels of a zero-filled patch per box.
+    """
     _, h, w = img.shape
-    out = []
-    for x1, y1, x2, y2 in boxes.trunc().int().tolist():
-        bw, bh = x2 - x1 + 1, y2 - y1 + 1
-        patch = torch.zeros((3, bh, bw), dtype=img.dtype)
-        sx1, sy1 = max(x1 - 1, 0), max(y1 - 1, 0)
-        sx2, sy2 = min(x2, w), min(y2, h)
-        if sx2 > sx1 and sy2 > sy1:
-            dx, dy = sx1 - (x1 - 1), sy1 - (y1 - 1)
-            patch[:, dy : dy + sy2 - sy1, dx : dx + sx2 - sx1] = img[:, sy1:sy2, sx1:sx2]
-        out.append(F.interpolate(patch[None], size=(size, size), mode="area"))
-    return torch.cat(out, dim=0)
+    corners = boxes.trunc().int().tolist()
+    out = torch.empty((len(corners), 3, size, size), dtype=img.dtype, device=img.device)
+    if not corners:
+        return out
+    left = max(0, max(1 - x1 for x1, _, _, _ in corners))
+    top = max(0, max(1 - y1 for _, y1, _, _ in corners))
+    right = max(0, max(x2 - w for _, _, x2, _ in corners))
+    bottom = max(0, max(y2 - h for _, _, _, y2 in corners))
+    padded = F.pad(img, (left, right, top, bottom)) if left or top or right or bottom else img
+    groups: dict[tuple[int, int], list[tuple[int, torch.Tensor]]] = {}
+    for i, (x1, y1, x2, y2) in enumerate(corners):
+        patch = padded[:, y1 - 1 + top : y2 + top, x1 - 1 + left : x2 + left]
+        groups.setdefault((y2 - y1 + 1, x2 - x1 + 1), []).append((i, patch))
+    for group in groups.values():
+        index = torch.tensor([i for i, _ in group], device=img.device)
+        out[index] = F.interpolate(torch.stack([p for _, p in group]), size=(size, size), mode="area")
+    return out
+
+
+def _per_image(net: RNet | ONet, crops: list[torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:
+    """A refinement net over the crops of several images: convolutions in one call, dense layers per image.
+
+    The dense layers stay per image because the BLAS's matrix product rounds a row differently with
+    the number of rows (MKL's kernels for row counts not a multiple of 4); per image, each image sees
+    exactly the rows it saw alone. The convolutions compute each crop on its own at any batch size.
+    """
+    flat = net.trunk(torch.cat(crops))
+    return [net.head(rows.clone()) for rows in torch.split(flat, [len(c) for c in crops])]
 
 
 class MTCNN:
@@ -210,50 +265,80 @@ class MTCNN:
             net.to(self.device, dtype=self.dtype).eval()
         log.debug("MTCNN weights loaded from %s on %s", wdir, self.device)
 
-    @torch.inference_mode()
     def detect(self, image_rgb: np.ndarray) -> list[Detection]:
-        if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
-            raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {image_rgb.shape} {image_rgb.dtype}")
-        h, w = image_rgb.shape[:2]
-        img = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(self.device).permute(2, 0, 1).to(self.dtype)
-        t1, t2, t3 = self.thresholds
+        """All faces in one H x W x 3 uint8 RGB image, best score first."""
+        return self.detect_batch([image_rgb])[0]
 
-        found = []
-        for scale in _pyramid_scales(h, w, self.min_face_px, self.factor):
-            size = (int(h * scale + 1), int(w * scale + 1))
-            x = _normalize(F.interpolate(img[None], size=size, mode="area"))
-            reg, prob = self.pnet(x)
-            boxes = _proposals(reg[0], prob[0], scale, t1)
-            if len(boxes):
-                found.append(boxes[nms(boxes[:, :4], boxes[:, 4], 0.5).to(boxes.device)])
-        if not found:
-            return []
-        boxes = torch.cat(found)
-        boxes = boxes[nms(boxes[:, :4], boxes[:, 4], 0.7).to(boxes.device)]
-        bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-        b = _square(boxes[:, :4] + boxes[:, 5:9] * torch.stack([bw, bh, bw, bh], dim=1))
-
-        reg, score = self.rnet(_normalize(_crops(img, b, 24)))
-        ok = score > t2
-        b, score, reg = b[ok], score[ok], reg[ok]
-        if not len(b):
-            return []
-        keep = nms(b, score, 0.7).to(b.device)
-        b = _square(_regress(b[keep], reg[keep]))
-
-        reg, pts, score = self.onet(_normalize(_crops(img, b, 48)))
-        ok = score > t3
-        b, score, reg, pts = b[ok], score[ok], reg[ok], pts[ok]
-        if not len(b):
-            return []
-        bw, bh = (b[:, 2] - b[:, 0] + 1)[:, None], (b[:, 3] - b[:, 1] + 1)[:, None]
-        px = bw * pts[:, :5] + b[:, 0:1] - 1
-        py = bh * pts[:, 5:] + b[:, 1:2] - 1
-        b = _regress(b, reg)
-        keep = nms(b, score, 0.7, mode="min").to(b.device)
-        b, score = b[keep] - 1, score[keep]
-        points = torch.stack([px[keep], py[keep]], dim=2)
-        return [
-            Detection(box=bb.cpu().numpy(), score=float(s), landmarks=p.cpu().numpy())
-            for bb, s, p in zip(b, score, points)
+    @torch.inference_mode()
+    def detect_batch(self, images_rgb: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """The faces of each image, as `detect` finds them one image at a time (bit for bit)."""
+        for image_rgb in images_rgb:
+            if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
+                raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {image_rgb.shape} {image_rgb.dtype}")
+        imgs = [
+            torch.from_numpy(np.ascontiguousarray(im)).to(self.device).permute(2, 0, 1).to(self.dtype)
+            for im in images_rgb
         ]
+        t1, t2, t3 = self.thresholds
+        n = len(imgs)
+
+        # Stage 1: P-Net over each pyramid scale, one call per scale for all images of one size.
+        found: list[list[torch.Tensor]] = [[] for _ in range(n)]
+        by_shape: dict[tuple[int, int], list[int]] = {}
+        for i, img in enumerate(imgs):
+            by_shape.setdefault((img.shape[1], img.shape[2]), []).append(i)
+        for (h, w), members in by_shape.items():
+            stack = torch.stack([imgs[i] for i in members])
+            for scale in _pyramid_scales(h, w, self.min_face_px, self.factor):
+                size = (int(h * scale + 1), int(w * scale + 1))
+                reg, prob = self.pnet(_normalize(F.interpolate(stack, size=size, mode="area")))
+                for j, i in enumerate(members):
+                    boxes = _proposals(reg[j], prob[j], scale, t1)
+                    if len(boxes):
+                        found[i].append(boxes[nms(boxes[:, :4], boxes[:, 4], 0.5).to(boxes.device)])
+        cand: list[torch.Tensor] = []
+        for i in range(n):
+            if not found[i]:
+                cand.append(torch.empty((0, 4), dtype=self.dtype, device=self.device))
+                continue
+            boxes = torch.cat(found[i])
+            boxes = boxes[nms(boxes[:, :4], boxes[:, 4], 0.7).to(boxes.device)]
+            bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+            cand.append(_square(boxes[:, :4] + boxes[:, 5:9] * torch.stack([bw, bh, bw, bh], dim=1)))
+
+        # Stage 2: R-Net over the candidates of all images in one call.
+        live = [i for i in range(n) if len(cand[i])]
+        if live:
+            refined = _per_image(self.rnet, [_normalize(_crops(imgs[i], cand[i], 24)) for i in live])
+            for i, (reg, score) in zip(live, refined):
+                ok = score > t2
+                b, score, reg = cand[i][ok], score[ok], reg[ok]
+                if not len(b):
+                    cand[i] = b
+                    continue
+                keep = nms(b, score, 0.7).to(b.device)
+                cand[i] = _square(_regress(b[keep], reg[keep]))
+
+        # Stage 3: O-Net over the refined boxes of all images in one call.
+        out: list[list[Detection]] = [[] for _ in range(n)]
+        live = [i for i in range(n) if len(cand[i])]
+        if not live:
+            return out
+        final = _per_image(self.onet, [_normalize(_crops(imgs[i], cand[i], 48)) for i in live])
+        for i, (reg, pts, score) in zip(live, final):
+            ok = score > t3
+            b, score, reg, pts = cand[i][ok], score[ok], reg[ok], pts[ok]
+            if not len(b):
+                continue
+            bw, bh = (b[:, 2] - b[:, 0] + 1)[:, None], (b[:, 3] - b[:, 1] + 1)[:, None]
+            px = bw * pts[:, :5] + b[:, 0:1] - 1
+            py = bh * pts[:, 5:] + b[:, 1:2] - 1
+            b = _regress(b, reg)
+            keep = nms(b, score, 0.7, mode="min").to(b.device)
+            b, score = b[keep] - 1, score[keep]
+            points = torch.stack([px[keep], py[keep]], dim=2)
+            out[i] = [
+                Detection(box=bb.cpu().numpy(), score=float(s), landmarks=p.cpu().numpy())
+                for bb, s, p in zip(b, score, points)
+            ]
+        return out

@@ -1,7 +1,14 @@
-"""Greedy non-maximum suppression in torch, with the 'union' and 'min' overlaps MTCNN uses."""
+"""Greedy non-maximum suppression, with the 'union' and 'min' overlaps MTCNN uses.
+
+The loop runs in NumPy on the boxes' float64 (or float32) values: the same IEEE operations in the
+same order as the torch version it replaced, so the same boxes are kept, at a fraction of the
+per-iteration cost of small torch operations. The order comes from torch's own argsort, so ties
+are broken as before.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -16,21 +23,24 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, mode: str =
         raise ValueError(f"nms mode must be 'union' or 'min', got {mode!r}")
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.long)
-    x1, y1, x2, y2 = boxes.unbind(1)
+    order_t = torch.argsort(scores, descending=True)
+    b = boxes.detach().cpu().numpy()
+    x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
     area = (x2 - x1 + 1) * (y2 - y1 + 1)
-    order = torch.argsort(scores, descending=True)
+    one = b.dtype.type(1)
+    order = order_t.cpu().numpy()
     keep: list[int] = []
-    while order.numel() > 0:
+    while order.size > 0:
         i = int(order[0])
         keep.append(i)
         rest = order[1:]
-        if rest.numel() == 0:
+        if rest.size == 0:
             break
-        w = (torch.minimum(x2[i], x2[rest]) - torch.maximum(x1[i], x1[rest]) + 1).clamp(min=0)
-        h = (torch.minimum(y2[i], y2[rest]) - torch.maximum(y1[i], y1[rest]) + 1).clamp(min=0)
+        w = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + one, 0)
+        h = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + one, 0)
         inter = w * h
         if mode == "min":
-            overlap = inter / torch.minimum(area[i], area[rest])
+            overlap = inter / np.minimum(area[i], area[rest])
         else:
             overlap = inter / (area[i] + area[rest] - inter)
         order = rest[overlap <= threshold]

@@ -27,13 +27,15 @@ class TrainingFrames:
 
 class Backend(Protocol):
     name: str
+    trained: bool  # learns from the training frames (so it can be cross-fitted and has class scores)
 
     def fit(self, train: TrainingFrames, val: TrainingFrames, n_classes: int, seed: int) -> dict:
         """Learn from `train` (never from test subjects); returns a small report (e.g. val accuracy)."""
         ...
 
-    def encode(self, frames: np.ndarray, ref: np.ndarray) -> np.ndarray:
-        """(T, 3, S, S) uint8 frames of one take and its reference frame -> (T, D) float32."""
+    def encode(self, frames: np.ndarray, ref: np.ndarray, logits: bool = False) -> np.ndarray:
+        """(T, 3, S, S) uint8 frames and their reference frame (3, S, S), or one per frame (T, 3, S, S),
+        -> (T, D) float32: the learnt features, or with `logits` the class scores (trained backends only)."""
         ...
 
 

@@ -1,0 +1,118 @@
+"""Run `dvc repro` and keep its own stage log: which stages ran, for how long, on what machine, at what commit.
+
+Why: the docs' stage table must come from the run that measured it, not from hand timing. `make run`
+calls this script; it streams DVC's output unchanged, timestamps each `Running stage '<name>'` line, and
+writes `reports/run.json` (not a DVC output: a record of the last `make run`, committed with the docs and
+rendered by `scripts/render_docs.py`). A stage DVC skipped is listed as skipped, so a partial rerun never
+passes for a full one. The exit status is DVC's.
+
+    python scripts/timed_repro.py [dvc repro arguments...]
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("timed_repro")
+
+RUNNING = re.compile(r"^Running stage '(?P<name>[^']+)'")
+SKIPPED = re.compile(r"^Stage '(?P<name>[^']+)' didn't change, skipping")
+
+
+def stage_times(events: list[tuple[float, str, str]], end: float) -> list[dict[str, Any]]:
+    """Per-stage rows from (time, kind, stage) events: a running stage lasts until the next event or the end.
+
+    Pure, so the parsing is testable without DVC. DVC hashes a stage's outputs right after running it,
+    before it prints the next line: that hashing counts towards the stage, as it does for the user.
+    """
+    rows: list[dict[str, Any]] = []
+    for i, (t, kind, name) in enumerate(events):
+        if kind == "skipped":
+            rows.append({"stage": name, "status": "skipped", "wall_s": 0.0})
+            continue
+        nxt = events[i + 1][0] if i + 1 < len(events) else end
+        rows.append({"stage": name, "status": "ran", "wall_s": round(max(nxt - t, 0.0), 1)})
+    return rows
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        )
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cmd = ["dvc", "repro", *argv]
+    started = dt.datetime.now(dt.UTC)
+    t0 = time.monotonic()
+    events: list[tuple[float, str, str]] = []
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    for line in proc.stdout or ():
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        for kind, pattern in (("ran", RUNNING), ("skipped", SKIPPED)):
+            m = pattern.match(line.strip())
+            if m:
+                events.append((time.monotonic() - t0, kind, m["name"]))
+    rc = proc.wait()
+    end = time.monotonic() - t0
+    rows = stage_times(events, end)
+    report = {
+        "command": " ".join(cmd),
+        "exit_status": rc,
+        "started_utc": started.isoformat(timespec="seconds"),
+        "total_s": round(end, 1),
+        "stages": rows,
+        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "arch": platform.machine()},
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "commit": _commit(),
+    }
+    out = ROOT / "reports" / "run.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out, json.dumps(report, indent=2) + "\n")
+    ran = sum(r["status"] == "ran" for r in rows)
+    log.info(
+        "timed_repro: %d stages ran, %d skipped, %.0f s in all; log in %s",
+        ran,
+        len(rows) - ran,
+        end,
+        out.relative_to(ROOT),
+    )
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
