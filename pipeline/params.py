@@ -141,7 +141,20 @@ class PrimaryTest(_Strict):
     backend: str  # a feature backend in features.backends
     candidate: str  # a model variant
     baseline: str  # the variant it is compared with, paired on run and take
-    endpoint: Literal["drop_interaction"]  # (candidate - baseline) on unseen modes minus the same on seen modes
+    # drop_interaction: (candidate - baseline) on unseen modes minus the same on seen modes; unseen_gain: on unseen
+    # modes only; test_gain: on the one test set of a protocol without seen/unseen sets (subject_kfold, official)
+    endpoint: Literal["drop_interaction", "unseen_gain", "test_gain"]
+
+    @model_validator(mode="after")
+    def _endpoint_fits_protocol(self) -> PrimaryTest:
+        one_set = self.protocol in ("subject_kfold", "official")
+        if one_set != (self.endpoint == "test_gain"):
+            fits = "test_gain" if one_set else "drop_interaction or unseen_gain"
+            raise ValueError(
+                f"experiment.primary.endpoint: {self.endpoint} cannot be tested on protocol {self.protocol} "
+                f"(use {fits})"
+            )
+        return self
 
 
 class ExperimentParams(_Strict):

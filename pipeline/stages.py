@@ -242,7 +242,7 @@ STAGES: tuple[Stage, ...] = (
         "Versioned, consent-aware dataset release with datasheet, Croissant metadata and checksums",
         cli=("release", "build"),
         help="build release/<name>-<version>/ and its archive (params: release)",
-        params=("release", "ingest.raw_dir", "import.licence.redistribution"),
+        params=("release", "ingest.raw_dir", "import.licence.redistribution", "source.kind"),
         deps=(
             "data/interim/manifest.parquet",
             "data/interim/align_takes.parquet",
@@ -271,6 +271,13 @@ RELEASE_REPORTS: tuple[str, ...] = ("ingest", "align", "align_accuracy", "qa")
 
 def stage(name: str) -> Stage:
     return BY_NAME[name]
+
+
+def reports_planned(names: tuple[str, ...], source_kind: str) -> tuple[str, ...]:
+    """Of `names` (reports/<name>.json), those a stage planned for this data source writes: a lab's recordings
+    plan no simulator stage, so the simulator's reports left in git are neither declared nor read."""
+    off = {o.path for s in STAGES if s.branch == "simulator" and source_kind != "simulator" for o in s.outs}
+    return tuple(n for n in names if f"reports/{n}.json" not in off)
 
 
 def output_paths(kinds: tuple[str, ...] = ("out", "metric", "plot")) -> list[str]:

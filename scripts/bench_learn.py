@@ -12,7 +12,8 @@ features (frames/s):
   memory-mapped cache, batches of `ENCODE_BATCH`, scatter back per take).
 - `extractor`: `run_job`, what a features worker runs for one backend x seed x fold (the K
   cross-fitted CNNs, their out-of-fold scoring, encoding, standardising, writing the .npz); its
-  floor is the two floors' per-frame costs times the frames it trains on and encodes.
+  floor is the training floor once per CNN on as many frames as that CNN trains on, plus the
+  encoding floor on as many frames as it encodes.
 - floor (training): the same FrameCNN (channels-last) forward + cross-entropy + backward on float
   tensors already in memory, batches of `features.batch_size`, as many frames: no conversion, no
   augmentation, no optimiser step, no validation.
@@ -26,12 +27,18 @@ train (sequences/s, one row per variant, default `lstm` and `mv_lstm`):
 - floor: the bare model (`make_model`, same sizes, train mode) forward + cross-entropy + backward on
   the padded training tensors already in memory, batches of `train.batch_size`, as many sequences.
 - reference: `torch.nn.LSTM` of the same input and hidden size, forward + backward of its outputs'
-  sum on the same padded batches (no packing, no head).
+  sum on the same padded batches (no packing, no head). The `lstm` variant packs its batches
+  (`pack_padded_sequence`), which takes torch's CPU LSTM off its fused kernel: expect its floor to
+  be a few times this reference.
 
 Ratio (x floor) = stage time / floor time, both timed in this run, interleaved (CPU seconds of this
-process on a CPU; wall seconds with CUDA synchronised on a GPU). Prints tables; asserts nothing.
+process on a CPU; wall seconds with CUDA synchronised on a GPU); with `--repeats N` each row keeps its
+fastest repeat. `--scale 1` (the default) is 12 subjects x 8 takes x 16 frames for features and 512
+training sequences for train, about 30 s of one core. Prints tables; asserts nothing; `--json` also
+writes the figures with the date, machine, load average and commit.
 
-    python scripts/bench_learn.py [--scale 1] [--epochs 6] [--train-epochs 8] [--json reports/bench/learn.json]
+    python scripts/bench_learn.py [--scale 1] [--epochs 6] [--train-epochs 8] [--repeats 1]
+                                  [--json reports/bench/learn.json]
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -142,50 +150,59 @@ def feature_data(n_train: int, n_val: int, dim: int, seed: int = 0) -> tuple[dic
 # ---- features -------------------------------------------------------------------------------------------------
 
 
-def floor_train(p: FeaturesParams, channels: int, n_frames: int, epochs: int, dev: torch.device) -> None:
-    """FrameCNN forward + cross-entropy + backward on in-memory float tensors, `n_frames` x `epochs` frames."""
-    model = FrameCNN(N_CLASSES, p.feature_dim, channels)
-    model = model.to(dev, memory_format=torch.channels_last)  # type: ignore[call-overload]  # (stubs lack it)
-    model.train()
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand((n_frames, channels, p.input_size, p.input_size), generator=gen).sub_(0.5).to(dev)
-    x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, N_CLASSES, (n_frames,), generator=gen).to(dev)
-    for _ in range(epochs):
-        for s in range(0, n_frames, p.batch_size):
-            F.cross_entropy(model(x[s : s + p.batch_size]), y[s : s + p.batch_size]).backward()
+class CNNFloor:
+    """The stage's FrameCNN (channels-last) and `n_frames` float frames in [-0.5, 0.5] already on the device:
+    everything a floor needs, built before the clock starts."""
+
+    def __init__(self, p: FeaturesParams, channels: int, n_frames: int, dev: torch.device, seed: int) -> None:
+        self.p, self.n = p, n_frames
+        model = FrameCNN(N_CLASSES, p.feature_dim, channels)
+        self.model = model.to(dev, memory_format=torch.channels_last)  # type: ignore[call-overload]  # (stubs lack it)
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.rand((n_frames, channels, p.input_size, p.input_size), generator=gen).sub_(0.5)
+        self.x = x.to(dev).contiguous(memory_format=torch.channels_last)
+        self.y = torch.randint(0, N_CLASSES, (n_frames,), generator=gen).to(dev)
+
+    def train(self, epochs: int, n: int) -> None:
+        """Forward + cross-entropy + backward, batches of `features.batch_size`, `epochs` times over `n` frames."""
+        self.model.train()
+        bs = self.p.batch_size
+        for _ in range(epochs):
+            for s in range(0, n, bs):
+                F.cross_entropy(self.model(self.x[s : min(s + bs, n)]), self.y[s : min(s + bs, n)]).backward()
+
+    def train_each(self, epochs: int, sizes: list[int]) -> None:
+        """`train` once per cross-fitted CNN (each on its own frames)."""
+        for n in sizes:
+            self.train(epochs, n)
+
+    def encode(self, n: int) -> None:
+        """Forward (features, then the head for logits) under inference_mode, batches of ENCODE_BATCH, `n` frames."""
+        self.model.eval()
+        with torch.inference_mode():
+            for s in range(0, n, ENCODE_BATCH):
+                f = self.model.features(self.x[s : min(s + ENCODE_BATCH, n)])
+                if self.p.encoding == "logits":
+                    self.model.head(f)
 
 
-def floor_encode(p: FeaturesParams, channels: int, n_frames: int, dev: torch.device) -> None:
-    """FrameCNN forward (features, then head for logits) on in-memory float tensors, batches of ENCODE_BATCH."""
-    model = FrameCNN(N_CLASSES, p.feature_dim, channels)
-    model = model.to(dev, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
-    gen = torch.Generator().manual_seed(1)
-    x = torch.rand((n_frames, channels, p.input_size, p.input_size), generator=gen).sub_(0.5).to(dev)
-    x = x.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        for s in range(0, n_frames, ENCODE_BATCH):
-            f = model.features(x[s : s + ENCODE_BATCH])
-            if p.encoding == "logits":
-                model.head(f)
-
-
-def crossfit_frames(job: feat.Job, frames: np.ndarray) -> int:
-    """Frames the K cross-fitted CNNs of `job` train on per epoch (as `run_job` splits the subjects)."""
+def crossfit_frames(job: feat.Job, frames: np.ndarray) -> list[int]:
+    """Frames each CNN of `job` trains on per epoch (the K cross-fitted ones, split as `run_job` splits them)."""
     p, fold = job.params, job.fold
     train_ids = list(fold["train"])
     if not p.crossfit_folds:
-        return len(feat.training_frames(frames, job.cache, train_ids, job.labels, p.frames_per_take).labels)
+        return [len(feat.training_frames(frames, job.cache, train_ids, job.labels, p.frames_per_take).labels)]
     subjects = sorted({job.meta[t]["subject_id"] for t in train_ids})
-    groups = feat.subject_groups(subjects, p.crossfit_folds, job.seed + 1000 * fold["fold"])
-    n = 0
-    for held in groups:
+    sizes = []
+    for held in feat.subject_groups(subjects, p.crossfit_folds, job.seed + 1000 * fold["fold"]):
         fit_ids = [t for t in train_ids if job.meta[t]["subject_id"] not in set(held)]
-        n += len(feat.training_frames(frames, job.cache, fit_ids, job.labels, p.frames_per_take).labels)
-    return n
+        sizes.append(len(feat.training_frames(frames, job.cache, fit_ids, job.labels, p.frames_per_take).labels))
+    return sizes
 
 
-def bench_features(p: FeaturesParams, subjects: int, tmp: Path, clock: Clock, dev: torch.device) -> dict[str, Any]:
+def bench_features(
+    p: FeaturesParams, subjects: int, repeats: int, tmp: Path, clock: Clock, dev: torch.device
+) -> dict[str, Any]:
     backend = p.backends[0]
     fold, meta = aligned_project(tmp / "aligned", subjects)
     ids = sorted(meta)
@@ -202,33 +219,41 @@ def bench_features(p: FeaturesParams, subjects: int, tmp: Path, clock: Clock, de
     if not isinstance(cnn, CNNBackend):
         raise SystemExit(f"features.backends[0] = {backend}: not a CNN backend (nothing trained to benchmark)")
     channels = cnn.channels
+    n_fit, n_enc = len(train.labels), int(cache.valid.sum())
+    job = feat.Job(p, backend, 0, fold, labels, N_CLASSES, cache, tmp / "features" / "fold0.npz", meta)
+    sizes = crossfit_frames(job, frames)
+    floor = CNNFloor(p, channels, max(n_fit, n_enc, *sizes), dev, seed=0)
     # warm-up (oneDNN primitives, allocator) for the stage's code and the floors alike
-    small = feat.TrainingFrames(
-        train.frames[: 2 * p.batch_size], train.refs[: 2 * p.batch_size], train.labels[: 2 * p.batch_size]
-    )
+    small = feat.TrainingFrames(*(a[: 2 * p.batch_size] for a in (train.frames, train.refs, train.labels)))
     cnn.fit(small, small, N_CLASSES, 0)
     feat.encode_takes([cnn], frames, cache, ids[:2], logits)
-    floor_train(p, channels, 2 * p.batch_size, 1, dev)
-    floor_encode(p, channels, 64, dev)
+    floor.train(1, 2 * p.batch_size)
+    floor.encode(64)
 
-    n_fit = len(train.labels)
-    fitted = make_backend(
-        backend, input_size=p.input_size, feature_dim=p.feature_dim, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr
-    )
-    _, fit_s = clock.time(fitted.fit, train, val, N_CLASSES, 0)
-    _, floor_fit_s = clock.time(floor_train, p, channels, n_fit, p.epochs, dev)
-    _, enc_s = clock.time(feat.encode_takes, [fitted], frames, cache, ids, logits)
-    n_enc = int(cache.valid.sum())
-    _, floor_enc_s = clock.time(floor_encode, p, channels, n_enc, dev)
-    job = feat.Job(p, backend, 0, fold, labels, N_CLASSES, cache, tmp / "features" / "fold0.npz", meta)
+    secs: dict[str, list[float]] = {}
     threads = torch.get_num_threads()
-    try:
-        result, job_s = clock.time(feat.run_job, job)  # (run_job sets one thread, as in a worker)
-    finally:
-        torch.set_num_threads(threads)
-    n_job_fit = crossfit_frames(job, frames) * p.epochs
-    n_job_enc = int(result["frames_encoded"])
-    floor_job_s = floor_fit_s / (n_fit * p.epochs) * n_job_fit + floor_enc_s / n_enc * n_job_enc
+    for _ in range(repeats):  # interleaved, so a busy machine slows every row alike; the fastest repeat is kept
+        fitted = make_backend(
+            backend,
+            input_size=p.input_size,
+            feature_dim=p.feature_dim,
+            epochs=p.epochs,
+            batch_size=p.batch_size,
+            lr=p.lr,
+        )
+        secs.setdefault("fit", []).append(clock.time(fitted.fit, train, val, N_CLASSES, 0)[1])
+        secs.setdefault("floor fit", []).append(clock.time(floor.train, p.epochs, n_fit)[1])
+        secs.setdefault("encode", []).append(clock.time(feat.encode_takes, [fitted], frames, cache, ids, logits)[1])
+        secs.setdefault("floor encode", []).append(clock.time(floor.encode, n_enc)[1])
+        try:
+            result, job_s = clock.time(feat.run_job, job)  # (run_job sets one thread, as in a worker)
+        finally:
+            torch.set_num_threads(threads)
+        secs.setdefault("job", []).append(job_s)
+        _, train_s = clock.time(floor.train_each, p.epochs, sizes)
+        secs.setdefault("floor job", []).append(train_s + clock.time(floor.encode, int(result["frames_encoded"]))[1])
+    best = {k: min(v) for k, v in secs.items()}
+    n_job = sum(sizes) * p.epochs + int(result["frames_encoded"])
     return {
         "backend": backend,
         "input_size": p.input_size,
@@ -237,11 +262,9 @@ def bench_features(p: FeaturesParams, subjects: int, tmp: Path, clock: Clock, de
         "frames": len(cache.valid),
         "decode_frames_per_s": round(len(cache.valid) / decode_s, 1),
         "rows": [
-            _row("fit (CNNBackend.fit)", n_fit * p.epochs, fit_s, floor_fit_s, "floor: training"),
-            _row("encode (encode_takes)", n_enc, enc_s, floor_enc_s, "floor: encoding"),
-            _row(
-                f"extractor (run_job, K={p.crossfit_folds})", n_job_fit + n_job_enc, job_s, floor_job_s, "both floors"
-            ),
+            _row("fit (CNNBackend.fit)", n_fit * p.epochs, best["fit"], best["floor fit"], "floor: training"),
+            _row("encode (encode_takes)", n_enc, best["encode"], best["floor encode"], "floor: encoding"),
+            _row(f"extractor (run_job, K={len(sizes)})", n_job, best["job"], best["floor job"], "training+encoding"),
         ],
     }
 
@@ -267,61 +290,49 @@ def reference_lstm(lstm: torch.nn.LSTM, x: torch.Tensor, bs: int, epochs: int) -
 
 
 def bench_train(
-    fp: FeaturesParams, p: TrainParams, variants: list[str], n_train: int, tmp: Path, clock: Clock, dev: torch.device
+    fp: FeaturesParams,
+    p: TrainParams,
+    variants: list[str],
+    n_train: int,
+    repeats: int,
+    tmp: Path,
+    clock: Clock,
+    dev: torch.device,
 ) -> dict[str, Any]:
     dim = N_CLASSES if fp.encoding == "logits" else fp.feature_dim
     data, fold = feature_data(n_train, max(8, n_train // 10), dim)
     root = tmp / "features"
     feat.save_npz(feature_file(fp.protocol, fp.backends[0], 0, 0, root), data)
     x, lengths, y = tr.take_tensors(data, fold["train"], dev)
-    rows, ref = [], None
     lstm = torch.nn.LSTM(dim, p.hidden, batch_first=True).to(dev)
     reference_lstm(lstm, x, p.batch_size, 1)  # warm-up
+    rows = []
+    threads = torch.get_num_threads()
     for variant in variants:
-        job = tr.Job(
-            fp.protocol,
-            fp.backends[0],
-            0,
-            variant,
-            fold,
-            0,
-            0,
-            N_CLASSES,
-            root,
-            tmp / "models" / f"{variant}.pt",
-            p,
-        )
+        job = tr.Job(fp.protocol, fp.backends[0], 0, variant, fold, 0, 0, N_CLASSES, root, tmp / f"{variant}.pt", p)
         seed_everything(0)
         model = make_model(variant, input_size=dim, hidden=p.hidden, n_classes=N_CLASSES, dropout=p.dropout).to(dev)
         floor_fit(model, x, lengths, y, p.batch_size, 1)  # warm-up (and the compiled scan loaded)
-        tr.run_job(
-            tr.Job(
-                fp.protocol,
-                fp.backends[0],
-                0,
-                variant,
-                fold,
-                0,
-                0,
-                N_CLASSES,
-                root,
-                tmp / "warm.pt",
-                p.model_copy(update={"epochs": 1}),
-            )
+        tr.run_job(replace(job, params=p.model_copy(update={"epochs": 1})))
+        torch.set_num_threads(threads)
+        secs: dict[str, list[float]] = {"stage": [], "floor": [], "reference": []}
+        for _ in range(repeats):  # interleaved; the fastest repeat is kept
+            try:
+                (curve, _), stage_s = clock.time(tr.run_job, job)  # (run_job sets one thread, as in a worker)
+            finally:
+                torch.set_num_threads(threads)
+            epochs = len(curve)  # patience = epochs: every epoch runs
+            secs["stage"].append(stage_s)
+            secs["floor"].append(clock.time(floor_fit, model, x, lengths, y, p.batch_size, epochs)[1])
+            secs["reference"].append(clock.time(reference_lstm, lstm, x, p.batch_size, epochs)[1])
+        best = {k: min(v) for k, v in secs.items()}
+        n = len(y) * epochs
+        row = _row(f"{variant} (run_job)", n, best["stage"], best["floor"], "floor: bare model")
+        row.update(
+            reference_per_s=round(n / best["reference"], 1),
+            floor_x_reference=round(best["floor"] / best["reference"], 2),
         )
-        threads = torch.get_num_threads()
-        try:
-            (curve, _), stage_s = clock.time(tr.run_job, job)
-        finally:
-            torch.set_num_threads(threads)
-        epochs = len(curve)
-        _, floor_s = clock.time(floor_fit, model, x, lengths, y, p.batch_size, epochs)
-        _, ref_s = clock.time(reference_lstm, lstm, x, p.batch_size, epochs)
-        ref = ref_s if ref is None else min(ref, ref_s)
-        rows.append(
-            _row(f"{variant} (run_job)", len(y) * epochs, stage_s, floor_s, "floor: bare model")
-            | {"reference_per_s": round(len(y) * epochs / ref_s, 1), "floor_x_reference": round(floor_s / ref_s, 2)}
-        )
+        rows.append(row)
     return {
         "sequences": len(y),
         "frames": int(x.shape[1]),
@@ -340,10 +351,10 @@ def _row(name: str, n: int, stage_s: float, floor_s: float, floor: str) -> dict[
     return {
         "row": name,
         "items": n,
-        "stage_s": round(stage_s, 3),
+        "stage_s": round(stage_s, 4),
         "stage_per_s": round(n / stage_s, 1),
         "floor": floor,
-        "floor_s": round(floor_s, 3),
+        "floor_s": round(floor_s, 4),
         "floor_per_s": round(n / floor_s, 1),
         "x_floor": round(stage_s / floor_s, 2),
     }
@@ -401,6 +412,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, help="CNN epochs (default features.epochs)")
     ap.add_argument("--train-epochs", type=int, default=8, help="sequence-model epochs (default 8; patience = epochs)")
     ap.add_argument("--variants", nargs="+", default=["lstm", "mv_lstm"], help="train variants (default lstm mv_lstm)")
+    ap.add_argument(
+        "--repeats", type=int, default=1, help="interleaved repeats; each row keeps its fastest (default 1)"
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as each stage worker)")
     ap.add_argument("--json", type=Path, help="also write the figures here (e.g. reports/bench/learn.json)")
     args = ap.parse_args()
@@ -415,8 +429,8 @@ def main() -> None:
     clock = Clock(dev)
     load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-learn-") as tmp:
-        f = bench_features(fp, subjects, Path(tmp), clock, dev)
-        t = bench_train(fp, tp, args.variants, n_seq, Path(tmp), clock, dev)
+        f = bench_features(fp, subjects, args.repeats, Path(tmp), clock, dev)
+        t = bench_train(fp, tp, args.variants, n_seq, args.repeats, Path(tmp), clock, dev)
     where = f"{dev}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), {clock.kind}"
     print(
         f"features: {f['takes']} takes, {f['frames']} frames ({subjects} subjects), backend {f['backend']} "
@@ -426,8 +440,8 @@ def main() -> None:
         "in memory, same batch, as many frames (no conversion, augmentation, optimiser step or validation)\n"
         "  floor: encoding = the same FrameCNN's forward under inference_mode on float tensors in memory, "
         f"batches of {ENCODE_BATCH}\n"
-        "  extractor floor = training floor per frame x frames its K CNNs train on + encoding floor per frame "
-        "x frames it encodes"
+        "  extractor floor = the training floor once per cross-fitted CNN on as many frames as it trains on + the "
+        "encoding floor on as many frames as the extractor encodes"
     )
     _table(f["rows"], "frames")
     print(f"  (decoding the aligned takes, cache_frames, not in the rows: {f['decode_frames_per_s']:.1f} frames/s)")
@@ -452,6 +466,7 @@ def main() -> None:
             "threads": torch.get_num_threads(),
             "clock": clock.kind,
             "scale": args.scale,
+            "repeats": args.repeats,
             "features": f | {"epochs": fp.epochs, "batch_size": fp.batch_size, "crossfit_folds": fp.crossfit_folds},
             "train": t | {"epochs": tp.epochs},
         }

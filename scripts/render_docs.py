@@ -529,6 +529,67 @@ def block_run_total(r: Reports) -> str:
     )
 
 
+def block_scaling(r: Reports) -> str:
+    """CPU time per take and peak memory of the data stages at 1x, 2x and 4x the subjects (scripts/bench_scaling.py)."""
+    b = Reports(r.folder / "bench").load("scaling")
+    scales = b["scales"]
+    rows = []
+    for stage, fit in b["fit"].items():
+        at = {row["scale"]: row for row in b["rows"] if row["stage"] == stage}
+        rows.append(
+            [
+                f"`{stage}`",
+                *(f"{at[k]['cpu_ms_per_take']:.0f} ms" for k in scales if k in at),
+                f"{fit['cpu_startup_s']:.1f} s + {fit['cpu_ms_per_take']:.0f} ms/take",
+                *(f"{at[k]['peak_rss_mib']:.0f}" for k in scales if k in at),
+            ]
+        )
+    takes = {row["scale"]: row["takes"] for row in b["rows"]}
+    header = [
+        "stage",
+        *(f"CPU/take {k}x ({takes[k]} takes)" for k in scales),
+        "start-up + marginal",
+        *(f"peak MiB {k}x" for k in scales),
+    ]
+    m = b["machine"]
+    lines = [
+        *table(header, rows),
+        "",
+        f"{b['base_subjects']} subjects at 1x; {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {b['date']}, commit "
+        f"`{str(b['commit'])[:12]}`. Definition: {b['definition']}.",
+        "",
+        source({}, "bench/scaling", detail="written by `scripts/bench_scaling.py --json reports/bench/scaling.json`"),
+    ]
+    return "\n".join(lines)
+
+
+def block_scaling_summary(r: Reports) -> str:
+    """The README's line on scaling: marginal CPU per take and memory growth from 1x to 4x, with the machine."""
+    b = Reports(r.folder / "bench").load("scaling")
+    lo, hi = min(b["scales"]), max(b["scales"])
+    parts = [
+        f"{stage} {fit['cpu_ms_per_take']:.0f} ms (peak memory x{fit['peak_rss_growth']:.2f})"
+        for stage, fit in b["fit"].items()
+    ]
+    m = b["machine"]
+    per_take = {(row["stage"], row["scale"]): row["cpu_ms_per_take"] for row in b["rows"]}
+    # linear: the largest size costs no more per take than the smallest (start-up only amortises), memory flat
+    linear = all(per_take[(st, hi)] <= 1.15 * per_take[(st, lo)] for st in b["fit"]) and all(
+        fit["peak_rss_growth"] < 1.10 for fit in b["fit"].values()
+    )
+    verdict = (
+        "the data stages' CPU time per take stays flat and their memory does not grow"
+        if linear
+        else "**some data stage's CPU time per take or memory grows** (see the table)"
+    )
+    return (
+        f"Cost grows with the work: from {lo}x to {hi}x the subjects {verdict}; marginal CPU per take: "
+        f"{', '.join(parts)} ({m.get('cpu', '?')}, "
+        f"{m.get('cores', '?')} cores, {b['date'][:10]}; table in [benchmarks](docs/benchmarks.md)).\n\n"
+        + source({}, "bench/scaling", detail="written by `scripts/bench_scaling.py`")
+    )
+
+
 BLOCKS: dict[str, Callable[[Reports], str]] = {
     "stages": block_stages,
     "stage_io": block_stage_io,
@@ -547,6 +608,8 @@ BLOCKS: dict[str, Callable[[Reports], str]] = {
     "timings": block_timings,
     "run_log": block_run_log,
     "run_total": block_run_total,
+    "scaling": block_scaling,
+    "scaling_summary": block_scaling_summary,
     "recordings_walkthrough": block_recordings_walkthrough,
 }
 

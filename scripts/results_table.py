@@ -42,9 +42,12 @@ def inference(report: dict) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for c in sec["comparisons"].values():
+        ci = c.get("ci95")
+        interval = f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci and None not in ci else "not testable"
+        p, p_holm = c.get("p_value"), c.get("p_holm")
         lines.append(
             f"| {c['backend']}: {c['candidate']} vs {c['baseline']} | {c['endpoint']} | {c['estimate']:+.3f} | "
-            f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] | {c['p_value']:.3g} | {c['p_holm']:.3g} |"
+            f"{interval} | {'-' if p is None else f'{p:.3g}'} | {'-' if p_holm is None else f'{p_holm:.3g}'} |"
         )
     return lines + [""]
 

@@ -77,6 +77,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cmd = ["dvc", "repro", *argv]
     started = dt.datetime.now(dt.UTC)
+    commit = _commit()  # before the run: DVC rewrites dvc.lock and the reports, which would read as "dirty"
     t0 = time.monotonic()
     events: list[tuple[float, str, str]] = []
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
@@ -98,7 +99,7 @@ def main(argv: list[str]) -> int:
         "stages": rows,
         "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "arch": platform.machine()},
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        "commit": _commit(),
+        "commit": commit,
     }
     out = ROOT / "reports" / "run.json"
     out.parent.mkdir(parents=True, exist_ok=True)

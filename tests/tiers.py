@@ -40,6 +40,7 @@ INTEGRATION_MODULES = {
     "importers/test_wild_chain.py",
     "ingest/test_bad_corpus.py",
     "ingest/test_source.py",
+    "learn/test_bench_learn.py",
     "learn/test_features.py",
     "media/test_stage.py",
     "models/test_mv_scan.py",

@@ -86,7 +86,8 @@ def reduced_training(params: dict[str, Any]) -> dict[str, Any]:
     """params.yaml (as a dict) with fewer epochs, seeds and variants and one worker per stage: minutes, not more."""
     for section in ("ingest", "align", "media"):
         params[section]["workers"] = 1
-    params["features"].update({"epochs": 2, "frames_per_take": 4, "backends": ["cnn"], "seeds": [0], "workers": 1})
+    backend = params["experiment"]["primary"]["backend"]  # the pre-registered pair stays trainable
+    params["features"].update({"epochs": 2, "frames_per_take": 4, "backends": [backend], "seeds": [0], "workers": 1})
     params["train"].update({"variants": ["lstm", "mv_lstm"], "seeds": [0], "epochs": 3, "patience": 2, "workers": 1})
     return params
 

@@ -217,26 +217,29 @@ def _num(x: float | None) -> str:
 def log_rows(takes: list[Take], files: dict[str, str], src: Path, layout: str, field_names: list[str]) -> list[dict]:
     rows = []
     for t in takes:
-        rows.append(
-            {
-                "take_id": t.take_id,
-                "subject_id": t.subject_id,
-                "session": "s1",
-                "camera": t.fields.get("camera") or "unknown",  # never a camera nobody named
-                "yaw": _num(t.yaw),
-                "pitch": _num(t.pitch),
-                "illumination": t.illumination,
-                "prompted_expression": t.label,
-                "fps": f"{t.fps:g}",
-                "recorded_at": UNKNOWN_TIME,
-                "file": files[t.take_id],
-                "dataset": "" if layout in OWN_RECORDINGS else layout,  # the lab's own: no third-party licence
-                "dataset_label": t.label,
-                "official_fold": t.official_fold,
-                "source_path": rel(t.source, src),
-            }
-            | {k: t.fields.get(k, "") for k in field_names}
-        )
+        row = {
+            "take_id": t.take_id,
+            "subject_id": t.subject_id,
+            "session": "s1",
+            "camera": t.fields.get("camera") or "unknown",  # never a camera nobody named
+            "yaw": _num(t.yaw),
+            "pitch": _num(t.pitch),
+            "illumination": t.illumination,
+            "prompted_expression": t.label,
+            "fps": f"{t.fps:g}",
+            "recorded_at": UNKNOWN_TIME,
+            "file": files[t.take_id],
+            "dataset": "" if layout in OWN_RECORDINGS else layout,  # the lab's own: no third-party licence
+            "dataset_label": t.label,
+            "official_fold": t.official_fold,
+            "source_path": rel(t.source, src),
+        }
+        # Only the fields this take has: a field another take has (a sidecar's camera for one file) must not
+        # blank this row's value; a column nobody gave this take is written empty.
+        row |= {k: v for k, v in t.fields.items() if v != "" or k not in row}
+        for k in field_names:
+            row.setdefault(k, "")
+        rows.append(row)
     return rows
 
 

@@ -4,10 +4,13 @@
 (`{imaging}/{light}/{subject}/{expression}/{frame}.jpeg`) frames that share all fields but `{frame}`
 form one take (a frame folder). A field may appear more than once: every occurrence must hold the same
 value (a name that repeats its folders' subject and expression). `*` matches any text inside one path
-component, `**/` any number of folders. Reserved fields: `expression` (the label, required), `subject`
-(without it each take is its own subject), `frame`, `take` (optional clip id); every other field is
-metadata kept as a capture-log column, usable as a mode field (`ingest.mode_fields: [pose]`). Fields
-named like capture-log columns (`yaw`, `pitch`, `illumination`, `camera`, `session`) fill them.
+component, `**/` any number of folders; a field may not be directly followed by `*` or another field (where
+it ends would be a guess). A file (or frame folder) with the same field values as an earlier one is listed
+as `same_fields_as`, never merged or dropped: the template needs a field that tells them apart. Reserved
+fields: `expression` (the label, required), `subject` (without it each take is its own subject), `frame`,
+`take` (optional clip id); every other field is metadata kept as a capture-log column, usable as a mode
+field (`ingest.mode_fields: [pose]`). Fields named like capture-log columns (`yaw`, `pitch`, `illumination`,
+`camera`, `session`) fill them.
 
 Nothing is invented: a video's frame rate comes from the file, the pose and illumination only from the
 names, a sidecar CSV (`import.pattern.sidecar`) or the lab's explicit `frontal: true`; what nobody says
@@ -21,6 +24,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import posixpath
 import re
 from pathlib import Path
 
@@ -59,12 +63,26 @@ def compile_template(template: str, key: str = "import.pattern.template") -> tup
     names = list(dict.fromkeys(_FIELD.findall(template)))
     if "expression" not in names:
         raise TemplateError(f"params.yaml: {key} {template!r} needs an {{expression}} field (the label)")
+    _refuse_adjacent_fields(template, key)
     if "frame" in names:
         if template.count("{frame}") > 1:
             raise TemplateError(f"params.yaml: {key} {template!r}: {{frame}} may appear only once")
         if not template.rstrip("/").split("/")[-1].startswith("{frame}"):
             raise TemplateError(f"params.yaml: {key} {template!r}: {{frame}} must begin the last path component")
     return re.compile("^" + _regex_body(template) + "$"), names
+
+
+def _refuse_adjacent_fields(template: str, key: str) -> None:
+    """Fields match as little as they can, so a field directly followed by `*` or another field reads one
+    character (`{pose}*` gives pose `l` from `left`): refused, with the fix."""
+    tokens = list(_TOKEN.finditer(template))
+    for a, b in zip(tokens, tokens[1:]):
+        if a.group(1) is not None and a.end() == b.start():
+            after = f"{{{b.group(1)}}}" if b.group(1) is not None else "'*'"
+            raise TemplateError(
+                f"params.yaml: {key} {template!r}: {{{a.group(1)}}} is directly followed by {after}, so where it "
+                "ends is ambiguous; put the text that follows it in the names (e.g. `_`) between them"
+            )
 
 
 def _regex_body(template: str) -> str:
@@ -186,6 +204,7 @@ def scan(
     result = ImportResult(layout)
     side = read_sidecar(src, sidecar, result)
     groups: dict[tuple, dict[str, str]] = {}
+    same_fields: set[str] = set()  # second folders (or files) excluded for sharing another's fields
     for f in walk_files(src):
         r = rel(f, src)
         if sidecar and r == sidecar:
@@ -206,7 +225,23 @@ def scan(
             continue
         values = m.groupdict()
         key_fields = tuple((k, v) for k, v in values.items() if k != "frame")
-        groups.setdefault(key_fields, values | {"__match__": m.group(0)})
+        first = groups.get(key_fields)
+        if first is None:
+            groups[key_fields] = values | {"__match__": m.group(0)}
+            continue
+        # Same field values as an earlier file (they differ only in a `*`): listed, never silently merged.
+        this, other = r, first["__match__"]
+        if "frame" in names:  # frames of one folder share their fields; a second folder does not
+            this, other = posixpath.dirname(r), posixpath.dirname(other)
+            if this == other or this in same_fields:
+                continue
+        same_fields.add(this)
+        result.exclude(
+            this,
+            "same_fields_as",
+            f"{this}: same fields as {other} ({', '.join(f'{k}={v}' for k, v in key_fields)}); the template's "
+            f"fields do not tell these apart: add a field (params.yaml: import.pattern.template {template!r})",
+        )
     seen_folders: set[Path] = set()
     for key, values in groups.items():
         where_fields = dict(key)

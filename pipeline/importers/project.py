@@ -74,7 +74,11 @@ def pilot_settings(p: Proposal) -> dict[str, Any]:
         "split.lomo_test_subjects": max(1, n_subjects // 3),
     }
     # the split's factor protocols hold one value of a mode part out: they need 3 values of it to vary in training
-    parts = ["pose" if f in ("pose", "camera", "yaw") else f for f in p.mode_fields if f != "pitch"]
+    parts: list[str] = []
+    for f in (
+        f for f in p.mode_fields if f != "pitch"
+    ):  # the first of pose/camera/yaw is the pose; others keep their name
+        parts.append("pose" if f in ("pose", "camera", "yaw") and "pose" not in parts else f)
     values = {part: {m.split("/")[i] for m in modes if len(m.split("/")) > i} for i, part in enumerate(parts)}
     out |= {
         "split.mode_parts": parts,
@@ -84,17 +88,25 @@ def pilot_settings(p: Proposal) -> dict[str, Any]:
         # a pilot that lost a clip still reaches a result: a class some subject lacks is left out, and said so
         "split.drop_incomplete": "classes",
     }
-    if len(modes) >= 2:
-        out["split.seen_modes"] = [sorted(modes)[0]]  # train on one mode, test on the others
+    if out["split.leave_one_pose_out"] or out["split.leave_one_illumination_out"]:
+        # training varies along the held-out factor: the setting the primary test is about (issue 19)
+        out["split.seen_modes"] = [sorted(modes)[0]]
+        lopo = out["split.leave_one_pose_out"]
+        out["features.protocol"] = "leave_one_pose_out" if lopo else "leave_one_illumination_out"
+    elif len(modes) >= 2:
+        out["split.seen_modes"] = [sorted(modes)[0]]  # train on one mode, test on the others (extrapolation)
         out["features.protocol"] = "unseen_mode"
     else:
         out["split.seen_modes"] = []
         out["features.protocol"] = "subject_kfold"
     out["experiment.primary.protocol"] = out["features.protocol"]  # the pre-registered test is on the protocol run
+    # one test set (subject folds): no seen/unseen drop to compare, the primary endpoint is the gain on the test set
+    one_set = out["features.protocol"] == "subject_kfold"
+    out["experiment.primary.endpoint"] = "test_gain" if one_set else "drop_interaction"
     # cross-fitted features need 2 training subjects per fold (each half encodes the other): a smaller pilot
     # encodes in-sample, which init says (features.crossfit_folds: 0) rather than the features stage refusing
-    folds = (
-        out["split.unseen_mode_folds"] if out["features.protocol"] == "unseen_mode" else out["split.subject_kfold_k"]
+    folds = {"subject_kfold": out["split.subject_kfold_k"], "unseen_mode": out["split.unseen_mode_folds"]}.get(
+        out["features.protocol"], out["split.factor_subject_groups"]
     )
     train_subjects = n_subjects - -(-n_subjects // folds) - out["split.val_subjects"]
     out["features.crossfit_folds"] = min(2, train_subjects) if train_subjects >= 2 else 0
@@ -194,6 +206,19 @@ def _gitignore(root: Path, raw_dir: str) -> None:
         io.write_text(path, text + ("" if not text or text.endswith("\n") else "\n") + line + "\n")
 
 
+def _remove_previous_reports(layout: Layout) -> None:
+    """The reports in git describe the data the project ran before (the simulator's): a lab's run that stops
+    early must not leave them looking like its own (`dvc metrics show`), so every stage's report goes."""
+    from pipeline.stages import STAGES
+
+    for s in STAGES:
+        for o in s.outs:
+            path = layout.root / o.path
+            if o.path.startswith("reports/") and path.is_file():
+                path.unlink()
+                log.info("removed %s (a report of the previous data)", o.path)
+
+
 def consent_todo(subjects_csv: Path) -> list[str]:
     """Subjects whose consent the lab has not yet recorded (blank or unreadable), by id."""
     ledger = read_ledger(subjects_csv)
@@ -217,11 +242,17 @@ def init_recordings(
     name = name or safe_id(src.resolve().name.lower()) or "recordings"
     creator = creator or "the lab (set release.creator)"
     values = decide(prop, src, raw_dir, name, licence, creator)
+    before = layout.params_file.read_bytes()
     write_params(layout.params_file, values)
-    params = load_params(layout.params_file)  # validated: a value init wrote that the schema refuses is one line
     out = layout.resolve(raw_dir)
-    report = run_import(RECORDINGS, src, out, params.import_, params.rig.expressions)
+    try:  # validated and imported before init counts as done: on a refusal params.yaml is as it was
+        params = load_params(layout.params_file)  # a value init wrote that the schema refuses is one line
+        report = run_import(RECORDINGS, src, out, params.import_, params.rig.expressions)
+    except BaseException:
+        io.write_bytes(layout.params_file, before)
+        raise
     _gitignore(layout.root, raw_dir)
+    _remove_previous_reports(layout)
     result = InitResult(prop, values, out, report, version=params.release.version)
     if write_dvc_yaml:
         result.dvc_yaml = _write_dvc_yaml(layout)

@@ -177,11 +177,16 @@ def _sentence(c: dict, primary: bool, family: int = 1) -> str:
         "unseen_gain": f"gain over {b} in accuracy on unseen modes",
         "test_gain": f"gain over {b} in accuracy on the test subjects",
     }[c["endpoint"]]
-    lo, hi = c["ci95"]
+    rank = "Primary (pre-registered)" if primary else "Secondary"
     head = (
-        f"{'Primary (pre-registered)' if primary else 'Secondary'} test on {c['protocol']}, features "
-        f"{c['backend']}: {c['candidate']}'s {what} is {pts(c['estimate'])} points "
-        f"(95 % interval {pts(lo)} to {pts(hi)}; joint bootstrap over {c['n_subjects']} test subjects and "
+        f"{rank} test on {c['protocol']}, features {c['backend']}: {c['candidate']}'s {what} is "
+        f"{pts(c['estimate'])} points"
+    )
+    if c["p_value"] is None:
+        return head + f" ({c['n_subjects']} test subject(s), {c['n_runs']} run(s)): not testable: {c['reason']}."
+    lo, hi = c["ci95"]
+    head += (
+        f" (95 % interval {pts(lo)} to {pts(hi)}; joint bootstrap over {c['n_subjects']} test subjects and "
         f"{c['n_runs']} independent run(s), p = {c['p_value']:.3g}"
     )
     head += "" if primary else f", Holm-corrected over {family} secondary comparisons p = {c['p_holm']:.3g}"
@@ -214,6 +219,7 @@ def comparisons(pred: pd.DataFrame, e: ExperimentParams, protocol: str) -> tuple
     variants = list(dict.fromkeys(pred["variant"]))
     baseline = pr.baseline if pr.baseline in variants else variants[0]
     results: dict[str, dict[str, Any]] = {}
+    raw_p: dict[str, float | None] = {}  # unrounded: decisions and Holm use these, the report shows 3 digits
     for backend in dict.fromkeys(pred["backend"]):
         for cand in variants:
             if cand == baseline:
@@ -230,7 +236,9 @@ def comparisons(pred: pd.DataFrame, e: ExperimentParams, protocol: str) -> tuple
                     seed=e.boot_seed,
                     alpha=e.alpha,
                 )
-                results[f"{backend}/{cand}_vs_{baseline}/{endpoint}"] = {
+                name = f"{backend}/{cand}_vs_{baseline}/{endpoint}"
+                raw_p[name] = r["p_value"]
+                results[name] = {
                     "protocol": protocol,
                     "backend": str(backend),
                     "candidate": cand,
@@ -254,15 +262,17 @@ def comparisons(pred: pd.DataFrame, e: ExperimentParams, protocol: str) -> tuple
         )
     else:
         c = results.pop(key)
-        c["significant"] = bool(c["p_value"] < e.alpha)
+        p_raw = raw_p.pop(key)
+        c["significant"] = bool(p_raw is not None and p_raw < e.alpha)
         primary = {"declared": declared, "status": "run", **c, "sentence": _sentence(c, True)}
-    adjusted = holm({k: v["p_value"] for k, v in results.items()})
+    adjusted = holm({k: raw_p[k] for k in results})
+    family = sum(p is not None for p in adjusted.values())  # a comparison that is not testable is not in it
     for k, c in results.items():
         p_holm = adjusted[k]
         c["p_holm"] = _p3(p_holm)
         c["significant"] = bool(p_holm is not None and p_holm < e.alpha)
-        c["sentence"] = _sentence(c, False, len(results))
-    secondary = {"family": len(results), "correction": "holm", "alpha": e.alpha, "comparisons": results}
+        c["sentence"] = _sentence(c, False, family)
+    secondary = {"family": family, "correction": "holm", "alpha": e.alpha, "comparisons": results}
     return primary, secondary
 
 
@@ -271,12 +281,13 @@ def _p3(x: float | None) -> float | None:
 
 
 def _rounded(r: dict[str, Any]) -> dict[str, Any]:
-    """JSON-ready: effects and spreads to 4 decimals, p to 3 significant digits."""
+    """JSON-ready: effects and spreads to 4 decimals, p to 3 significant digits (for display only)."""
     r4 = lambda x: round(float(x), 4)  # noqa: E731
+    r4s = lambda xs: None if xs is None else [r4(x) for x in xs]  # noqa: E731 - no interval when not testable
     return {
         "estimate": r4(r["estimate"]),
-        "ci95": [r4(x) for x in r["ci"]],
-        "ci95_percentile": [r4(x) for x in r["ci_percentile"]],
+        "ci95": r4s(r["ci"]),
+        "ci95_percentile": r4s(r["ci_percentile"]),
         "se": r4(r["se"]),
         "se_runs": r4(r["se_runs"]),
         "se_subjects": r4(r["se_subjects"]),
@@ -286,6 +297,7 @@ def _rounded(r: dict[str, Any]) -> dict[str, Any]:
         "n_subjects": r["n_subjects"],
         "n_takes": r["n_takes"],
         "n_boot": r["n_boot"],
+        "reason": r["reason"],  # why not testable, else None
     }
 
 
@@ -465,8 +477,8 @@ def effects_table(primary: dict[str, Any], secondary: dict[str, Any]) -> pd.Data
                 "comparison": f"{c['backend']}: {c['candidate']} vs {c['baseline']}",
                 "endpoint": c["endpoint"],
                 "estimate": c["estimate"],
-                "ci_low": c["ci95"][0],
-                "ci_high": c["ci95"][1],
+                "ci_low": None if c["ci95"] is None else c["ci95"][0],
+                "ci_high": None if c["ci95"] is None else c["ci95"][1],
                 "p_value": c["p_value"],
                 "p_holm": c.get("p_holm"),
                 "significant": c["significant"],
@@ -484,7 +496,9 @@ def _plot_effects(effects: pd.DataFrame, out: Path) -> None:
     rows = effects.to_dict("records")
     for i, r in enumerate(rows):
         primary = r["rank"] == "primary"
-        est, lo, hi = (100 * float(r[k]) for k in ("estimate", "ci_low", "ci_high"))
+        est = 100 * float(r["estimate"])
+        testable = r["ci_low"] is not None and np.isfinite(float(r["ci_low"]))  # else: the point, no interval
+        lo, hi = (100 * float(r[k]) for k in ("ci_low", "ci_high")) if testable else (est, est)
         ax.errorbar(
             est,
             n - 1 - i,

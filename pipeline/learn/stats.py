@@ -25,6 +25,7 @@ import numpy as np
 from scipy import stats
 
 DDOF = 1  # every standard deviation in the reports: sample SD
+SE_RTOL = 1e-9  # an SE below this share of the largest |difference| is rounding noise, not spread
 
 
 Labels = Sequence[Any] | np.ndarray  # run, subject or group of each difference
@@ -35,13 +36,18 @@ def _codes(values: Labels) -> tuple[np.ndarray, np.ndarray]:
     return names, inverse
 
 
+def _kept(group: Labels, contrast: Mapping[str, float]) -> np.ndarray:
+    """Which differences lie in a group the contrast names."""
+    return np.array([str(g) in contrast for g in group], dtype=bool)
+
+
 def _cells(
     diff: np.ndarray, run: Labels, subject: Labels, group: Labels, contrast: Mapping[str, float]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], int, int]:
     """Sums and counts of the differences per (run, subject, contrast group); the contrast's coefficients."""
     groups = list(contrast)
     gidx = {g: i for i, g in enumerate(groups)}
-    keep = np.array([str(g) in gidx for g in group], dtype=bool)
+    keep = _kept(group, contrast)
     diff = np.asarray(diff, dtype=float)[keep]
     runs, r = _codes(np.asarray(run, dtype=str)[keep])
     subjects, s = _codes(np.asarray(subject, dtype=str)[keep])
@@ -65,10 +71,15 @@ def _statistic(sums: np.ndarray, counts: np.ndarray, coef: np.ndarray, w: np.nda
 
 
 def _rescaled_weights(rng: np.random.Generator, n: int, draws: int) -> np.ndarray:
-    """Resampling weights 1 + sqrt(n/(n-1)) (counts - 1): Rao and Wu's rescaling, so that a few runs give the
-    variance a sample SD (ddof=1) gives, not (n-1)/n of it. The weights of a draw still sum to n."""
-    counts = rng.multinomial(n, np.full(n, 1 / n), size=draws).astype(float)
-    return 1.0 + np.sqrt(n / (n - 1)) * (counts - 1.0) if n > 1 else counts
+    """Rao and Wu's rescaled weights with m = n - 1: draw n - 1 of the n units with replacement, weight each by
+    its count times n / (n - 1). A linear mean gets the variance a sample SD (ddof=1) gives, not (n-1)/n of it;
+    the weights sum to n and are never negative, so a ratio mean stays inside the range of the units' means
+    (the 1 + sqrt(n/(n-1)) (count - 1) form goes negative and, with unbalanced units, throws draws outside it).
+    One unit: weight 1, nothing to resample."""
+    if n < 2:
+        return np.ones((draws, n))
+    counts = rng.multinomial(n - 1, np.full(n, 1 / n), size=draws).astype(float)
+    return counts * (n / (n - 1))
 
 
 def joint_bootstrap(
@@ -94,7 +105,11 @@ def joint_bootstrap(
     is the SD of those joint draws. With a few runs a normal reference would be too liberal, so the
     interval and p use a t reference whose degrees of freedom (Satterthwaite) come from the two
     one-way components (runs only, subjects only): few runs that dominate the variance give few df.
-    The percentile interval of the joint draws is reported beside it.
+    The percentile interval of the joint draws is reported beside it, and the draws themselves.
+
+    Not testable (p, interval and percentile interval None, `reason` says why): one test subject, or a
+    nonzero contrast that every subject and run gives alike (the SE is rounding noise). When every
+    subject and run gives a contrast of zero (e.g. the models agree on every take): p 1, a zero-width interval.
     """
     sums, counts, coef, groups, n_runs, n_subjects = _cells(diff, run, subject, group, contrast)
     if n_runs == 0 or n_subjects == 0:
@@ -116,27 +131,36 @@ def joint_bootstrap(
     var_s = float(np.var(by_subject, ddof=DDOF)) if n_subjects > 1 else 0.0
     parts = (var_r**2 / (n_runs - 1) if n_runs > 1 else 0.0) + (var_s**2 / (n_subjects - 1) if n_subjects > 1 else 0.0)
     df = (var_r + var_s) ** 2 / parts if parts > 0 else float("inf")
-    if se > 0:
-        half = float(stats.t.ppf(1 - alpha / 2, df)) * se
-        p = float(2 * stats.t.sf(abs(est) / se, df))
-    else:  # every draw gives the same contrast: no spread to test against
-        half, p = 0.0, (1.0 if est == 0.0 else 0.0)
-    lo, hi = (float(x) for x in np.quantile(joint, [alpha / 2, 1 - alpha / 2]))
-    return {
+    scale = float(np.max(np.abs(np.asarray(diff, dtype=float)[_kept(group, contrast)])))
+    flat = se <= SE_RTOL * scale  # rounding noise of a constant statistic is not a spread
+    reason: str | None = None
+    if n_subjects < 2:
+        reason = "one test subject: the sampling of people cannot be estimated"
+    elif len(joint) < 2:
+        reason = "too few bootstrap draws keep a subject in every group of the contrast"
+    elif flat and est != 0.0:
+        reason = "every subject and run gives the same contrast: no spread to test against"
+    out: dict[str, Any] = {
         "estimate": est,
-        "ci": [est - half, est + half],
-        "ci_percentile": [lo, hi],
         "se": se,
         "se_runs": float(np.sqrt(var_r)),
         "se_subjects": float(np.sqrt(var_s)),
-        "df": float(df),
-        "p_value": p,
         "n_runs": n_runs,
         "n_subjects": n_subjects,
         "n_takes": int(round(counts.sum() / n_runs)),
         "n_boot": int(len(joint)),
         "alpha": alpha,
+        "draws": joint,
+        "reason": reason,
     }
+    if reason is not None:
+        return out | {"ci": None, "ci_percentile": None, "df": float("nan"), "p_value": None}
+    if flat:  # every subject and run gives a contrast of zero (e.g. the models agree on every take)
+        return out | {"ci": [est, est], "ci_percentile": [est, est], "df": float(df), "p_value": 1.0}
+    half = float(stats.t.ppf(1 - alpha / 2, df)) * se
+    p = float(2 * stats.t.sf(abs(est) / se, df))
+    lo, hi = (float(x) for x in np.quantile(joint, [alpha / 2, 1 - alpha / 2]))
+    return out | {"ci": [est - half, est + half], "ci_percentile": [lo, hi], "df": float(df), "p_value": p}
 
 
 def holm(p_values: Mapping[str, float | None]) -> dict[str, float | None]:

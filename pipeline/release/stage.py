@@ -29,7 +29,7 @@ from pipeline.release.croissant import croissant
 from pipeline.release.datasheet import datasheet
 from pipeline.release.documents import croissant_meta, license_text, rai_fields, readme, release_figures
 from pipeline.stage import main, with_provenance
-from pipeline.stages import RELEASE_REPORTS
+from pipeline.stages import RELEASE_REPORTS, reports_planned
 from pipeline.utils import io
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 # The reports whose figures the datasheet and Croissant quote (each a declared dep of the stage).
 REPORTS_READ: tuple[str, ...] = RELEASE_REPORTS
 PROVENANCE_KEY = "provenance"
-PARAMS_READ = ("release", "ingest.raw_dir", "import.licence.redistribution")
+PARAMS_READ = ("release", "ingest.raw_dir", "import.licence.redistribution", "source.kind")
 
 CopyFile = Callable[[Path, Path], Any]
 
@@ -74,8 +74,8 @@ def read_report(path: Path) -> dict:
     return {k: v for k, v in data.items() if k != PROVENANCE_KEY} if isinstance(data, dict) else {}
 
 
-def read_inputs(layout: Layout, raw: Path) -> ReleaseInputs:
-    """The stage's declared inputs, read through the layout."""
+def read_inputs(layout: Layout, raw: Path, source_kind: str = "simulator") -> ReleaseInputs:
+    """The stage's declared inputs, read through the layout (the reports of stages planned for this source)."""
     labels = pd.read_parquet(layout.labels) if layout.labels.exists() else None
     splits = {p.stem: json.loads(p.read_text()) for p in sorted(layout.splits.glob("*.json"))}
     return ReleaseInputs(
@@ -84,7 +84,7 @@ def read_inputs(layout: Layout, raw: Path) -> ReleaseInputs:
         labels=labels,
         splits=splits,
         ledger=read_ledger(raw / SUBJECTS_NAME),
-        reports={name: read_report(layout.report(name)) for name in REPORTS_READ},
+        reports={name: read_report(layout.report(name)) for name in reports_planned(REPORTS_READ, source_kind)},
         aligned_dir=layout.aligned,
         raw_dir=raw,
         manifest_name=layout.manifest.name,
@@ -254,7 +254,7 @@ def run(
     else:
         prev = layout.resolve(r.previous) if r.previous else None
     built = build_release(
-        read_inputs(layout, raw),
+        read_inputs(layout, raw, params.source.kind),
         r,
         version or r.version,
         params.import_.licence.redistribution,

@@ -117,3 +117,69 @@ def test_fields_named_like_log_columns_fill_those_columns(tmp_path: Path) -> Non
         "",
         "pattern-dana",
     )
+
+
+def test_videos_the_fields_do_not_tell_apart_are_listed_not_dropped(tmp_path: Path) -> None:
+    """A wildcard is not a field: a second file with the same field values is listed, never silently lost."""
+    src = tmp_path / "lab"
+    (src / "P01" / "happy").mkdir(parents=True)
+    for name in ("P01_happy_left.mp4", "P01_happy_left_take2.mp4", "P01_happy_right.mp4"):
+        (src / "P01" / "happy" / name).write_bytes(b"x")
+    res = scan(src, "{subject}/{expression}/*.mp4", {"expression": {"happy": "happiness"}}, 25.0, EXPR, prefix="")
+    [t] = res.takes
+    assert t.source == src / "P01" / "happy" / "P01_happy_left.mp4"
+    assert sorted((e.path, e.code) for e in res.excluded) == [
+        ("P01/happy/P01_happy_left_take2.mp4", "same_fields_as"),
+        ("P01/happy/P01_happy_right.mp4", "same_fields_as"),
+    ]
+    assert all("P01/happy/P01_happy_left.mp4" in e.reason and "add a field" in e.reason for e in res.excluded)
+
+
+def test_a_second_frame_folder_with_the_same_fields_is_listed_not_merged(tmp_path: Path) -> None:
+    src = tmp_path / "lab"
+    _frames(src / "alice" / "Joy" / "cam_a")
+    _frames(src / "alice" / "Joy" / "cam_b")
+    res = scan(src, "{subject}/{expression}/*/{frame}.png", {"expression": {"Joy": "happiness"}}, 30.0, EXPR)
+    [t] = res.takes
+    assert t.source == src / "alice" / "Joy" / "cam_a"
+    [e] = res.excluded
+    assert (e.path, e.code) == ("alice/Joy/cam_b", "same_fields_as") and "alice/Joy/cam_a" in e.reason
+
+
+@pytest.mark.parametrize(
+    "template, what",
+    [
+        ("{subject}/{expression}/{subject}_{expression}_{pose}*.mp4", "{pose} is directly followed by '*'"),
+        ("{subject}/{expression}/{subject}_{expression}{pose}.mp4", "{expression} is directly followed by {pose}"),
+        ("{subject}**/{expression}.mp4", "{subject} is directly followed by '*'"),
+    ],
+)
+def test_a_field_directly_followed_by_a_wildcard_or_a_field_is_refused(template: str, what: str) -> None:
+    """Fields match as little as they can: `{pose}*` would read pose `l` from `left`; refused in one line."""
+    with pytest.raises(TemplateError) as e:
+        compile_template(template)
+    message = str(e.value)
+    assert "\n" not in message and "import.pattern.template" in message and what in message
+
+
+def test_a_field_only_some_takes_have_never_blanks_the_others(tmp_path: Path) -> None:
+    """A yaw one name lacks as a number, or a camera the sidecar gives for one file, touches that take only."""
+    import csv
+
+    from pipeline.importers.common import write_rig
+
+    src = tmp_path / "lab"
+    (src / "P01" / "happy").mkdir(parents=True)
+    for name in ("30.mp4", "-30.mp4", "left.mp4"):
+        (src / "P01" / "happy" / name).write_bytes(b"x")
+    (src / "side.csv").write_text("file,camera\nP01/happy/30.mp4,camL\n")
+    maps = {"expression": {"happy": "happiness"}}
+    res = scan(src, "{subject}/{expression}/{yaw}.mp4", maps, 25.0, EXPR, prefix="", sidecar="side.csv")
+    write_rig(res, src, tmp_path / "raw", copy=False, licence_terms="", research_use=False, redistribution=False)
+    with open(tmp_path / "raw" / "capture_log.csv", newline="") as f:
+        rows = {r["source_path"]: (r["yaw"], r["camera"]) for r in csv.DictReader(f)}
+    assert rows == {
+        "P01/happy/30.mp4": ("30", "camL"),
+        "P01/happy/-30.mp4": ("-30", "unknown"),
+        "P01/happy/left.mp4": ("left", "unknown"),  # not a number: kept as written, ingest quarantines this take
+    }

@@ -255,3 +255,71 @@ def test_evaluate_runs_on_subject_kfold_and_replaces_a_previous_datasets_metrics
     assert invoke(evaluate.run, lay, p) == EXIT_INPUT
     assert "no such protocol" in one_line_error(caplog)
     assert not lay.metrics.exists() and not lay.effects.exists() and not lay.predictions.exists()
+
+
+def _fake_bootstrap(monkeypatch: pytest.MonkeyPatch, p_values: list[float | None]) -> None:
+    """joint_bootstrap replaced by results with the given p, in call order (backend, candidate, endpoint)."""
+    queue = iter(p_values)
+
+    def fake(*_args: object, **_kw: object) -> dict:
+        p = next(queue)
+        testable = p is not None
+        return {
+            "estimate": 0.05,
+            "ci": [0.0001, 0.0999] if testable else None,
+            "ci_percentile": [0.0001, 0.0999] if testable else None,
+            "se": 0.025,
+            "se_runs": 0.01,
+            "se_subjects": 0.02,
+            "df": 30.0 if testable else float("nan"),
+            "p_value": p,
+            "n_runs": 4,
+            "n_subjects": 12 if testable else 1,
+            "n_takes": 72,
+            "n_boot": 400,
+            "reason": None if testable else "one test subject: the sampling of people cannot be estimated",
+        }
+
+    monkeypatch.setattr(evaluate, "joint_bootstrap", fake)
+
+
+def _three_variants(params: Params) -> tuple[pd.DataFrame, Params]:
+    pred = _pred(np.random.default_rng(5), ROBUST)
+    p = _experiment(
+        _params(params, "leave_one_pose_out", variants=["lstm", "mv_lstm", "mean_pool"]), "leave_one_pose_out"
+    )
+    return pred, p
+
+
+def test_significance_and_holm_use_the_unrounded_p(params: Params, monkeypatch: pytest.MonkeyPatch) -> None:
+    """p 0.04996 is shown as 0.05 but is below alpha; Holm over three secondaries takes 3 x 0.016653 = 0.04996
+    (significant), not 3 x 0.0167 = 0.0501 (the rounded p)."""
+    pred, p = _three_variants(params)
+    _fake_bootstrap(monkeypatch, [0.04996, 0.016653, 0.9, 0.9])
+    primary, secondary = evaluate.comparisons(pred, p.experiment, "leave_one_pose_out")
+    assert primary["p_value"] == 0.05 and primary["significant"]  # shown rounded, decided unrounded
+    assert "mv_lstm loses less than lstm" in primary["sentence"]
+    first = secondary["comparisons"]["cnn/mv_lstm_vs_lstm/unseen_gain"]
+    assert first["p_value"] == 0.0167 and first["p_holm"] == 0.05 and first["significant"]
+    assert secondary["family"] == 3 and "Holm-corrected over 3 secondary comparisons" in first["sentence"]
+    assert not any(c["significant"] for k, c in secondary["comparisons"].items() if c is not first)
+
+
+def test_a_comparison_that_is_not_testable_says_why_and_does_not_crash(
+    params: Params, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pred, p = _three_variants(params)
+    _fake_bootstrap(monkeypatch, [None, None, 0.01, 0.3])
+    primary, secondary = evaluate.comparisons(pred, p.experiment, "leave_one_pose_out")
+    assert primary["p_value"] is None and primary["ci95"] is None and not primary["significant"]
+    assert primary["sentence"].endswith("not testable: one test subject: the sampling of people cannot be estimated.")
+    assert primary["reason"].startswith("one test subject")
+    untested = secondary["comparisons"]["cnn/mv_lstm_vs_lstm/unseen_gain"]
+    assert untested["p_holm"] is None and not untested["significant"] and "not testable" in untested["sentence"]
+    assert secondary["family"] == 2  # Holm over the two testable ones
+    assert secondary["comparisons"]["cnn/mean_pool_vs_lstm/drop_interaction"]["p_holm"] == pytest.approx(0.02)
+    effects = evaluate.effects_table(primary, secondary)
+    assert effects["ci_low"].isna().sum() == 2
+    evaluate._plot_effects(effects, tmp_path / "effects.png")
+    assert (tmp_path / "effects.png").is_file()
+    json.dumps([primary, secondary])

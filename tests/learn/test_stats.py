@@ -112,3 +112,61 @@ def test_spreads_are_sample_sds() -> None:
     mean, sd = mean_sd([1.0, 2.0, 3.0])
     assert mean == 2.0 and sd == pytest.approx(1.0)  # ddof 1 (ddof 0 would give 0.816)
     assert mean_sd([4.0]) == (4.0, None) and mean_sd([]) == (None, None)
+
+
+def _unbalanced() -> tuple[np.ndarray, list[int], list[str], list[str], list[float]]:
+    """A pilot that lost clips: one subject with 2 unseen takes, three with 12; 3 runs. The subjects' means."""
+    per_subject = {"a": [-1.0, 0.0], "b": [1.0, 1.0] + [0.0] * 10, "c": [0.0] * 12, "d": [1.0] + [0.0] * 11}
+    diff, run, subj = [], [], []
+    for r in range(3):
+        for s, d in per_subject.items():
+            diff += d
+            run += [r] * len(d)
+            subj += [s] * len(d)
+    return np.array(diff), run, subj, ["test_unseen"] * len(diff), [float(np.mean(d)) for d in per_subject.values()]
+
+
+def test_with_unbalanced_subjects_every_draw_of_a_group_mean_stays_within_the_subjects_means() -> None:
+    """A group mean is a ratio of weighted sums: negative bootstrap weights (the 1 + c (count - 1) rescaling)
+    throw draws outside the data's range when subjects have unequal take counts; Rao-Wu with m = n - 1 cannot."""
+    diff, run, subj, group, means = _unbalanced()
+    r = joint_bootstrap(diff, run, subj, group, {"test_unseen": 1.0}, n_boot=4000)
+    draws = r["draws"]
+    assert len(draws) > 3000
+    assert min(means) - 1e-12 <= draws.min() and draws.max() <= max(means) + 1e-12, (draws.min(), draws.max())
+
+
+def test_rescaled_weights_are_never_negative_and_keep_the_sample_variance() -> None:
+    """Rao-Wu with m = n - 1: weights count * n / (n - 1) >= 0, summing to n; a mean's bootstrap variance s^2/n."""
+    from pipeline.learn.stats import _rescaled_weights
+
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 7):
+        w = _rescaled_weights(rng, n, 20000)
+        assert (w >= 0).all() and np.allclose(w.sum(axis=1), n)
+        x = rng.normal(size=n)
+        boot = w @ x / n
+        assert np.var(boot, ddof=1) == pytest.approx(np.var(x, ddof=1) / n, rel=0.05)
+    assert (_rescaled_weights(rng, 1, 5) == 1.0).all()  # one run: nothing to resample
+
+
+def test_one_test_subject_is_not_testable() -> None:
+    """One run and one subject gave an SE of 1e-16, p 0, a zero-width interval: now no p and a reason."""
+    diff = np.array([1.0, 0.0, 1.0, 1.0, 0.0])
+    r = joint_bootstrap(diff, [0] * 5, ["a"] * 5, ["test_unseen"] * 5, {"test_unseen": 1.0}, n_boot=200)
+    assert r["p_value"] is None and r["ci"] is None and r["ci_percentile"] is None
+    assert r["estimate"] == pytest.approx(0.6) and "one test subject" in r["reason"]
+    many_runs = joint_bootstrap(
+        np.tile(diff, 3), [0] * 5 + [1] * 5 + [2] * 5, ["a"] * 15, ["test_unseen"] * 15, {"test_unseen": 1.0}
+    )
+    assert many_runs["p_value"] is None
+
+
+def test_a_constant_nonzero_contrast_is_not_testable_and_all_zero_differences_give_p_1() -> None:
+    """Every subject and run alike: the SE is rounding noise; a nonzero estimate gets no p (it got p = 0)."""
+    subj = [s for s in "abc" for _ in range(10)]
+    same = np.tile([0.1] * 10, 3)  # per-take differences 0.1 (a seed-averaged score): the mean is never exactly 0.1
+    r = joint_bootstrap(same, [0] * 30, subj, ["test_unseen"] * 30, {"test_unseen": 1.0}, n_boot=200)
+    assert r["p_value"] is None and r["ci"] is None and "same contrast" in r["reason"]
+    zero = joint_bootstrap(np.zeros(30), [0] * 30, subj, ["test_unseen"] * 30, {"test_unseen": 1.0}, n_boot=200)
+    assert zero["p_value"] == 1.0 and zero["ci"] == [0.0, 0.0] and zero["reason"] is None
