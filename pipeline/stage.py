@@ -28,6 +28,7 @@ from pipeline import __version__
 from pipeline.errors import EnvironmentFault, PipelineError, environment_fault, is_environment_fault
 from pipeline.layout import Layout
 from pipeline.params import Params, load_params
+from pipeline.utils.machine import machine
 
 log = logging.getLogger("mvfer")
 
@@ -97,17 +98,6 @@ def main(run: Shell) -> int:
     return invoke(run, layout, params)
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _torch_info() -> dict[str, Any]:
     """Only when the stage imported torch: the numbers depend on its build, threads and kernels."""
     torch = sys.modules.get("torch")
@@ -140,12 +130,7 @@ def provenance(params: Params | None = None, *sections: str, **extra: Any) -> di
     block: dict[str, Any] = {
         "mvfer": __version__,
         "python": platform.python_version(),
-        "machine": {
-            "cpu": _cpu_model(),
-            "arch": platform.machine(),
-            "cores": os.cpu_count(),
-            "system": platform.system(),
-        },
+        "machine": machine(),
     }
     if current is not None:
         module, _ = current

@@ -20,9 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -45,6 +42,9 @@ from pipeline.capture.simulate import (
 )
 from pipeline.layout import Layout
 from pipeline.params import CaptureParams, load_params
+from pipeline.utils.machine import git_commit, machine
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
 
 R = TypeVar("R")
 
@@ -71,27 +71,6 @@ def _time(cpu: dict[str, float], name: str, fn: Callable[..., R], *args: Any) ->
     out = fn(*args)
     cpu[name] += time.process_time() - t
     return out
-
-
-def _machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.system()}
-
-
-def _commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "pipeline/capture"], capture_output=True, text=True)
-        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def main() -> None:
@@ -142,8 +121,8 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         figures = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": _machine(),
-            "commit": _commit(),
+            "machine": machine(),
+            "commit": git_commit(ROOT, "pipeline/capture"),
             "frame_size": p.frame_size,
             "frames_timed": n,
             "frames_per_s_per_core": {k: round(v, 1) for k, v in rows.items()},

@@ -32,9 +32,7 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import resource
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -49,6 +47,9 @@ from pipeline.ingest.run import ingest
 from pipeline.layout import Layout
 from pipeline.params import Params, load_params
 from pipeline.utils.frames import list_frame_files
+from pipeline.utils.machine import git_commit, machine
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
 
 FLOOR = "floor: decode + sha256"
 PROBE = "probe_take, in process"
@@ -128,31 +129,6 @@ def _timed(fn: Callable[[], int]) -> tuple[float, float, int]:
     t, c = time.perf_counter(), _cpu_s()
     out = fn()
     return time.perf_counter() - t, _cpu_s() - c, out
-
-
-def _machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.system()}
-
-
-def _commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(
-            ["git", "--no-optional-locks", "status", "--porcelain", "pipeline/ingest", "pipeline/utils"],
-            capture_output=True,
-            text=True,
-        )
-        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def bench(p: Params, raw: Path, repeats: int) -> tuple[dict[str, dict[str, float]], dict]:
@@ -242,9 +218,9 @@ def main() -> None:
         s = figures[STAGE]
         out = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": _machine(),
+            "machine": machine(),
             "load_1min": [round(load[0], 2), round(os.getloadavg()[0], 2)],
-            "commit": _commit(),
+            "commit": git_commit(ROOT, "pipeline/ingest", "pipeline/utils"),
             "takes": n_takes,
             "frames": n,
             "frames_per_take": args.frames,

@@ -47,8 +47,6 @@ import argparse
 import json
 import logging
 import os
-import platform
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -72,6 +70,9 @@ from pipeline.models import mv_scan_native
 from pipeline.models.registry import make_model
 from pipeline.params import FeaturesParams, TrainParams, load_params
 from pipeline.utils import io
+from pipeline.utils.machine import git_commit, machine
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
 
 R = TypeVar("R")
 N_CLASSES = 6  # the default rig's expressions (params.yaml: rig.expressions)
@@ -377,30 +378,6 @@ def _table(rows: list[dict[str, Any]], unit: str, reference: bool = False) -> No
         print(line)
 
 
-def _machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.system(), "gpu": gpu}
-
-
-def _commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "pipeline/learn", "pipeline/models"], capture_output=True, text=True
-        )
-        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -458,9 +435,9 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         figures = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": _machine(),
+            "machine": machine(gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None),
             "load_1min": [round(load[0], 2), round(os.getloadavg()[0], 2)],
-            "commit": _commit(),
+            "commit": git_commit(ROOT, "pipeline/learn", "pipeline/models"),
             "device": str(dev),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),

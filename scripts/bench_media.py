@@ -37,7 +37,15 @@ import pandas as pd
 from av.video.reformatter import ColorRange, Colorspace, VideoReformatter
 
 from pipeline.layout import Layout
-from pipeline.media.encode import CODEC, PIX_FMT, MediaConfig, encode_proxy, fit_frame, target_size
+from pipeline.media.encode import (
+    CODEC,
+    PIX_FMT,
+    MediaConfig,
+    encode_proxy,
+    fit_frame,
+    target_size,
+    x264_options,
+)
 from pipeline.media.proxy import make_proxy
 from pipeline.media.stage import _take_fps, media_config
 from pipeline.params import load_params
@@ -61,15 +69,8 @@ class _X264:
 
     def __init__(self, cfg: MediaConfig, fps: float, height: int, width: int) -> None:
         self.container = av.open(io.BytesIO(), "w", format="mp4")
-        opts = {
-            "crf": str(cfg.crf),
-            "preset": cfg.preset,
-            "threads": "1",
-            "bf": "0",
-            "g": str(cfg.keyframe_every),
-            "flags": "+bitexact",
-        }
-        stream: Any = self.container.add_stream(CODEC, rate=Fraction(fps).limit_denominator(1001), options=opts)
+        rate = Fraction(fps).limit_denominator(1001)
+        stream: Any = self.container.add_stream(CODEC, rate=rate, options=x264_options(cfg))
         stream.width, stream.height, stream.pix_fmt = width, height, PIX_FMT
         self.stream = stream
         self.pts = 0

@@ -41,6 +41,7 @@ import yaml
 
 from pipeline.capture import pilot
 from pipeline.utils.checkout import copy_checkout
+from pipeline.utils.machine import git_commit, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "reports" / "bench" / "recordings.json"
@@ -55,7 +56,7 @@ class StepFailed(RuntimeError):
 
 
 def _timed_repro() -> ModuleType:
-    """`scripts/timed_repro.py`, which already reads DVC's stage log and the machine: reused, not rewritten."""
+    """`scripts/timed_repro.py`, which already reads DVC's stage log: reused, not rewritten."""
     spec = importlib.util.spec_from_file_location("timed_repro", ROOT / "scripts" / "timed_repro.py")
     if spec is None or spec.loader is None:
         raise ImportError("scripts/timed_repro.py")
@@ -214,10 +215,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     report["provenance"] = {
         "date": started.isoformat(timespec="seconds"),
-        "machine": {"cpu": reader._cpu_model(), "cores": os.cpu_count(), "arch": platform.machine()},
+        "machine": machine(),
         "load_average_start": load_start,
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
-        "commit": reader._commit(),
+        "commit": git_commit(ROOT),
         "python": platform.python_version(),
         "mv_scan": os.environ.get("MVFER_MV_SCAN", "auto"),
     }

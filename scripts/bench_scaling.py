@@ -38,6 +38,7 @@ import pandas as pd
 import yaml
 
 from pipeline.layout import ROOT_ENV, Layout
+from pipeline.utils.machine import git_commit, machine
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = (
@@ -46,28 +47,8 @@ STAGES = (
     ("align", "pipeline.align.stage"),
     ("media", "pipeline.media.stage"),
 )
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
 log = logging.getLogger("bench_scaling")
-
-
-def _machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.system(), "python": platform.python_version()}
-
-
-def _commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "pipeline"], cwd=REPO, capture_output=True, text=True)
-        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def _project(root: Path, subjects: int) -> dict:
@@ -174,8 +155,8 @@ def main() -> None:
         )
     report = {
         "date": started.isoformat(timespec="seconds"),
-        "machine": _machine(),
-        "commit": _commit(),
+        "machine": machine(python=platform.python_version()),
+        "commit": git_commit(REPO, "pipeline"),
         "base_subjects": args.subjects,
         "scales": args.scales,
         "definition": (

@@ -15,13 +15,14 @@ import datetime as dt
 import json
 import logging
 import os
-import platform
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from pipeline.utils.machine import git_commit, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("timed_repro")
@@ -46,27 +47,6 @@ def stage_times(events: list[tuple[float, str, str]], end: float) -> list[dict[s
     return rows
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
-        )
-        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -77,7 +57,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cmd = ["dvc", "repro", *argv]
     started = dt.datetime.now(dt.UTC)
-    commit = _commit()  # before the run: DVC rewrites dvc.lock and the reports, which would read as "dirty"
+    commit = git_commit(ROOT)  # before the run: DVC rewrites dvc.lock and the reports, which would read as "dirty"
     t0 = time.monotonic()
     events: list[tuple[float, str, str]] = []
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
@@ -97,7 +77,7 @@ def main(argv: list[str]) -> int:
         "started_utc": started.isoformat(timespec="seconds"),
         "total_s": round(end, 1),
         "stages": rows,
-        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "arch": platform.machine()},
+        "machine": machine(),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "commit": commit,
     }

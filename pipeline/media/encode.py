@@ -140,8 +140,9 @@ def encode_proxy(frames: Iterable[np.ndarray], dest: Path, fps: float, cfg: Medi
     return n, size[0], size[1]
 
 
-def _open_stream(container, rate: Fraction, size: tuple[int, int], cfg: MediaConfig):
-    options = {
+def x264_options(cfg: MediaConfig) -> dict[str, str]:
+    """libx264's options for a proxy: one thread and bit-exact (same bytes anywhere), no B-frames, short GOPs."""
+    return {
         "crf": str(cfg.crf),
         "preset": cfg.preset,
         "threads": "1",
@@ -149,7 +150,10 @@ def _open_stream(container, rate: Fraction, size: tuple[int, int], cfg: MediaCon
         "g": str(cfg.keyframe_every),
         "flags": "+bitexact",
     }
-    stream = container.add_stream(CODEC, rate=rate, options=options)
+
+
+def _open_stream(container, rate: Fraction, size: tuple[int, int], cfg: MediaConfig):
+    stream = container.add_stream(CODEC, rate=rate, options=x264_options(cfg))
     stream.width, stream.height = size
     stream.pix_fmt = PIX_FMT
     stream.time_base = 1 / rate

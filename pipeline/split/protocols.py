@@ -73,6 +73,30 @@ def _ids(
     return sorted(takes.loc[sel, "take_id"])
 
 
+def _seen_unseen_fold(
+    takes: pd.DataFrame,
+    fold: int,
+    train: list[str],
+    val: list[str],
+    test: list[str],
+    seen: set[str],
+    unseen: set[str],
+    **extra: object,
+) -> dict:
+    """One fold of a seen/unseen protocol: train and val on the seen modes, the test subjects on both."""
+    return {
+        "fold": fold,
+        **extra,
+        "subjects": {TRAIN: train, VAL: val, TEST: test},
+        "seen_modes": sorted(seen),
+        "unseen_modes": sorted(unseen),
+        TRAIN: _ids(takes, train, seen),
+        VAL: _ids(takes, val, seen),
+        TEST_SEEN: _ids(takes, test, seen),
+        TEST_UNSEEN: _ids(takes, test, unseen),
+    }
+
+
 def _rotate(groups: list[list[str]], val_subjects: int, seed: int):
     """(fold, train, val, test subjects) with each group the test set once."""
     for i, test in enumerate(groups):
@@ -112,18 +136,7 @@ def unseen_mode(takes: pd.DataFrame, seen_modes: list[str], k: int, val_subjects
         raise SplitError("split.seen_modes lists every mode: nothing is left to test as unseen")
     folds = []
     for i, train, val, test in _rotate(subject_groups(takes, k, seed, "split.unseen_mode_folds"), val_subjects, seed):
-        folds.append(
-            {
-                "fold": i,
-                "subjects": {TRAIN: train, VAL: val, TEST: test},
-                "seen_modes": sorted(seen),
-                "unseen_modes": sorted(unseen),
-                TRAIN: _ids(takes, train, seen),
-                VAL: _ids(takes, val, seen),
-                TEST_SEEN: _ids(takes, test, seen),
-                TEST_UNSEEN: _ids(takes, test, unseen),
-            }
-        )
+        folds.append(_seen_unseen_fold(takes, i, train, val, test, seen, unseen))
     return {"protocol": "unseen_mode", "folds": folds}
 
 
@@ -227,20 +240,7 @@ def leave_one_factor_out(
         train = [s for s in rest if s not in val]
         unseen = set(modes_of[held_out])
         seen = set(takes["mode"]) - unseen
-        folds.append(
-            {
-                "fold": i,
-                "factor": factor,
-                "held_out": held_out,
-                "subjects": {TRAIN: train, VAL: val, TEST: test},
-                "seen_modes": sorted(seen),
-                "unseen_modes": sorted(unseen),
-                TRAIN: _ids(takes, train, seen),
-                VAL: _ids(takes, val, seen),
-                TEST_SEEN: _ids(takes, test, seen),
-                TEST_UNSEEN: _ids(takes, test, unseen),
-            }
-        )
+        folds.append(_seen_unseen_fold(takes, i, train, val, test, seen, unseen, factor=factor, held_out=held_out))
     return {"protocol": name, "folds": folds}
 
 

@@ -357,7 +357,12 @@ def test_blind_annotators_mark_every_frame(lab, tiny_manifest: pd.DataFrame, par
             )
         )
         _open_task(d, info.url, proj_b, tasks_b[0].id)
-        assert d.execute_script("return Htx.annotationStore.annotations.length") <= 1  # only B's own, empty
+        assert d.execute_script("return Htx.annotationStore.annotations.length") <= 1  # only B's own draft
+        # B's own task shows none of A's answers (A marked onset/apex and ticked happiness on every take): no
+        # mark in the player, no choice ticked
+        assert _marks(d) == {} and not any(
+            el.is_selected() for el in d.find_elements(By.CSS_SELECTOR, ".lsf-choices input")
+        )
         d.get(f"{info.url}/projects/{proj_b}/settings")
         assert "mvfer: annotators cannot" in d.page_source or "Not found" in d.page_source
     finally:
