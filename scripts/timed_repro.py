@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -55,12 +56,20 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cmd = ["dvc", "repro", *argv]
+    # this interpreter's environment first on PATH, as `make run` does: DVC and the stages' `python -m` are its own
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    dvc = shutil.which("dvc", path=env["PATH"])
+    if dvc is None:
+        log.error("timed_repro: no `dvc` beside %s or on PATH: run `make install` first", sys.executable)
+        return 127
+    cmd = [dvc, "repro", *argv]
     started = dt.datetime.now(dt.UTC)
     commit = git_commit(ROOT)  # before the run: DVC rewrites dvc.lock and the reports, which would read as "dirty"
     t0 = time.monotonic()
     events: list[tuple[float, str, str]] = []
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
     for line in proc.stdout or ():
         sys.stdout.write(line)
         sys.stdout.flush()
@@ -72,7 +81,7 @@ def main(argv: list[str]) -> int:
     end = time.monotonic() - t0
     rows = stage_times(events, end)
     report = {
-        "command": " ".join(cmd),
+        "command": " ".join(["dvc", *cmd[1:]]),
         "exit_status": rc,
         "started_utc": started.isoformat(timespec="seconds"),
         "total_s": round(end, 1),

@@ -10,6 +10,7 @@ file it cannot use (and why) listed, so the lab checks it rather than discovers 
 from __future__ import annotations
 
 import math
+import os
 import re
 import statistics
 from collections import Counter
@@ -189,10 +190,16 @@ def propose(src: Path, expressions: list[str], illuminations: list[str]) -> Prop
         else:
             warts.append(Wart(r, "not_in_template", f"{r}: named unlike the other {len(videos) - 1} videos"))
     columns = list(zip(*(parts for _, _, parts in kept)))
+    keys = [_key_prefix(list(c)) for c in columns]  # `sub-P01`, `exp=happy`: the key is literal, the value a field
+    kept = [(r, f, [v[len(k) :] for v, k in zip(parts, keys, strict=True)]) for r, f, parts in kept]
+    columns = list(zip(*(parts for _, _, parts in kept)))
     names = _name_positions([list(c) for c in columns], expressions)
-    parts: list[str] = [str(c[0]) for c in columns]
-    template = "/".join(_wrap(p, names[i]) for i, p in enumerate(parts[:n_dirs]))
-    stem = sep.join(_wrap(p, names[n_dirs + j]) for j, p in enumerate(parts[n_dirs:]))
+    parts: list[str] = [k + str(c[0]) for k, c in zip(keys, columns, strict=True)]
+    wrapped = [
+        keys[i] + _wrap(p[len(keys[i]) :], names[i]) if names[i] else _wrap(p, None) for i, p in enumerate(parts)
+    ]
+    template = "/".join(wrapped[:n_dirs])
+    stem = sep.join(wrapped[n_dirs:])
     template = (template + "/" if template else "") + stem + suffix
     fields: dict[str, list[str]] = {}
     for i, name in enumerate(names):
@@ -234,6 +241,15 @@ def propose(src: Path, expressions: list[str], illuminations: list[str]) -> Prop
                 "in import.pattern.maps.illumination"
             )
     return prop
+
+
+def _key_prefix(values: list[str]) -> str:
+    """The literal key every value of a name position starts with, up to its `-` or `=` (`sub-` of `sub-P01`,
+    `sub-P02`), so the value after it can be a field; "" when the values share no such key."""
+    common = os.path.commonprefix(values)
+    cut = max(common.rfind("-"), common.rfind("="))
+    key = common[: cut + 1] if cut > 0 else ""
+    return key if key and all(len(v) > len(key) for v in values) else ""
 
 
 def _wrap(literal: str, name: str | None) -> str:

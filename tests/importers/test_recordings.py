@@ -133,6 +133,21 @@ def test_init_proposes_template_labels_modes_and_bounds(lab: Path) -> None:
     assert p.bounds["duration_s"][1] >= 10 and all(c.frames == 10 for c in p.clips)
 
 
+def test_init_reads_key_value_names_and_the_importer_takes_its_template(tmp_path: Path, params: Params) -> None:
+    """`sub-P01_exp-happy_view-left.mp4` (BIDS-like keys): the keys stay literal, the values become fields."""
+    src = tmp_path / "flat"
+    for subject in ("P01", "P02"):
+        for word in ("happy", "surprise"):
+            for view in ("left", "right"):
+                _clip(src / f"sub-{subject}_exp-{word}_view-{view}.mp4")
+    p = propose(src, ["anger", "happiness", "surprise"], ["frontal", "unknown"])
+    assert p.template == "sub-{subject}_exp-{expression}_view-{pose}.mp4"
+    assert (p.subjects, p.modes, p.label_map) == (["P01", "P02"], ["left", "right"], {"happy": "happiness"})
+    cfg = _cfg(params, p.template)
+    report = run_import("recordings", src, tmp_path / "out", cfg, params.rig.expressions)  # type: ignore[arg-type]
+    assert report["takes"] == 8 and report["excluded"] == 0
+
+
 def test_init_refuses_a_folder_without_videos_in_one_line(
     layout: Layout, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
