@@ -292,6 +292,15 @@ class Layout:
         return self.plots / "mode_accuracy.png"
 
     @property
+    def probes(self) -> Path:
+        """Linear probe accuracy per representation and mode factor (stage evaluate; a DVC plot)."""
+        return self.plots / "probes.csv"
+
+    @property
+    def probes_plot(self) -> Path:
+        return self.plots / "probes.png"
+
+    @property
     def release_report(self) -> Path:
         return self.report("release")
 

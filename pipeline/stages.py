@@ -207,10 +207,18 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "evaluate",
         "pipeline.learn.evaluate",
-        "The pre-registered primary test, Holm-corrected secondary comparisons, accuracy per mode and skin tone",
+        "The pre-registered primary test, Holm-corrected secondary tests, accuracy per mode and skin tone, probes",
         cli=("evaluate",),
-        help="primary test, secondary comparisons, accuracy per mode and skin tone, plots (params: train, experiment)",
-        params=("features.protocol", "features.backends", "features.seeds", "train", "experiment", "qa.truth"),
+        help="primary test, secondary tests, accuracy per mode and skin tone, probes, plots (params train, experiment)",
+        params=(
+            "features.protocol",
+            "features.backends",
+            "features.seeds",
+            "train",
+            "experiment",
+            "qa.truth",
+            "split.mode_parts",
+        ),
         deps=(
             "reports/plots/learning_curves.csv",
             "models",
@@ -234,6 +242,13 @@ STAGES: tuple[Stage, ...] = (
             ),
             Out("reports/plots/effects.png", "plot"),
             Out("reports/plots/mode_accuracy.png", "plot"),
+            Out(
+                "reports/plots/probes.csv",
+                "plot",
+                cache=False,
+                plot={"template": "bar_horizontal", "x": "accuracy_mean", "y": "probe"},
+            ),
+            Out("reports/plots/probes.png", "plot"),
         ),
     ),
     Stage(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from pipeline import vocab
 from pipeline.layout import Layout
+from pipeline.learn import probes
 from pipeline.learn.common import LearnInputError, feature_seed, load_features, load_split, read, reading
 from pipeline.learn.stats import holm, joint_bootstrap, mean_sd
 from pipeline.learn.train import checkpoint_path, predict, take_tensors
@@ -64,47 +66,84 @@ def load_model(path: Path, p: TrainParams) -> torch.nn.Module:
     return model.eval()
 
 
-def predictions(
+def fitted(
     p: TrainParams, fp: FeaturesParams, split: dict[str, Any], features_root: Path, models_root: Path
-) -> pd.DataFrame:
-    """One row per (backend, variant, seed, test set, take): true and predicted class, probability, mode, subject."""
-    rows = []
-    dev = torch.device("cpu")
+) -> Iterator[dict[str, Any]]:
+    """Every trained model of the protocol with the features it reads (backend, fold, seed, variant, model, data)."""
     for backend in fp.backends:
         for fold in split["folds"]:
             for seed in p.seeds:
                 fs = feature_seed(seed, p.seeds, fp.seeds)
                 data = load_features(fp.protocol, backend, fs, fold["fold"], features_root)
-                index = {t: i for i, t in enumerate(data["take_ids"])}
                 for variant in p.variants:
-                    model = load_model(
-                        checkpoint_path(fp.protocol, backend, variant, fold["fold"], seed, models_root), p
-                    )
-                    for test in TESTS:
-                        ids = fold.get(test, [])
-                        if not ids:
-                            continue
-                        x, lengths, y = take_tensors(data, ids, dev)
-                        pred, conf = predict(model, x, lengths)
-                        rows += [
-                            {
-                                "backend": backend,
-                                "variant": variant,
-                                "seed": seed,
-                                "run": p.seeds.index(seed),
-                                "feature_seed": fs,
-                                "fold": fold["fold"],
-                                "test": test,
-                                "take_id": t,
-                                "subject_id": str(data["subjects"][index[t]]),
-                                "mode": str(data["modes"][index[t]]),
-                                "y": int(yy),
-                                "pred": int(pp),
-                                "confidence": float(cc),
-                            }
-                            for t, yy, pp, cc in zip(ids, y.numpy(), pred, conf)
-                        ]
+                    path = checkpoint_path(fp.protocol, backend, variant, fold["fold"], seed, models_root)
+                    yield {
+                        "backend": backend,
+                        "fold": fold,
+                        "seed": seed,
+                        "run": p.seeds.index(seed),
+                        "feature_seed": fs,
+                        "variant": variant,
+                        "model": load_model(path, p),
+                        "data": data,
+                    }
+
+
+def predictions(models: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (backend, variant, seed, test set, take): true and predicted class, probability, mode, subject."""
+    rows = []
+    dev = torch.device("cpu")
+    for it in models:
+        fold, data = it["fold"], it["data"]
+        index = {t: i for i, t in enumerate(data["take_ids"])}
+        for test in TESTS:
+            ids = fold.get(test, [])
+            if not ids:
+                continue
+            x, lengths, y = take_tensors(data, ids, dev)
+            pred, conf = predict(it["model"], x, lengths)
+            rows += [
+                {
+                    "backend": it["backend"],
+                    "variant": it["variant"],
+                    "seed": it["seed"],
+                    "run": it["run"],
+                    "feature_seed": it["feature_seed"],
+                    "fold": fold["fold"],
+                    "test": test,
+                    "take_id": t,
+                    "subject_id": str(data["subjects"][index[t]]),
+                    "mode": str(data["modes"][index[t]]),
+                    "y": int(yy),
+                    "pred": int(pp),
+                    "confidence": float(cc),
+                }
+                for t, yy, pp, cc in zip(ids, y.numpy(), pred, conf)
+            ]
     return pd.DataFrame(rows)
+
+
+def probe_items(models: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Each model with the test takes of its fold (every test set together) as `pipeline.learn.probes` reads them."""
+    for it in models:
+        fold, data = it["fold"], it["data"]
+        ids = [t for test in TESTS for t in fold.get(test, [])]
+        if not ids:
+            continue
+        index = {t: i for i, t in enumerate(data["take_ids"])}
+        rows = [index[t] for t in ids]
+        x, lengths, _ = take_tensors(data, ids, torch.device("cpu"))
+        yield {
+            "backend": it["backend"],
+            "variant": it["variant"],
+            "run": it["run"],
+            "fold": fold["fold"],
+            "model": it["model"],
+            "x": x,
+            "lengths": lengths,
+            "modes": [str(m) for m in data["modes"][rows]],
+            "subjects": np.array([str(s) for s in data["subjects"][rows]]),
+        }
 
 
 def summarise(pred: pd.DataFrame, classes: list[str]) -> dict:
@@ -589,6 +628,7 @@ def evaluate(
     labels: pd.DataFrame | None,
     manifest: pd.DataFrame | None,
     truth: pd.DataFrame | None = None,
+    probe_rows: pd.DataFrame | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The report, the guesses for `annotate push --guesses`, the named confusion rows and the effects table."""
     classes = split["classes"]
@@ -610,6 +650,7 @@ def evaluate(
         "backends": metrics,
         "per_skin_tone_accuracy": skin_tone_accuracy(pred, _tones(truth, manifest)),
         "against_truth": truth_scores(pred, truth, classes),
+        "probes": probe_report(probe_rows, e),
         # per-seed paired t-tests, uncorrected and pseudo-replicated where seeds share an extractor: superseded by
         # `primary` and `secondary`, kept so earlier reports can be compared
         "verdicts": {b: verdicts(pred[pred["backend"] == b]) for b in backends},
@@ -618,6 +659,23 @@ def evaluate(
     named = pred.assign(actual=[classes[i] for i in pred["y"]], predicted=[classes[i] for i in pred["pred"]])
     confusion = named[["backend", "variant", "seed", "test", "mode", "take_id", "actual", "predicted"]]
     return report, guesses(pred, metrics, classes), confusion, effects_table(primary, secondary)
+
+
+def probe_report(rows: pd.DataFrame | None, e: ExperimentParams) -> dict[str, Any] | None:
+    """The linear probes (pipeline/learn/probes.py) summarised, with sentences on the primary pair."""
+    if rows is None:
+        return None
+    summary = probes.summarise_probes(rows)
+    pr = e.primary
+    return {
+        "method": (
+            "linear discriminant analysis (standardised inputs, Ledoit-Wolf shrinkage: nothing tuned) reading each "
+            f"mode factor from a representation, scored by {probes.PROBE_FOLDS}-fold cross-validation grouped by "
+            "test subject, over every test take of each fold; mean and SD over independent runs"
+        ),
+        "findings": probes.findings(summary, pr.backend, pr.baseline, pr.candidate),
+        "results": summary,
+    }
 
 
 def _truth_table(layout: Layout, params: Params) -> pd.DataFrame | None:
@@ -641,6 +699,8 @@ def stale_outputs(layout: Layout) -> list[Path]:
         layout.effects,
         layout.effects_plot,
         layout.mode_accuracy_plot,
+        layout.probes,
+        layout.probes_plot,
     ]
 
 
@@ -656,11 +716,13 @@ def run(layout: Layout, params: Params) -> None:
     VARIANTS.check(p.variants, PARAMS_KEY)
     split = load_split(fp.protocol, layout.splits)
     classes = split["classes"]
-    pred = predictions(p, fp, split, layout.features, layout.models)
+    models = list(fitted(p, fp, split, layout.features, layout.models))
+    pred = predictions(models)
     if pred.empty:
         raise LearnInputError(
             f"{layout.splits / (fp.protocol + '.json')}: no fold has a test, test_seen or test_unseen take to evaluate"
         )
+    probe_rows = probes.run_probes(probe_items(models), params.split.mode_parts)
     report, guessed, confusion, effects = evaluate(
         p,
         fp,
@@ -670,6 +732,7 @@ def run(layout: Layout, params: Params) -> None:
         _optional_table(layout.labels),
         _optional_table(layout.manifest),
         _truth_table(layout, params),
+        probe_rows,
     )
     io.write_csv(layout.predictions, guessed)
     io.write_csv(layout.confusion, confusion)
@@ -678,6 +741,9 @@ def run(layout: Layout, params: Params) -> None:
     _plot_confusions(pred, classes, layout.confusion_plot, backend if backend in report["backends"] else fp.backends[0])
     _plot_effects(effects, layout.effects_plot)
     _plot_mode_grid(pred, layout.mode_accuracy_plot, backend if backend in report["backends"] else fp.backends[0])
+    table = probes.probes_table(report["probes"]["results"])
+    io.write_csv(layout.probes, table)
+    probes.plot_probes(table, layout.probes_plot, backend if backend in report["backends"] else fp.backends[0])
     if layout.learning_curves.exists():
         _plot_curves(read(layout.learning_curves, "learning curves", pd.read_csv), layout.learning_curves_plot)
     # the metric report last: when it exists, every other output of the stage does
@@ -692,6 +758,7 @@ def run(layout: Layout, params: Params) -> None:
             "train",
             "experiment",
             "qa.truth",
+            "split.mode_parts",
         ),
     )
     for b, ms in report["backends"].items():
@@ -706,6 +773,8 @@ def run(layout: Layout, params: Params) -> None:
     log.info("%s", pr.get("sentence") or f"primary test not run: {pr.get('reason')}")
     for name, c in report["secondary"]["comparisons"].items():
         log.info("%s: %s", name, c["sentence"])
+    for sentence in report["probes"]["findings"]:
+        log.info("probes: %s", sentence)
 
 
 if __name__ == "__main__":

@@ -78,8 +78,16 @@ def test_parallel_fits_equal_serial_fits_and_evaluate_reports(feats: Layout, par
     assert sorted(pred["take_id"]) == sorted(split["test_seen"] + split["test_unseen"])
     assert pred["label"].isin(CLASSES).all() and pred["confidence"].between(0, 1).all()
     assert rep["qa_label_losses"] is None
-    for out in (lay.confusion, lay.confusion_plot, lay.learning_curves_plot):
+    for out in (lay.confusion, lay.confusion_plot, lay.learning_curves_plot, lay.probes_plot):
         assert out.is_file()
+    # the probes: every variant's h_T, the mode cell's m_T and the features alone, for each factor, each backend
+    probes = pd.read_csv(lay.probes)
+    assert set(probes["backend"]) == {"cnn", "cnn_delta", "cnn_pair"}
+    reps = set(zip(probes["variant"], probes["representation"]))
+    assert reps == {("input", "input"), ("lstm", "h_T"), ("mv_lstm", "h_T"), ("mv_lstm", "m_T")}
+    assert set(probes["factor"]) <= {"pose", "illumination"} and not probes.empty
+    assert probes["accuracy_mean"].between(0, 1).all() and (probes["runs"] == 3).all()
+    assert rep["probes"]["results"]["cnn"]["mv_lstm"]["m_T"] and "grouped by test subject" in rep["probes"]["method"]
 
 
 SMALL = {"variants": ["lstm"], "seeds": [0], "epochs": 1}
