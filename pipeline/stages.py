@@ -269,6 +269,7 @@ STAGES: tuple[Stage, ...] = (
             "reports/align.json",
             "reports/align_accuracy.json",
             "reports/qa.json",
+            "reports/metrics.json",
         ),
         outs=(Out("release", persist=True), Out("reports/release.json", "metric", cache=False)),
         options=(
@@ -281,7 +282,7 @@ STAGES: tuple[Stage, ...] = (
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
 
 # Reports a stage reads from another stage (each also a declared dep of the reader).
-RELEASE_REPORTS: tuple[str, ...] = ("ingest", "align", "align_accuracy", "qa")
+RELEASE_REPORTS: tuple[str, ...] = ("ingest", "align", "align_accuracy", "qa", "metrics")
 
 
 def stage(name: str) -> Stage:

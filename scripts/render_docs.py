@@ -590,6 +590,110 @@ def block_scaling_summary(r: Reports) -> str:
     )
 
 
+def block_probes(r: Reports) -> str:
+    """The default run's linear probes: what h_T, m_T and the features hold of each mode factor."""
+    metrics = r.load("metrics")
+    pr = metrics.get("probes")
+    if not pr:
+        raise RenderError("reports/metrics.json has no probes (rerun evaluate)")
+    rows = [
+        [
+            f"{backend} {variant if variant == rep else variant + ' ' + rep}",
+            factor,
+            f"{s['accuracy_mean']:.3f}" + (f" +- {s['accuracy_sd']:.3f}" if s.get("accuracy_sd") is not None else ""),
+            f"{s['chance']:.3f}",
+        ]
+        for backend, vs in pr["results"].items()
+        for variant, reps in vs.items()
+        for rep, fs in reps.items()
+        for factor, s in fs.items()
+    ]
+    lines = [f"Method: {pr['method']}.", ""] + [f"- {f}" for f in pr["findings"]] + [""]
+    lines += table(["representation", "factor", "probe accuracy", "chance"], rows)
+    return "\n".join([*lines, "", source(metrics, "metrics")])
+
+
+def _pm_cell(x: dict[str, Any] | None) -> str:
+    if not x:
+        return "n/a"
+    return f"{x['mean']:.3f}" + (f" +- {x['sd']:.3f}" if x.get("sd") is not None else "")
+
+
+def block_study(r: Reports) -> str:
+    """The study (reports/study.json, scripts/study_report.py): every experiment, every variant, one Holm family."""
+    st = r.load("study")
+    gen = st["generated"]
+    cpu = gen["machine"]
+    detail = f"{gen['date']}, {cpu.get('cpu', '?')}, {cpu.get('cores', '?')} cores; code {gen['commit']}"
+    lines = []
+    if st.get("scale"):
+        sets = ", ".join(f"`{k}` {json.dumps(v)}" for k, v in (st.get("scale_settings") or {}).items())
+        lines += [f"Scale `{st['scale']}`, the same for every experiment and variant: {sets}.", ""]
+    for name, e in st["experiments"].items():
+        if "missing" in e:
+            lines += [f"**{name}**: not in this report ({e['missing']}).", ""]
+            continue
+        own = {
+            k: v
+            for k, v in e["settings"].items()
+            if k in ("features.protocol", "features.crossfit_folds", "features.encoding")
+        }
+        lines += [
+            f"**{name}**: protocol `{e['protocol']}`, "
+            + ", ".join(f"`{k}` {v}" for k, v in own.items() if k != "features.protocol")
+            + f"; {e['independent_runs']} independent runs; labels: {e['labels']}; "
+            f"experiment commit `{str(e['commit'])[:12]}`.",
+            "",
+        ]
+        tests = [t for t in ("test", "test_seen", "test_unseen") if any(row.get(t) for row in e["variants"])]
+        header = ["model"] + [f"{t} acc (QA labels)" for t in tests] + [f"{t} acc (truth)" for t in tests]
+        header += ["drop"] if "test_unseen" in tests else []
+        header += ["skin tones (lowest-highest, first test set)"]
+        rows = []
+        for row in e["variants"]:
+            cells = [f"{row['backend']} {row['variant']}"] + [_pm_cell(row.get(t)) for t in tests]
+            cells += [("n/a" if row.get(f"{t}_vs_truth") is None else f"{row[f'{t}_vs_truth']:.3f}") for t in tests]
+            cells += [_pm_cell(row.get("drop"))] if "test_unseen" in tests else []
+            tone = row.get(f"{tests[0]}_skin_tone_range") if tests else None
+            cells.append("n/a" if not tone else f"{tone[0]:.2f}-{tone[1]:.2f}")
+            rows.append(cells)
+        lines += table(header, rows) + [""]
+        lines += [f"- probes: {f}" for f in e.get("probe_findings", [])] + ([""] if e.get("probe_findings") else [])
+    comps = sorted(st["comparisons"], key=lambda c: (c["p_holm_study"] is None, c["p_holm_study"] or 0.0))
+    lines += [
+        f"**Comparisons** ({st['n_comparisons']} tested; {st['family']}; alpha {st['alpha']}; "
+        "effects in accuracy, joint bootstrap over test subjects and runs):",
+        "",
+    ]
+
+    def num(x: float | None, fmt: str = "{:.3g}") -> str:
+        return "n/a" if x is None else fmt.format(x)
+
+    lines += table(
+        ["experiment", "comparison", "endpoint", "effect", "95 % CI", "p", "p (Holm, experiment)", "p (Holm, study)"],
+        [
+            [
+                c["experiment"],
+                f"{c['backend']}: {c['candidate']} vs {c['baseline']}",
+                c["endpoint"],
+                num(c["estimate"], "{:+.3f}"),
+                "n/a" if not c["ci95"] else f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]",
+                num(c["p_value"]),
+                num(c["p_holm_experiment"]),
+                num(c["p_holm_study"]) + (" *" if c["significant_study"] else ""),
+            ]
+            for c in comps
+        ],
+    )
+    significant = sum(1 for c in comps if c["significant_study"])
+    lines += [
+        "",
+        f"{significant} of {st['n_comparisons']} comparisons are significant after the study-wide correction "
+        "(marked *).",
+    ]
+    return "\n".join([*lines, "", source(st, "study", detail=detail)])
+
+
 BLOCKS: dict[str, Callable[[Reports], str]] = {
     "stages": block_stages,
     "stage_io": block_stage_io,
@@ -611,6 +715,8 @@ BLOCKS: dict[str, Callable[[Reports], str]] = {
     "scaling": block_scaling,
     "scaling_summary": block_scaling_summary,
     "recordings_walkthrough": block_recordings_walkthrough,
+    "probes": block_probes,
+    "study": block_study,
 }
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from pipeline.learn.study import settings
 from pipeline.params import load_params
 from pipeline.utils.log import setup_logging
 
@@ -35,11 +36,6 @@ def hydra(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-def settings(study: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Experiment name -> every setting it runs with (common, then its own)."""
-    return {name: {**study.get("common", {}), **own} for name, own in study["experiments"].items()}
-
-
 def apply(params: dict[str, Any], sets: dict[str, Any]) -> dict[str, Any]:
     """`params` (the parsed params.yaml) with dotted keys set, for validation."""
     out = yaml.safe_load(yaml.safe_dump(params))
@@ -54,12 +50,14 @@ def apply(params: dict[str, Any], sets: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def commands(study_file: Path, params_file: Path) -> list[list[str]]:
+def commands(
+    study_file: Path, params_file: Path, scale: str | None = None, only: list[str] | None = None
+) -> list[list[str]]:
     """One `dvc exp run --queue` per experiment, each checked against the typed parameters first."""
     study = yaml.safe_load(study_file.read_text())
     base = yaml.safe_load(params_file.read_text())
     out = []
-    for name, sets in settings(study).items():
+    for name, sets in settings(study, scale, only).items():
         with tempfile.TemporaryDirectory() as tmp:
             checked = Path(tmp) / "params.yaml"
             checked.write_text(yaml.safe_dump(apply(base, sets)))
@@ -76,10 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--study", type=Path, default=ROOT / "params.study.yaml")
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     ap.add_argument("--jobs", type=int, default=1, help="experiments run at once (dvc queue start -j)")
+    ap.add_argument("--scale", help="a compute scale of params.study.yaml `scales` (experiments named SCALE-NAME)")
+    ap.add_argument("--only", help="comma-separated experiment names (default: every one)")
     ap.add_argument("--dry-run", action="store_true", help="print the commands, queue nothing")
     args = ap.parse_args(argv)
     setup_logging()
-    cmds = commands(args.study, args.params)
+    cmds = commands(args.study, args.params, args.scale, args.only.split(",") if args.only else None)
     cmds.append(["dvc", "queue", "start", "-j", str(args.jobs)])
     for cmd in cmds:
         log.info("%s", shlex.join(cmd))

@@ -22,6 +22,56 @@ def _source_line(source: str) -> str:
     return f"- Source of the recordings: {source} (the ingest manifest does not attribute every take to one source)."
 
 
+def _fmt(x: object) -> str:
+    return f"{x:.3f}" if isinstance(x, float) else "n/a"
+
+
+def _pair(metrics: dict) -> tuple[str, list[str]] | None:
+    """The backend and the models the datasheet reports: the pre-registered pair where it was tested."""
+    backends = metrics.get("backends") or {}
+    if not backends:
+        return None
+    pr = metrics.get("primary") or {}
+    backend = str(pr["backend"]) if pr.get("backend") in backends else str(next(iter(backends)))
+    pair = [str(v) for v in (pr.get("baseline"), pr.get("candidate")) if v in backends[backend]]
+    return backend, pair or [str(v) for v in backends[backend]]
+
+
+def model_by_group(metrics: dict) -> list[str]:
+    """Test accuracy of the evaluated models per skin tone and per mode: where the data serves some people or
+    conditions worse, the datasheet says so (figures from reports/metrics.json, never typed)."""
+    chosen = _pair(metrics)
+    L = ["## Model accuracy by group", ""]
+    if chosen is None:
+        return L + ["- No model has been evaluated on this data yet.", ""]
+    backend, variants = chosen
+    tests = [t for t in metrics.get("test_sets", []) if t in vocab.TEST_SPLITS]
+    runs = metrics.get("independent_runs", "n/a")
+    L += [
+        f"- Protocol `{metrics.get('protocol')}`, features `{backend}`, models {', '.join(variants)}: accuracy against "
+        f"the QA labels on held-out test subjects, pooled over {runs} independent training runs.",
+        "",
+    ]
+    tones = (metrics.get("per_skin_tone_accuracy") or {}).get(backend) or {}
+    cols = [(v, t) for v in variants for t in tests if tones.get(v, {}).get(t)]
+    if cols:
+        names = sorted({k for v, t in cols for k in tones[v][t]})
+        L += ["Accuracy per skin tone (the simulator's skin-tone parameter, 0 lightest):", ""]
+        L += ["| skin tone | " + " | ".join(f"{v} {t}" for v, t in cols) + " |", "|---|" + "---|" * len(cols)]
+        L += [f"| {k} | " + " | ".join(_fmt(tones[v][t].get(k)) for v, t in cols) + " |" for k in names]
+        L.append("")
+    else:
+        L += ["- Skin tone is not recorded for these takes: no accuracy per skin tone.", ""]
+    per_mode = {v: (metrics["backends"][backend].get(v) or {}).get("per_mode_accuracy") or {} for v in variants}
+    modes = sorted({m for d in per_mode.values() for m in d})
+    if modes:
+        L += ["Accuracy per mode (every test take of the mode):", ""]
+        L += ["| mode | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+        L += [f"| {m} | " + " | ".join(_fmt(per_mode[v].get(m)) for v in variants) + " |" for m in modes]
+        L.append("")
+    return L
+
+
 def datasheet(name: str, r, reports: dict[str, dict], fig: dict, source: str) -> str:
     ingest, align, acc, qa = (reports.get(k, {}) for k in ("ingest", "align", "align_accuracy", "qa"))
     simulated = source == vocab.SOURCE_SIMULATOR
@@ -120,13 +170,15 @@ def datasheet(name: str, r, reports: dict[str, dict], fig: dict, source: str) ->
     L += [
         "## Uses",
         "",
-        "- Intended: research on expression recognition robust to pose and illumination; protocols `subject_kfold`, "
-        "`unseen_mode` and `leave_one_mode_out` in `splits/`.",
+        "- Intended: research on expression recognition robust to pose and illumination; protocols "
+        + (", ".join(f"`{p}`" for p in sorted({k.split("/")[0] for k in fig.get("by_split", {})})) or "none")
+        + " in `splits/`.",
         "- Not intended: identifying people, emotion inference about real individuals, surveillance, any decision "
         "about a "
         "person.",
         "",
     ]
+    L += model_by_group(reports.get("metrics", {}))
     L += [
         "## Distribution",
         "",

@@ -73,3 +73,30 @@ def test_the_simulators_words_are_unchanged() -> None:
     assert meta["file_descriptions"]["labels"] == "aggregated expression label per take with confidence and agreement"
     assert str(rai["dataCollection"]).startswith("Subjects were recorded by a multi-camera rig")
     assert rai["dataLimitations"] == "Synthetic (simulated) faces; few subjects; posed, not spontaneous, expressions."
+
+
+def test_the_datasheet_gives_the_evaluated_pairs_accuracy_per_skin_tone_and_mode() -> None:
+    from pipeline.release.datasheet import model_by_group
+
+    metrics = {
+        "protocol": "leave_one_pose_out",
+        "test_sets": ["test_seen", "test_unseen"],
+        "independent_runs": 4,
+        "primary": {"backend": "cnn_pair", "baseline": "lstm", "candidate": "mv_lstm"},
+        "backends": {
+            "cnn_pair": {
+                v: {"per_mode_accuracy": {"yaw+0_pitch+0/dim": acc, "yaw+30_pitch+0/left": acc - 0.3}}
+                for v, acc in (("lstm", 0.7), ("mv_lstm", 0.72), ("mean_pool", 0.6))
+            }
+        },
+        "per_skin_tone_accuracy": {
+            "cnn_pair": {"lstm": {"test_seen": {"tone0": 0.81, "tone7": 0.52}, "test_unseen": {"tone0": 0.7}}}
+        },
+    }
+    text = "\n".join(model_by_group(metrics))
+    assert "| skin tone | lstm test_seen | lstm test_unseen |" in text and "| tone7 | 0.520 | n/a |" in text
+    assert "| mode | lstm | mv_lstm |" in text and "| yaw+30_pitch+0/left | 0.400 | 0.420 |" in text
+    assert "mean_pool" not in text  # the pre-registered pair only
+    assert "No model has been evaluated" in "\n".join(model_by_group({}))
+    metrics["per_skin_tone_accuracy"] = None  # a lab's recordings: no skin tone recorded
+    assert "Skin tone is not recorded" in "\n".join(model_by_group(metrics))
