@@ -64,7 +64,7 @@ def commands(
             load_params(checked)  # fails loudly on a bad value
         cmd = ["dvc", "exp", "run", "--queue", "-n", name]
         for key, value in sets.items():
-            cmd += ["-S", f"{key}={hydra(value)}"]
+            cmd += ["-S", f"++{key}={hydra(value)}"]  # `++`: set even where the key is new (a dict like train.search)
         out.append(cmd)
     return out
 
@@ -84,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     for cmd in cmds:
         log.info("%s", shlex.join(cmd))
         if not args.dry_run:
-            subprocess.run(cmd, cwd=ROOT, check=True)
+            rc = subprocess.run(cmd, cwd=ROOT).returncode
+            if rc:
+                log.error("%s failed (exit %d): nothing after it was queued or started", shlex.join(cmd[:6]), rc)
+                return 1
     if not args.dry_run:
         log.info("queued %d experiments; follow with `dvc queue status`, compare with `dvc exp show`", len(cmds) - 1)
     return 0

@@ -25,10 +25,11 @@ def test_every_study_experiment_is_valid_and_queued_with_its_settings() -> None:
     cmds = study.commands(ROOT / "params.study.yaml", ROOT / "tests" / "params.test.yaml")
     names = list(yaml.safe_load((ROOT / "params.study.yaml").read_text())["experiments"])
     assert [c[:6] for c in cmds] == [["dvc", "exp", "run", "--queue", "-n", n] for n in names]
-    lopo = dict(a.split("=", 1) for a in cmds[0][7::2])
+    assert all(a.startswith("++") for a in cmds[0][7::2])  # Hydra's force-set: train.search's keys are new keys
+    lopo = dict(a.removeprefix("++").split("=", 1) for a in cmds[0][7::2])
     assert lopo["features.protocol"] == "leave_one_pose_out" and lopo["features.crossfit_folds"] == "2"
     assert lopo["train.search"] == "{lr:[0.0003,0.001,0.003],patience:[10,25]}"
-    assert not any(k.startswith("experiment.") for c in cmds for k in c[7::2])  # the primary test is never changed
+    assert not any(k.startswith("++experiment.") for c in cmds for k in c[7::2])  # the primary test is never changed
 
 
 def test_a_bad_study_setting_fails_before_anything_is_queued(tmp_path: Path) -> None:
