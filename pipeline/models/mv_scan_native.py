@@ -29,6 +29,7 @@ import torch
 
 from pipeline.errors import PipelineError
 from pipeline.layout import ext_build_dir
+from pipeline.utils import io
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,15 @@ def _build(build_dir: Path) -> ModuleType:
         stale.unlink(missing_ok=True)
         if not (build_dir / f"{name}.so").exists():
             log.info("building the compiled MV-LSTM scan into %s (once per source, about 35 s)", build_dir)
+        # Built from a copy beside the build: ninja rebuilds when a source's *path* changes, and every checkout
+        # (a DVC experiment's temporary copy, a test's clone) would otherwise rebuild the one shared module.
+        # The name already hashes the text, so an existing copy is this text; never rewritten (its mtime stays).
+        copy = build_dir / SOURCE.name
+        if not copy.exists():
+            io.write_bytes(copy, source)
         return load(
             name=name,
-            sources=[str(SOURCE)],
+            sources=[str(copy)],
             build_directory=str(build_dir),
             extra_cflags=CFLAGS,
             extra_ldflags=["-fopenmp"],

@@ -204,3 +204,22 @@ def test_the_scan_that_ran_is_recorded_for_the_reports(scan: str, monkeypatch: p
         assert mv_scan_native.implementation().startswith(
             "python (compiled scan unavailable: no C++ compiler ('no-such-compiler'"
         )
+
+
+def test_every_checkout_builds_from_one_copy_of_the_source(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ninja rebuilds when a source's path changes: two checkouts (a DVC experiment's temporary copy and the
+    workspace) must hand the compiler the same path, or each rebuilds the shared module under the other."""
+    import torch.utils.cpp_extension as cpp
+
+    seen: list[str] = []
+    monkeypatch.setattr(cpp, "load", lambda **kw: seen.append(kw["sources"][0]))
+    text = mv_scan_native.SOURCE.read_bytes()
+    for checkout in ("workspace", "exp-copy"):
+        src = tmp_path / checkout / "mv_scan.cpp"
+        src.parent.mkdir()
+        src.write_bytes(text)
+        monkeypatch.setattr(mv_scan_native, "SOURCE", src)
+        mv_scan_native._build(tmp_path / "ext")
+    assert seen[0] == seen[1] and str(tmp_path / "ext") in seen[0]
+    copy = tmp_path / "ext" / mv_scan_native.module_name(text) / "mv_scan.cpp"
+    assert copy.read_bytes() == text
