@@ -629,7 +629,8 @@ def block_study(r: Reports) -> str:
     if st.get("scale"):
         sets = ", ".join(f"`{k}` {json.dumps(v)}" for k, v in (st.get("scale_settings") or {}).items())
         lines += [f"Scale `{st['scale']}`, the same for every experiment and variant: {sets}.", ""]
-    for name, e in st["experiments"].items():
+    for name in st.get("order") or list(st["experiments"]):
+        e = st["experiments"][name]
         if "missing" in e:
             lines += [f"**{name}**: not in this report ({e['missing']}).", ""]
             continue
@@ -642,7 +643,7 @@ def block_study(r: Reports) -> str:
             f"**{name}**: protocol `{e['protocol']}`, "
             + ", ".join(f"`{k}` {v}" for k, v in own.items() if k != "features.protocol")
             + f"; {e['independent_runs']} independent runs; labels: {e['labels']}; "
-            f"experiment commit `{str(e['commit'])[:12]}`.",
+            f"code at `{str(e.get('baseline'))[:12]}`, experiment commit `{str(e['commit'])[:12]}`.",
             "",
         ]
         tests = [t for t in ("test", "test_seen", "test_unseen") if any(row.get(t) for row in e["variants"])]
@@ -659,7 +660,10 @@ def block_study(r: Reports) -> str:
             rows.append(cells)
         lines += table(header, rows) + [""]
         lines += [f"- probes: {f}" for f in e.get("probe_findings", [])] + ([""] if e.get("probe_findings") else [])
-    comps = sorted(st["comparisons"], key=lambda c: (c["p_holm_study"] is None, c["p_holm_study"] or 0.0))
+    comps = sorted(
+        st["comparisons"],
+        key=lambda c: (c["p_holm_study"] is None, c["p_holm_study"] or 0.0, c["p_value"] or 0.0),
+    )
     lines += [
         f"**Comparisons** ({st['n_comparisons']} tested; {st['family']}; alpha {st['alpha']}; "
         "effects in accuracy, joint bootstrap over test subjects and runs):",
@@ -679,7 +683,7 @@ def block_study(r: Reports) -> str:
                 num(c["estimate"], "{:+.3f}"),
                 "n/a" if not c["ci95"] else f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]",
                 num(c["p_value"]),
-                num(c["p_holm_experiment"]),
+                "its primary" if c.get("primary_in_experiment") else num(c["p_holm_experiment"]),
                 num(c["p_holm_study"]) + (" *" if c["significant_study"] else ""),
             ]
             for c in comps

@@ -77,7 +77,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         ref, commit, _ = refs[name]
         metrics = metrics_at(ROOT, commit)
-        experiments[name] = {"settings": sets, "ref": ref, "commit": commit, "metrics": metrics}
+        parts = ref.split("/")  # refs/exps/<2 hex>/<38 hex>/<name>: the baseline commit the experiment ran on
+        experiments[name] = {
+            "settings": sets,
+            "ref": ref,
+            "commit": commit,
+            "baseline": parts[2] + parts[3],
+            "metrics": metrics,
+        }
         if metrics is None:
             experiments[name]["missing"] = f"{commit[:12]} has no reports/metrics.json"
     report = collect(experiments)

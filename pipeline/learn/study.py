@@ -84,7 +84,7 @@ def comparisons_of(name: str, metrics: dict[str, Any]) -> dict[str, dict[str, An
     pr = metrics.get("primary") or {}
     if pr.get("status") == "run":
         key = f"{pr['backend']}/{pr['candidate']}_vs_{pr['baseline']}/{pr['endpoint']}"
-        out[f"{name}/{key}"] = pr
+        out[f"{name}/{key}"] = {**pr, "primary_in_experiment": True}
     for key, c in (metrics.get("secondary") or {}).get("comparisons", {}).items():
         out.setdefault(f"{name}/{key}", c)
     return out
@@ -118,12 +118,14 @@ def collect(experiments: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 "p_holm_experiment": c.get("p_holm"),
                 "p_holm_study": None if p_study is None else round(p_study, 4),
                 "reason": c.get("reason"),
+                "primary_in_experiment": bool(c.get("primary_in_experiment")),
             }
         )
     alpha = next((e["metrics"].get("secondary", {}).get("alpha") for e in done.values()), 0.05) or 0.05
     for c in comparisons:
         c["significant_study"] = c["p_holm_study"] is not None and c["p_holm_study"] < alpha
     return {
+        "order": list(experiments),  # the study file's order (a JSON writer may sort the keys)
         "family": FAMILY_NOTE,
         "alpha": alpha,
         "n_comparisons": sum(1 for c in comparisons if c["p_value"] is not None),
@@ -132,6 +134,7 @@ def collect(experiments: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 "settings": e.get("settings", {}),
                 "ref": e.get("ref"),
                 "commit": e.get("commit"),
+                "baseline": e.get("baseline"),
                 **(
                     {
                         "protocol": e["metrics"]["protocol"],
