@@ -659,7 +659,30 @@ def block_study(r: Reports) -> str:
             cells.append("n/a" if not tone else f"{tone[0]:.2f}-{tone[1]:.2f}")
             rows.append(cells)
         lines += table(header, rows) + [""]
-        lines += [f"- probes: {f}" for f in e.get("probe_findings", [])] + ([""] if e.get("probe_findings") else [])
+        probes = e.get("probes") or {}
+        factors = sorted({f for vs in probes.values() for reps in vs.values() for fs in reps.values() for f in fs})
+        prow = [
+            [f"{v} {rep}" if v != rep else v]
+            + [
+                _pm_cell({"mean": fs[f]["accuracy_mean"], "sd": fs[f]["accuracy_sd"]}) if f in fs else "n/a"
+                for f in factors
+            ]
+            for vs in probes.values()
+            for v, reps in vs.items()
+            for rep, fs in reps.items()
+        ]
+        if prow:
+            chance = {
+                f: next(fs[f]["chance"] for vs in probes.values() for r in vs.values() for fs in r.values() if f in fs)
+                for f in factors
+            }
+            lines += [
+                "Probes (what each representation holds of each factor; chance "
+                + ", ".join(f"{f} {c:.2f}" for f, c in chance.items())
+                + "):",
+                "",
+            ]
+            lines += table(["representation"] + factors, prow) + [""]
     comps = sorted(
         st["comparisons"],
         key=lambda c: (c["p_holm_study"] is None, c["p_holm_study"] or 0.0, c["p_value"] or 0.0),

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from pipeline.errors import PipelineError
 from pipeline.learn.study import settings
 from pipeline.params import load_params
 from pipeline.utils.log import setup_logging
@@ -37,16 +38,22 @@ def hydra(value: Any) -> str:
 
 
 def apply(params: dict[str, Any], sets: dict[str, Any]) -> dict[str, Any]:
-    """`params` (the parsed params.yaml) with dotted keys set, for validation."""
+    """`params` (the parsed params.yaml) with dotted keys set, for validation, the way `dvc exp run -S ++key=`
+    sets them: a scalar or list replaces, a dict is merged into the dict already there (Hydra's force-add)."""
     out = yaml.safe_load(yaml.safe_dump(params))
     for key, value in sets.items():
         node = out
         *parents, last = key.split(".")
         for p in parents:
+            if not isinstance(node, dict) or p not in node:
+                raise SystemExit(f"params.study.yaml: {key} is not a parameter in params.yaml (no {p!r})")
             node = node[p]
-        if last not in node:
+        if not isinstance(node, dict) or last not in node:
             raise SystemExit(f"params.study.yaml: {key} is not a parameter in params.yaml")
-        node[last] = value
+        if isinstance(value, dict) and isinstance(node[last], dict):
+            node[last] = {**node[last], **value}
+        else:
+            node[last] = value
     return out
 
 
@@ -61,7 +68,12 @@ def commands(
         with tempfile.TemporaryDirectory() as tmp:
             checked = Path(tmp) / "params.yaml"
             checked.write_text(yaml.safe_dump(apply(base, sets)))
-            load_params(checked)  # fails loudly on a bad value
+            try:
+                load_params(checked)  # fails loudly on a bad value
+            except PipelineError as e:  # named after the study's experiment, not the temporary file
+                raise SystemExit(
+                    f"params.study.yaml: experiment {name}: {str(e).replace(str(checked), 'params')}"
+                ) from None
         cmd = ["dvc", "exp", "run", "--queue", "-n", name]
         for key, value in sets.items():
             cmd += ["-S", f"++{key}={hydra(value)}"]  # `++`: set even where the key is new (a dict like train.search)
@@ -79,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="print the commands, queue nothing")
     args = ap.parse_args(argv)
     setup_logging()
-    cmds = commands(args.study, args.params, args.scale, args.only.split(",") if args.only else None)
+    try:
+        cmds = commands(args.study, args.params, args.scale, args.only.split(",") if args.only else None)
+    except (OSError, yaml.YAMLError, PipelineError, AttributeError, KeyError) as e:
+        log.error("%s: %s", args.study, e)
+        return 2
     cmds.append(["dvc", "queue", "start", "-j", str(args.jobs)])
     for cmd in cmds:
         log.info("%s", shlex.join(cmd))

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import PipelineError
-from pipeline.learn.study import collect, settings
+from pipeline.learn.study import StudyError, collect, settings
 from pipeline.utils import io
 from pipeline.utils.log import setup_logging
 from pipeline.utils.machine import git_commit, machine
@@ -33,13 +33,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def experiment_refs(root: Path) -> dict[str, tuple[str, str, int]]:
     """Experiment name -> (ref, commit, commit time) of the newest DVC experiment of that name."""
-    out = subprocess.run(
+    got = subprocess.run(
         ["git", "for-each-ref", "refs/exps", "--format=%(refname) %(objectname) %(committerdate:unix)"],
         cwd=root,
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout
+    )
+    if got.returncode:
+        raise StudyError(f"{root}: git cannot list the DVC experiments ({got.stderr.strip() or got.returncode})")
+    out = got.stdout
     refs: dict[str, tuple[str, str, int]] = {}
     for line in out.splitlines():
         ref, sha, when = line.split()
@@ -52,7 +54,13 @@ def experiment_refs(root: Path) -> dict[str, tuple[str, str, int]]:
 def metrics_at(root: Path, commit: str) -> dict[str, Any] | None:
     """The experiment's reports/metrics.json (kept in Git: `cache: false`), or None where it has none."""
     got = subprocess.run(["git", "show", f"{commit}:reports/metrics.json"], cwd=root, capture_output=True, text=True)
-    return json.loads(got.stdout) if got.returncode == 0 else None
+    if got.returncode:
+        return None
+    try:
+        data = json.loads(got.stdout)
+    except json.JSONDecodeError as e:
+        raise StudyError(f"{commit[:12]}:reports/metrics.json is not JSON ({e.msg}, line {e.lineno})") from None
+    return data if isinstance(data, dict) else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,9 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         study = yaml.safe_load(args.study.read_text())
         planned = settings(study, args.scale, args.only.split(",") if args.only else None)
-    except (OSError, yaml.YAMLError, PipelineError) as e:
+    except (OSError, yaml.YAMLError, PipelineError, AttributeError, KeyError) as e:
+        log.error("%s: %s", args.study, e)
+        return 2
+    try:
+        return _report(args, study, planned)
+    except PipelineError as e:
         log.error("%s", e)
         return 2
+
+
+def _report(args: argparse.Namespace, study: dict[str, Any], planned: dict[str, dict[str, Any]]) -> int:
     refs = experiment_refs(ROOT)
     experiments: dict[str, dict[str, Any]] = {}
     for name, sets in planned.items():

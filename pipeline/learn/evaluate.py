@@ -136,7 +136,7 @@ def probe_items(models: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield {
             "backend": it["backend"],
             "variant": it["variant"],
-            "run": it["run"],
+            "run": it["feature_seed"],  # the independent run: seeds sharing an extractor are one run
             "fold": fold["fold"],
             "model": it["model"],
             "x": x,
@@ -670,8 +670,9 @@ def probe_report(rows: pd.DataFrame | None, e: ExperimentParams) -> dict[str, An
     return {
         "method": (
             "linear discriminant analysis (standardised inputs, Ledoit-Wolf shrinkage: nothing tuned) reading each "
-            f"mode factor from a representation, scored by {probes.PROBE_FOLDS}-fold cross-validation grouped by "
-            "test subject, over every test take of each fold; mean and SD over independent runs"
+            f"mode factor from a representation, scored by cross-validation grouped by test subject (up to "
+            f"{probes.PROBE_FOLDS} folds), over every test take of each fold; mean and SD over independent runs "
+            "(feature extractors)"
         ),
         "findings": probes.findings(summary, pr.backend, pr.baseline, pr.candidate),
         "results": summary,
@@ -716,13 +717,19 @@ def run(layout: Layout, params: Params) -> None:
     VARIANTS.check(p.variants, PARAMS_KEY)
     split = load_split(fp.protocol, layout.splits)
     classes = split["classes"]
-    models = list(fitted(p, fp, split, layout.features, layout.models))
-    pred = predictions(models)
+    # one model at a time (a large dataset's features and models never sit in memory together)
+    pred_parts: list[pd.DataFrame] = []
+    probe_parts: list[pd.DataFrame] = []
+    seen_inputs: set[tuple[Any, ...]] = set()
+    for model in fitted(p, fp, split, layout.features, layout.models):
+        pred_parts.append(predictions([model]))
+        probe_parts.append(probes.run_probes(probe_items([model]), params.split.mode_parts, seen_inputs))
+    pred = pd.concat(pred_parts, ignore_index=True) if pred_parts else pd.DataFrame()
+    probe_rows = pd.concat(probe_parts, ignore_index=True) if probe_parts else pd.DataFrame(columns=probes.COLUMNS)
     if pred.empty:
         raise LearnInputError(
             f"{layout.splits / (fp.protocol + '.json')}: no fold has a test, test_seen or test_unseen take to evaluate"
         )
-    probe_rows = probes.run_probes(probe_items(models), params.split.mode_parts)
     report, guessed, confusion, effects = evaluate(
         p,
         fp,

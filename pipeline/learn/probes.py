@@ -7,8 +7,8 @@ representation, and scored on test subjects it was not fitted on (cross-validati
 subject, over the test takes of a fold, seen and unseen modes together so every factor has all its
 values). The classifier is linear discriminant analysis on standardised inputs with Ledoit-Wolf
 shrinkage: its one setting is computed in closed form from the fitting data, so nothing is tuned and
-nothing is selected on test data (and it fits in a millisecond, where logistic regression took 40 ms
-on these correlated inputs). Chance is the accuracy of always answering the fitting folds'
+nothing is selected on test data (logistic regression, tried first, needed hundreds of solver
+iterations a fit on these correlated inputs). Chance is the accuracy of always answering the fitting folds'
 most common value, scored the same way.
 
 Representations: `h_T` of every variant (what its expression head reads), `m_T` where the variant
@@ -32,32 +32,33 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from pipeline.split.protocols import SplitError, mode_factor
-
 log = logging.getLogger(__name__)
 
 PROBE_FOLDS = 4  # grouped cross-validation folds over a fold's test subjects (fewer when it has fewer subjects)
+MISSING = "unknown"  # a take whose factor is not known
 INPUT = "input"  # the representation of the features alone (variant column: INPUT too)
 COLUMNS = ["backend", "variant", "representation", "factor", "run", "fold", "accuracy", "chance", "n_takes"]
 
 
 def factor_values(modes: Sequence[str], parts: list[str]) -> dict[str, np.ndarray]:
-    """Factor name -> each take's value of it, for every factor the modes name; a factor the modes
-    cannot give (too few parts) is left out with a log line, never guessed."""
+    """Factor name -> each take's value of it (the `/`-part of its mode that `split.mode_parts` names).
+
+    A take whose mode is too short for the factor, or whose value the log left empty (`unknown`,
+    `unknown_pose`: pipeline/modes.py), reads MISSING and is left out of that factor's probe, never
+    probed as a value of its own.
+    """
+    split = [str(m).split("/") for m in modes]
     out = {}
-    series = pd.Series([str(m) for m in modes])
-    for factor in parts:
-        try:
-            out[factor] = mode_factor(series, parts, factor).to_numpy(dtype=str)
-        except SplitError as e:
-            log.warning("probe of %s skipped: %s", factor, e)
+    for i, factor in enumerate(parts):
+        values = [p[i] if len(p) > i and not p[i].startswith("unknown") else MISSING for p in split]
+        out[factor] = np.array(values, dtype=str)
     return out
 
 
 def probe_score(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[float, float] | None:
     """(accuracy, chance) of a linear read-out of `y` from `x`, on subjects held out of its fit; None when
     the data cannot say (one value only, `unknown` values aside, or fewer than two subjects)."""
-    keep = y != "unknown"
+    keep = y != MISSING
     x, y, groups = x[keep], y[keep], groups[keep]
     n_groups = len(set(groups.tolist()))
     if len(set(y.tolist())) < 2 or n_groups < 2:
@@ -108,7 +109,7 @@ def probe_rows(
                         "factor": factor,
                         "accuracy": scored[0],
                         "chance": scored[1],
-                        "n_takes": int((y != "unknown").sum()),
+                        "n_takes": int((y != MISSING).sum()),
                     }
                 )
     return rows
@@ -213,13 +214,17 @@ def plot_probes(table: pd.DataFrame, out: Path, backend: str) -> None:
     save(fig, out)
 
 
-def run_probes(items: Iterable[dict[str, Any]], parts: list[str]) -> pd.DataFrame:
+def run_probes(
+    items: Iterable[dict[str, Any]], parts: list[str], seen_inputs: set[tuple[Any, ...]] | None = None
+) -> pd.DataFrame:
     """Rows for every fitted model: each item has backend, variant, run, fold, model, x, lengths, modes, subjects.
 
-    The `input` probe is computed once per (backend, run, fold): it does not depend on the variant.
+    `run` is the independent run (the feature extractor): sequence seeds sharing one are pooled by the
+    summary, never counted as separate runs. The `input` probe is computed once per (backend, run,
+    fold): it does not depend on the variant.
     """
     rows: list[dict[str, Any]] = []
-    seen_inputs: set[tuple[Any, ...]] = set()
+    seen_inputs = set() if seen_inputs is None else seen_inputs  # shared by callers that stream the models
     for it in items:
         factors = factor_values(it["modes"], parts)
         key = {"backend": it["backend"], "run": it["run"], "fold": it["fold"]}

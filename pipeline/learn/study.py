@@ -96,6 +96,10 @@ def collect(experiments: dict[str, dict[str, Any]]) -> dict[str, Any]:
     An experiment without metrics (not run yet, or failed) is listed as missing with its reason, never dropped.
     """
     done = {n: e for n, e in experiments.items() if e.get("metrics") is not None}
+    for n, e in done.items():
+        missing = [k for k in ("protocol", "backends", "test_sets") if k not in e["metrics"]]
+        if missing:
+            raise StudyError(f"experiment {n} ({str(e.get('commit'))[:12]}): metrics.json has no field {missing[0]!r}")
     tested: dict[str, dict[str, Any]] = {}
     for name, e in done.items():
         tested.update(comparisons_of(name, e["metrics"]))
@@ -103,6 +107,9 @@ def collect(experiments: dict[str, dict[str, Any]]) -> dict[str, Any]:
     comparisons = []
     for key, c in tested.items():
         name = key.split("/", 1)[0]
+        absent = [f for f in ("backend", "candidate", "baseline", "endpoint") if f not in c]
+        if absent:
+            raise StudyError(f"experiment {name}: comparison {key} in metrics.json has no field {absent[0]!r}")
         p_study = adjusted[key]
         comparisons.append(
             {

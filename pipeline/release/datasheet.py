@@ -32,6 +32,7 @@ def _pair(metrics: dict) -> tuple[str, list[str]] | None:
     if not backends:
         return None
     pr = metrics.get("primary") or {}
+    pr = pr.get("declared") or pr  # the pre-registered pair, also where this protocol did not run it
     backend = str(pr["backend"]) if pr.get("backend") in backends else str(next(iter(backends)))
     pair = [str(v) for v in (pr.get("baseline"), pr.get("candidate")) if v in backends[backend]]
     return backend, pair or [str(v) for v in backends[backend]]
@@ -56,7 +57,7 @@ def model_by_group(metrics: dict) -> list[str]:
     cols = [(v, t) for v in variants for t in tests if tones.get(v, {}).get(t)]
     if cols:
         names = sorted({k for v, t in cols for k in tones[v][t]})
-        L += ["Accuracy per skin tone (the simulator's skin-tone parameter, 0 lightest):", ""]
+        L += ["Accuracy per skin tone (as the takes record it; the simulator's tone0 is the lightest):", ""]
         L += ["| skin tone | " + " | ".join(f"{v} {t}" for v, t in cols) + " |", "|---|" + "---|" * len(cols)]
         L += [f"| {k} | " + " | ".join(_fmt(tones[v][t].get(k)) for v, t in cols) + " |" for k in names]
         L.append("")

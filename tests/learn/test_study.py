@@ -36,7 +36,7 @@ def test_a_bad_study_setting_fails_before_anything_is_queued(tmp_path: Path) -> 
     study = _study()
     bad = tmp_path / "study.yaml"
     bad.write_text(yaml.safe_dump({"experiments": {"x": {"features.crossfit_folds": 2}}}))  # embedding: refused
-    with pytest.raises(Exception, match="crossfit_folds needs features.encoding: logits"):
+    with pytest.raises(SystemExit, match="experiment x: .*crossfit_folds needs features.encoding: logits"):
         study.commands(bad, ROOT / "tests" / "params.test.yaml")
     bad.write_text(yaml.safe_dump({"experiments": {"x": {"train.lrr": 0.1}}}))
     with pytest.raises(SystemExit, match="train.lrr is not a parameter"):
