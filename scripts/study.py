@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cmds = commands(args.study, args.params, args.scale, args.only.split(",") if args.only else None)
     except (OSError, yaml.YAMLError, PipelineError, AttributeError, KeyError) as e:
-        log.error("%s: %s", args.study, e)
+        log.error("%s", e if isinstance(e, PipelineError) else f"{args.study}: {e}")
         return 2
     cmds.append(["dvc", "queue", "start", "-j", str(args.jobs)])
     for cmd in cmds:

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         study = yaml.safe_load(args.study.read_text())
         planned = settings(study, args.scale, args.only.split(",") if args.only else None)
     except (OSError, yaml.YAMLError, PipelineError, AttributeError, KeyError) as e:
-        log.error("%s: %s", args.study, e)
+        log.error("%s", e if isinstance(e, PipelineError) else f"{args.study}: {e}")
         return 2
     try:
         return _report(args, study, planned)
