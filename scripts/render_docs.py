@@ -596,21 +596,28 @@ def block_probes(r: Reports) -> str:
     pr = metrics.get("probes")
     if not pr:
         raise RenderError("reports/metrics.json has no probes (rerun evaluate)")
-    rows = [
-        [
-            f"{backend} {variant if variant == rep else variant + ' ' + rep}",
-            factor,
-            f"{s['accuracy_mean']:.3f}" + (f" +- {s['accuracy_sd']:.3f}" if s.get("accuracy_sd") is not None else ""),
-            f"{s['chance']:.3f}",
-        ]
-        for backend, vs in pr["results"].items()
-        for variant, reps in vs.items()
-        for rep, fs in reps.items()
-        for factor, s in fs.items()
-    ]
     lines = [f"Method: {pr['method']}.", ""] + [f"- {f}" for f in pr["findings"]] + [""]
-    lines += table(["representation", "factor", "probe accuracy", "chance"], rows)
+    lines += probe_table(pr["results"])
     return "\n".join([*lines, "", source(metrics, "metrics")])
+
+
+def probe_table(results: dict[str, Any]) -> list[str]:
+    """Probe accuracy (mean +- SD over runs) per representation (rows) and mode factor (columns), chance in the
+    header: one table for the default run's metrics and for each study experiment."""
+    cells = [
+        (f"{b} {v}" if v == rep else f"{b} {v} {rep}", f, s)
+        for b, vs in results.items()
+        for v, reps in vs.items()
+        for rep, fs in reps.items()
+        for f, s in fs.items()
+    ]
+    factors = sorted({f for _, f, _ in cells})
+    chance = {f: next(s["chance"] for _, g, s in cells if g == f) for f in factors}
+    rows: dict[str, dict[str, str]] = {}
+    for label, f, s in cells:
+        rows.setdefault(label, {})[f] = _pm_cell({"mean": s["accuracy_mean"], "sd": s.get("accuracy_sd")})
+    header = ["representation"] + [f"{f} (chance {chance[f]:.2f})" for f in factors]
+    return table(header, [[label] + [r.get(f, "n/a") for f in factors] for label, r in rows.items()])
 
 
 def _pm_cell(x: dict[str, Any] | None) -> str:
@@ -659,30 +666,8 @@ def block_study(r: Reports) -> str:
             cells.append("n/a" if not tone else f"{tone[0]:.2f}-{tone[1]:.2f}")
             rows.append(cells)
         lines += table(header, rows) + [""]
-        probes = e.get("probes") or {}
-        factors = sorted({f for vs in probes.values() for reps in vs.values() for fs in reps.values() for f in fs})
-        prow = [
-            [f"{v} {rep}" if v != rep else v]
-            + [
-                _pm_cell({"mean": fs[f]["accuracy_mean"], "sd": fs[f]["accuracy_sd"]}) if f in fs else "n/a"
-                for f in factors
-            ]
-            for vs in probes.values()
-            for v, reps in vs.items()
-            for rep, fs in reps.items()
-        ]
-        if prow:
-            chance = {
-                f: next(fs[f]["chance"] for vs in probes.values() for r in vs.values() for fs in r.values() if f in fs)
-                for f in factors
-            }
-            lines += [
-                "Probes (what each representation holds of each factor; chance "
-                + ", ".join(f"{f} {c:.2f}" for f, c in chance.items())
-                + "):",
-                "",
-            ]
-            lines += table(["representation"] + factors, prow) + [""]
+        if e.get("probes"):
+            lines += probe_table(e["probes"]) + [""]
     comps = sorted(
         st["comparisons"],
         key=lambda c: (c["p_holm_study"] is None, c["p_holm_study"] or 0.0, c["p_value"] or 0.0),
